@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/sources/otlp"
+	"github.com/rollguard/rollguard/web"
+)
+
+type daemonOptions struct {
+	ConfigFile       string
+	StoragePath      string
+	WebListenAddress string
+	Logger           hclog.Logger
+}
+
+// daemon is `rollguard run`: the components, wired, and their listeners bound.
+type daemon struct {
+	o        daemonOptions
+	log      hclog.Logger
+	reg      *prometheus.Registry
+	reloadMu sync.Mutex
+	cfg      atomic.Pointer[configs.Config]
+	ready    atomic.Bool
+
+	ns       *server.Server // nil with an external NATS
+	nc       *nats.Conn
+	engine   *detector.Engine
+	playbook *actions.Playbook
+	webLn    net.Listener
+	otlpLn   net.Listener
+	webSrv   *http.Server
+	otlpSrv  *http.Server
+}
+
+// newDaemon loads the configuration, connects to (or starts) NATS, makes
+// sure the stream exists and binds the listeners. Nothing runs until Run.
+func newDaemon(o daemonOptions) (_ *daemon, err error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	cfg, err := configs.Load(o.ConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.ConfigFile, err)
+	}
+	d := &daemon{o: o, log: o.Logger, reg: prometheus.NewRegistry()}
+	d.cfg.Store(cfg)
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	url := cfg.NATS.URL
+	if url == "" {
+		if err := os.MkdirAll(o.StoragePath, 0o755); err != nil {
+			return nil, fmt.Errorf("storage path: %w", err)
+		}
+		if d.ns, err = startEmbeddedNATS(cfg.NATS, o.StoragePath, d.log.Named("nats")); err != nil {
+			return nil, err
+		}
+		url = d.ns.ClientURL()
+		d.log.Info("embedded nats started", "url", url, "store", o.StoragePath)
+	}
+	if d.nc, err = connectNATS(url, cfg.NATS, d.log.Named("nats")); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(d.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	subjects := actions.Subjects{Prefix: cfg.NATS.SubjectPrefix}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := actions.EnsureStream(ctx, js, cfg.NATS.Stream, subjects); err != nil {
+		return nil, err
+	}
+
+	d.playbook = actions.NewPlaybook(actions.PlaybookOptions{
+		Publisher:  actions.JetStreamPublisher{JS: js},
+		Subjects:   subjects,
+		Logger:     d.log.Named("playbook"),
+		Registerer: d.reg,
+	})
+	d.engine = detector.NewEngine(cfg, detector.EngineOptions{
+		Handler:    d.playbook,
+		Logger:     d.log.Named("detector"),
+		Registerer: d.reg,
+	})
+	receiver := otlp.NewReceiver(otlp.Config{
+		Appender:        d.engine,
+		Filter:          d.engine,
+		MaxRequestBytes: cfg.OTLP.MaxRequestBytes,
+		Logger:          d.log.Named("otlp"),
+		Registerer:      d.reg,
+	})
+
+	if d.otlpLn, err = net.Listen("tcp", cfg.OTLP.HTTPListenAddress); err != nil {
+		return nil, fmt.Errorf("otlp listener: %w", err)
+	}
+	if d.webLn, err = net.Listen("tcp", o.WebListenAddress); err != nil {
+		return nil, fmt.Errorf("web listener: %w", err)
+	}
+	d.otlpSrv = &http.Server{Handler: receiver.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	d.webSrv = &http.Server{Handler: web.Handler(web.Options{
+		Deployments: d.engine,
+		Incidents:   d.playbook,
+		Reload:      d.reload,
+		Ready:       d.ready.Load,
+		Gatherer:    d.reg,
+		Logger:      d.log.Named("web"),
+	}), ReadHeaderTimeout: 10 * time.Second}
+	return d, nil
+}
+
+// Run runs every component as one actor of a group until ctx ends or one
+// of them fails; then it stops the rest, drains NATS and returns.
+func (d *daemon) Run(ctx context.Context) error {
+	defer d.close()
+	var g run.Group
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	{ // Termination: the caller's context (SIGINT/SIGTERM in main).
+		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
+	}
+	{ // SIGHUP reloads.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		done := make(chan struct{})
+		g.Add(func() error {
+			for {
+				select {
+				case <-hup:
+					_ = d.reload()
+				case <-done:
+					return nil
+				}
+			}
+		}, func(error) { signal.Stop(hup); close(done) })
+	}
+	for _, s := range []struct {
+		name string
+		srv  *http.Server
+		ln   net.Listener
+	}{{"web", d.webSrv, d.webLn}, {"otlp", d.otlpSrv, d.otlpLn}} {
+		g.Add(func() error {
+			d.log.Info("listening", "component", s.name, "address", s.ln.Addr().String())
+			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s server: %w", s.name, err)
+			}
+			return nil
+		}, func(error) {
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			_ = s.srv.Shutdown(sctx) // in-flight requests finish
+		})
+	}
+	{
+		ectx, ecancel := context.WithCancel(context.Background())
+		g.Add(func() error { return d.engine.Run(ectx) }, func(error) { ecancel() })
+	}
+	{
+		pctx, pcancel := context.WithCancel(context.Background())
+		g.Add(func() error { return d.playbook.Run(pctx) }, func(error) { pcancel() })
+	}
+	d.ready.Store(true)
+	d.log.Info("rollguard started", "version", version, "config", d.o.ConfigFile, "guards", len(d.cfg.Load().Guards))
+	err := g.Run()
+	d.ready.Store(false)
+	d.log.Info("rollguard stopped")
+	return err
+}
+
+// reload applies the configuration file again. An invalid file leaves the
+// running configuration untouched.
+func (d *daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cfg, err := configs.Load(d.o.ConfigFile)
+	if err != nil {
+		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
+		return err
+	}
+	old := d.cfg.Load()
+	if !reflect.DeepEqual(old.NATS, cfg.NATS) || !reflect.DeepEqual(old.OTLP, cfg.OTLP) {
+		d.log.Warn("nats and otlp settings change only on restart; the new guards are applied")
+	}
+	d.engine.ApplyConfig(cfg)
+	d.cfg.Store(cfg)
+	d.log.Info("configuration reloaded", "file", d.o.ConfigFile, "guards", len(cfg.Guards))
+	return nil
+}
+
+// close releases NATS and listeners; it is safe on a partly built daemon.
+func (d *daemon) close() {
+	for _, ln := range []net.Listener{d.webLn, d.otlpLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if d.nc != nil {
+		_ = d.nc.Drain()
+		for i := 0; i < 100 && !d.nc.IsClosed(); i++ {
+			time.Sleep(50 * time.Millisecond) // Drain is asynchronous; wait for it, bounded
+		}
+		d.nc.Close()
+	}
+	if d.ns != nil {
+		d.ns.Shutdown()
+		d.ns.WaitForShutdown()
+	}
+}
+
+// Config returns the running configuration.
+func (d *daemon) Config() *configs.Config { return d.cfg.Load() }

@@ -1,0 +1,346 @@
+// Package configs owns rollguard's configuration: the YAML types, their
+// defaults, strict loading (unknown keys are errors) and validation whose
+// errors name the field path and the line. It knows nothing of how the
+// configuration is used.
+package configs
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+)
+
+// Signal types a guard can watch.
+const (
+	SignalErrorRatio = "error_ratio"
+)
+
+// Defaults. The error-ratio defaults follow the OpenTelemetry HTTP semantic
+// conventions, so the common case needs no query.
+var (
+	DefaultGlobal = GlobalConfig{
+		EvaluationInterval: Duration(10 * time.Second),
+		NoDataTimeout:      Duration(2 * time.Minute),
+	}
+	DefaultNATS = NATSConfig{
+		SubjectPrefix: "rollguard",
+		Stream:        "ROLLGUARD",
+		Embedded:      EmbeddedNATS{Host: "127.0.0.1", Port: 4222},
+	}
+	DefaultOTLP = OTLPConfig{
+		HTTPListenAddress: ":4318",
+		MaxRequestBytes:   16 << 20,
+	}
+	DefaultGuard = GuardConfig{
+		ServiceLabel: "service.name",
+		VersionLabel: "service.version",
+		Alpha:        0.01,
+	}
+	DefaultSignal = SignalConfig{
+		Type:         SignalErrorRatio,
+		Metric:       "http.server.request.duration",
+		StatusLabel:  "http.response.status_code",
+		BadStatusMin: 500,
+		Tolerance:    0.1,
+	}
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Global GlobalConfig  `yaml:"global"`
+	NATS   NATSConfig    `yaml:"nats"`
+	OTLP   OTLPConfig    `yaml:"otlp"`
+	Guards []GuardConfig `yaml:"guards"`
+}
+
+// GlobalConfig holds settings shared by every guard.
+type GlobalConfig struct {
+	// EvaluationInterval is the tick: how often every guard is evaluated.
+	EvaluationInterval Duration `yaml:"evaluation_interval"`
+	// NoDataTimeout is how long a cohort of an active deployment may stay
+	// silent before its verdict becomes no_data.
+	NoDataTimeout Duration `yaml:"no_data_timeout"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *GlobalConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultGlobal
+	type plain GlobalConfig
+	return n.Decode((*plain)(c))
+}
+
+// NATSConfig says where commands go. With no URL an embedded server is started.
+type NATSConfig struct {
+	URL             string              `yaml:"url"`
+	User            string              `yaml:"user"`
+	Password        commoncfg.Secret    `yaml:"password"`
+	Token           commoncfg.Secret    `yaml:"token"`
+	CredentialsFile string              `yaml:"credentials_file"`
+	TLS             commoncfg.TLSConfig `yaml:"tls"`
+	// SubjectPrefix is the first token of every subject rollguard uses.
+	SubjectPrefix string `yaml:"subject_prefix"`
+	// Stream is the JetStream stream that holds commands, results, status and incident events.
+	Stream   string       `yaml:"stream"`
+	Embedded EmbeddedNATS `yaml:"embedded"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *NATSConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultNATS
+	type plain NATSConfig
+	return n.Decode((*plain)(c))
+}
+
+// EmbeddedNATS configures the in-process server used when no URL is set.
+type EmbeddedNATS struct {
+	Host string `yaml:"host"`
+	// Port -1 picks a free port.
+	Port int `yaml:"port"`
+}
+
+// OTLPConfig configures the OTLP receivers.
+type OTLPConfig struct {
+	HTTPListenAddress string `yaml:"http_listen_address"`
+	MaxRequestBytes   int64  `yaml:"max_request_bytes"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *OTLPConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultOTLP
+	type plain OTLPConfig
+	return n.Decode((*plain)(c))
+}
+
+// GuardConfig guards one service: which signals to compare between the
+// stable and the candidate version, at which false-alarm level, and which
+// feature flags a deployment of it can kill.
+type GuardConfig struct {
+	Name    string `yaml:"name" json:"name"`
+	Service string `yaml:"service" json:"service"`
+	// ServiceLabel is the attribute or label that names the service.
+	ServiceLabel string `yaml:"service_label" json:"service_label"`
+	// VersionLabel is the attribute or label that carries the version (the cohort).
+	VersionLabel string `yaml:"version_label" json:"version_label"`
+	// Alpha is the guard's false-alarm level, split evenly across its signals.
+	Alpha float64 `yaml:"alpha" json:"alpha"`
+	// Flags are killed on a regression when the deployment declares none.
+	Flags   []string       `yaml:"flags" json:"flags"`
+	Signals []SignalConfig `yaml:"signals" json:"signals"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *GuardConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultGuard
+	type plain GuardConfig
+	return n.Decode((*plain)(c))
+}
+
+// SignalConfig is one thing to compare between cohorts.
+type SignalConfig struct {
+	Name string `yaml:"name" json:"name"`
+	Type string `yaml:"type" json:"type"`
+	// Metric is the histogram or counter whose count is the number of requests.
+	Metric string `yaml:"metric" json:"metric"`
+	// StatusLabel carries the response status; BadStatusMin and above are bad.
+	StatusLabel  string `yaml:"status_label" json:"status_label"`
+	BadStatusMin int    `yaml:"bad_status_min" json:"bad_status_min"`
+	// Tolerance is how much worse the candidate may be before it counts as a
+	// regression: the null hypothesis is ratio <= 1 + tolerance.
+	Tolerance float64 `yaml:"tolerance" json:"tolerance"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *SignalConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultSignal
+	type plain SignalConfig
+	return n.Decode((*plain)(c))
+}
+
+// SignalAlpha is the false-alarm level of each of the guard's signals.
+func (g GuardConfig) SignalAlpha() float64 {
+	if len(g.Signals) == 0 {
+		return g.Alpha
+	}
+	return g.Alpha / float64(len(g.Signals))
+}
+
+// Duration is a Prometheus-style duration ("30s", "5m", "1h").
+type Duration time.Duration
+
+// UnmarshalYAML parses a Prometheus-style duration and reports the line on error.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := model.ParseDuration(s)
+	if err != nil {
+		return &lineError{line: n.Line, msg: fmt.Sprintf("invalid duration %q: use a number and a unit, like 30s or 5m", s)}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back in its short form.
+func (d Duration) MarshalYAML() (any, error) { return model.Duration(d).String(), nil }
+
+func (d Duration) String() string { return model.Duration(d).String() }
+
+// Load reads and validates a configuration file.
+func Load(file string) (*Config, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes and validates a configuration document. Unknown keys, wrong
+// types and invalid values are errors naming the field path and the line.
+func Parse(b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP}
+	if len(root.Content) == 0 {
+		return nil, fmt.Errorf("configuration is empty")
+	}
+	doc := root.Content[0]
+	if err := checkKeys(doc, typeOf(cfg), ""); err != nil {
+		return nil, err
+	}
+	if err := doc.Decode(cfg); err != nil {
+		return nil, decodeError(doc, err)
+	}
+	if errs := cfg.validate(); len(errs) > 0 {
+		fe := errs[0]
+		return nil, fmt.Errorf("%s: %s (line %d)", fe.path, fe.msg, lineOf(doc, fe.path))
+	}
+	return cfg, nil
+}
+
+type fieldError struct{ path, msg string }
+
+var (
+	nameRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	tokenRe = regexp.MustCompile(`^[^.*>\s]+$`)
+)
+
+func (c *Config) validate() []fieldError {
+	var errs []fieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fieldError{path, fmt.Sprintf(format, args...)})
+	}
+	if c.Global.EvaluationInterval <= 0 {
+		add("global.evaluation_interval", "must be > 0")
+	}
+	if c.Global.NoDataTimeout < c.Global.EvaluationInterval {
+		add("global.no_data_timeout", "must be >= global.evaluation_interval (%s)", c.Global.EvaluationInterval)
+	}
+	n := c.NATS
+	if n.URL != "" {
+		for _, u := range strings.Split(n.URL, ",") {
+			if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
+				add("nats.url", "%q is not a NATS URL like nats://host:4222", u)
+				break
+			}
+		}
+	}
+	if n.Token != "" && (n.User != "" || n.CredentialsFile != "") {
+		add("nats.token", "set either token, user/password or credentials_file, not several")
+	}
+	if n.User != "" && n.CredentialsFile != "" {
+		add("nats.credentials_file", "set either user/password or credentials_file, not both")
+	}
+	if !tokenRe.MatchString(n.SubjectPrefix) {
+		add("nats.subject_prefix", "%q must be one NATS subject token (no '.', '*', '>' or spaces)", n.SubjectPrefix)
+	}
+	if !nameRe.MatchString(n.Stream) {
+		add("nats.stream", "%q must contain only letters, digits, '_' and '-'", n.Stream)
+	}
+	if n.Embedded.Port < -1 || n.Embedded.Port > 65535 {
+		add("nats.embedded.port", "must be -1 (any free port) or 0..65535")
+	}
+	if c.OTLP.HTTPListenAddress == "" {
+		add("otlp.http_listen_address", "is empty")
+	}
+	if c.OTLP.MaxRequestBytes <= 0 {
+		add("otlp.max_request_bytes", "must be > 0")
+	}
+	names := map[string]int{}
+	for i, g := range c.Guards {
+		p := fmt.Sprintf("guards[%d]", i)
+		switch {
+		case g.Name == "":
+			add(p+".name", "is empty")
+		case !nameRe.MatchString(g.Name):
+			add(p+".name", "%q must contain only letters, digits, '_' and '-'", g.Name)
+		default:
+			if j, dup := names[g.Name]; dup {
+				add(p+".name", "%q is already used by guards[%d]", g.Name, j)
+			}
+			names[g.Name] = i
+		}
+		if g.Service == "" {
+			add(p+".service", "is empty")
+		} else if !tokenRe.MatchString(g.Service) {
+			add(p+".service", "%q must be one NATS subject token (no '.', '*', '>' or spaces)", g.Service)
+		}
+		if g.ServiceLabel == "" {
+			add(p+".service_label", "is empty")
+		}
+		if g.VersionLabel == "" {
+			add(p+".version_label", "is empty")
+		}
+		if !(g.Alpha > 0 && g.Alpha <= 0.5) {
+			add(p+".alpha", "must be > 0 and <= 0.5")
+		}
+		for j, f := range g.Flags {
+			if strings.TrimSpace(f) == "" {
+				add(fmt.Sprintf("%s.flags[%d]", p, j), "is empty")
+			}
+		}
+		if len(g.Signals) == 0 {
+			add(p+".signals", "needs at least one signal")
+		}
+		signals := map[string]int{}
+		for j, s := range g.Signals {
+			sp := fmt.Sprintf("%s.signals[%d]", p, j)
+			switch {
+			case s.Name == "":
+				add(sp+".name", "is empty")
+			case !nameRe.MatchString(s.Name):
+				add(sp+".name", "%q must contain only letters, digits, '_' and '-'", s.Name)
+			default:
+				if k, dup := signals[s.Name]; dup {
+					add(sp+".name", "%q is already used by %s.signals[%d]", s.Name, p, k)
+				}
+				signals[s.Name] = j
+			}
+			if s.Type != SignalErrorRatio {
+				add(sp+".type", "unknown signal type %q (known: %s)", s.Type, SignalErrorRatio)
+			}
+			if s.Metric == "" {
+				add(sp+".metric", "is empty")
+			}
+			if s.StatusLabel == "" {
+				add(sp+".status_label", "is empty")
+			}
+			if s.BadStatusMin < 100 || s.BadStatusMin > 599 {
+				add(sp+".bad_status_min", "must be an HTTP status code between 100 and 599")
+			}
+			if s.Tolerance < 0 {
+				add(sp+".tolerance", "must be >= 0")
+			}
+		}
+	}
+	return errs
+}

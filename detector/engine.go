@@ -1,0 +1,533 @@
+// Package detector owns deciding whether a deployment is worse than its
+// baseline: it routes samples to (guard, signal, cohort), tracks deployments,
+// runs the anytime-valid tests every tick and hands verdicts with their
+// evidence to a VerdictHandler. It knows nothing of NATS or HTTP.
+package detector
+
+import (
+	"context"
+	"math"
+	"reflect"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/sources"
+)
+
+// VerdictHandler receives every guard verdict of every evaluation. It must
+// not block: the playbook queues and acts on its own time.
+type VerdictHandler interface {
+	HandleVerdict(GuardVerdict)
+}
+
+// VerdictFunc adapts a function to VerdictHandler.
+type VerdictFunc func(GuardVerdict)
+
+// HandleVerdict implements VerdictHandler.
+func (f VerdictFunc) HandleVerdict(v GuardVerdict) { f(v) }
+
+const (
+	candidate = 0
+	baseline  = 1
+)
+
+// Engine routes samples, tracks deployments and evaluates guards.
+type Engine struct {
+	mu          sync.Mutex
+	global      configs.GlobalConfig
+	guards      map[string]*configs.GuardConfig
+	byMetric    map[string][]*configs.GuardConfig
+	stable      map[string]string // service -> stable version
+	deployments map[string]*deploymentRun
+	ended       []Deployment
+	handler     VerdictHandler
+	now         func() time.Time
+	log         hclog.Logger
+	metrics     *engineMetrics
+}
+
+type deploymentRun struct {
+	Deployment
+	guards map[string]*guardRun
+}
+
+type guardRun struct {
+	cfg     *configs.GuardConfig
+	signals []*signalRun
+	verdict *GuardVerdict
+}
+
+type counts struct{ total, bad float64 }
+
+type signalRun struct {
+	cfg        configs.SignalConfig
+	test       *CountTest
+	cur        [2]counts    // the batch being filled, per cohort
+	lastReport [2]time.Time // last sample with traffic, per cohort
+	lastBatch  time.Time
+	evidence   Evidence
+}
+
+type engineMetrics struct {
+	routed      prometheus.Counter
+	dropped     *prometheus.CounterVec
+	evaluations prometheus.Counter
+	verdicts    *prometheus.GaugeVec
+	deployments *prometheus.CounterVec
+}
+
+func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
+	m := &engineMetrics{
+		routed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_detector_samples_routed_total",
+			Help: "Samples routed to a guard signal and cohort.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_detector_samples_dropped_total",
+			Help: "Samples of a guarded metric that were not routed, by reason.",
+		}, []string{"reason"}),
+		evaluations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_detector_evaluations_total",
+			Help: "Evaluation ticks run.",
+		}),
+		verdicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rollguard_detector_verdict",
+			Help: "Current verdict per guard signal: 1 for the current state.",
+		}, []string{"guard", "signal", "state"}),
+		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_deployments_opened_total",
+			Help: "Deployments opened, by source.",
+		}, []string{"source"}),
+	}
+	if r != nil {
+		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments)
+	}
+	return m
+}
+
+// EngineOptions are the engine's dependencies.
+type EngineOptions struct {
+	Handler    VerdictHandler
+	Logger     hclog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewEngine builds an engine for cfg.
+func NewEngine(cfg *configs.Config, o EngineOptions) *Engine {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Handler == nil {
+		o.Handler = VerdictFunc(func(GuardVerdict) {})
+	}
+	e := &Engine{
+		stable:      map[string]string{},
+		deployments: map[string]*deploymentRun{},
+		handler:     o.Handler,
+		now:         o.Now,
+		log:         o.Logger,
+		metrics:     newEngineMetrics(o.Registerer),
+	}
+	e.ApplyConfig(cfg)
+	return e
+}
+
+// ApplyConfig swaps in new guards. Deployments survive; the test state of a
+// guard whose configuration changed starts over, since its α or signals did.
+func (e *Engine) ApplyConfig(cfg *configs.Config) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	guards := make(map[string]*configs.GuardConfig, len(cfg.Guards))
+	byMetric := map[string][]*configs.GuardConfig{}
+	for i := range cfg.Guards {
+		g := cfg.Guards[i]
+		guards[g.Name] = &g
+		seen := map[string]bool{}
+		for _, s := range g.Signals {
+			if !seen[s.Metric] {
+				byMetric[s.Metric] = append(byMetric[s.Metric], &g)
+				seen[s.Metric] = true
+			}
+		}
+	}
+	for _, d := range e.deployments {
+		for name, run := range d.guards {
+			if ng, ok := guards[name]; !ok || !reflect.DeepEqual(*ng, *run.cfg) {
+				delete(d.guards, name)
+			}
+		}
+	}
+	e.global, e.guards, e.byMetric = cfg.Global, guards, byMetric
+}
+
+// Wants reports whether any guard reads metric; sources use it to drop the
+// rest at the door.
+func (e *Engine) Wants(metric string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.byMetric[metric]) > 0
+}
+
+// Append routes samples to guard signals and cohorts. It implements sources.Appender.
+func (e *Engine) Append(samples []sources.Sample) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	for i := range samples {
+		s := &samples[i]
+		for _, g := range e.byMetric[s.Metric] {
+			if s.Labels.Get(g.ServiceLabel) != g.Service {
+				continue
+			}
+			version := s.Labels.Get(g.VersionLabel)
+			if version == "" {
+				e.metrics.dropped.WithLabelValues("no_version").Inc()
+				continue
+			}
+			e.observeVersion(g, version, now)
+			d := e.deployments[g.Service]
+			if d == nil {
+				continue // no deployment under way: nothing to compare
+			}
+			cohort := candidate
+			switch version {
+			case d.Version:
+			case d.PreviousVersion:
+				cohort = baseline
+			default:
+				e.metrics.dropped.WithLabelValues("other_version").Inc()
+				continue
+			}
+			n := s.Value
+			if s.Kind == sources.KindHistogram {
+				n = s.Count
+			}
+			if n <= 0 || s.Kind == sources.KindGauge {
+				continue
+			}
+			run := d.run(g, now)
+			for _, sr := range run.signals {
+				if sr.cfg.Metric != s.Metric {
+					continue
+				}
+				c := &sr.cur[cohort]
+				c.total += n
+				if code, err := strconv.Atoi(s.Labels.Get(sr.cfg.StatusLabel)); err == nil && code >= sr.cfg.BadStatusMin {
+					c.bad += n
+				}
+				sr.lastReport[cohort] = now
+			}
+			e.metrics.routed.Inc()
+		}
+	}
+	return nil
+}
+
+// observeVersion opens a deployment when a guarded service reports a new version.
+func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time.Time) {
+	stable, ok := e.stable[g.Service]
+	if !ok {
+		e.stable[g.Service] = version
+		return
+	}
+	if version == stable {
+		return
+	}
+	if d := e.deployments[g.Service]; d != nil && (d.Version == version || d.PreviousVersion == version) {
+		return
+	}
+	d := Deployment{Service: g.Service, Version: version, PreviousVersion: stable,
+		Flags: e.serviceFlags(g.Service), Source: "implicit", StartedAt: now}
+	if err := d.validate(); err != nil {
+		e.log.Warn("implicit deployment refused", "service", g.Service, "version", version, "error", err)
+		return
+	}
+	e.open(d)
+}
+
+// serviceFlags are the flags declared by every guard of the service.
+func (e *Engine) serviceFlags(service string) []string {
+	var flags []string
+	seen := map[string]bool{}
+	names := make([]string, 0, len(e.guards))
+	for n := range e.guards {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if g := e.guards[n]; g.Service == service {
+			for _, f := range g.Flags {
+				if !seen[f] {
+					flags = append(flags, f)
+					seen[f] = true
+				}
+			}
+		}
+	}
+	return flags
+}
+
+func (e *Engine) open(d Deployment) {
+	if old := e.deployments[d.Service]; old != nil {
+		old.SupersededBy = d.ID
+		e.ended = append(e.ended, old.Deployment)
+		if len(e.ended) > 100 {
+			e.ended = e.ended[1:]
+		}
+		e.log.Info("deployment superseded", "deployment", old.ID, "by", d.ID)
+	}
+	e.deployments[d.Service] = &deploymentRun{Deployment: d, guards: map[string]*guardRun{}}
+	e.metrics.deployments.WithLabelValues(d.Source).Inc()
+	e.log.Info("deployment opened", "deployment", d.ID, "service", d.Service,
+		"version", d.Version, "previous_version", d.PreviousVersion, "source", d.Source, "flags", d.Flags)
+}
+
+// Announce opens (or updates) a deployment explicitly. An announcement of the
+// deployment already under way updates its details and keeps its evidence.
+func (e *Engine) Announce(d Deployment) (Deployment, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d.Service == "" {
+		return Deployment{}, invalid("service is required")
+	}
+	if !e.guarded(d.Service) {
+		return Deployment{}, invalid("no guard watches service %q: add a guard for it to the configuration", d.Service)
+	}
+	if d.PreviousVersion == "" {
+		d.PreviousVersion = e.stable[d.Service]
+	}
+	if d.Flags == nil {
+		d.Flags = e.serviceFlags(d.Service)
+	}
+	d.Source = "api"
+	d.StartedAt = e.now()
+	if err := d.validate(); err != nil {
+		return Deployment{}, err
+	}
+	if cur := e.deployments[d.Service]; cur != nil && cur.Version == d.Version && cur.PreviousVersion == d.PreviousVersion {
+		d.ID, d.StartedAt = cur.ID, cur.StartedAt
+		cur.Deployment = d
+		return d, nil
+	}
+	e.stable[d.Service] = d.PreviousVersion
+	e.open(d)
+	return d, nil
+}
+
+func (e *Engine) guarded(service string) bool {
+	for _, g := range e.guards {
+		if g.Service == service {
+			return true
+		}
+	}
+	return false
+}
+
+// run returns the guard's state for this deployment, creating it on first use.
+func (d *deploymentRun) run(g *configs.GuardConfig, now time.Time) *guardRun {
+	if r := d.guards[g.Name]; r != nil {
+		return r
+	}
+	r := &guardRun{cfg: g}
+	for _, s := range g.Signals {
+		sr := &signalRun{cfg: s, test: NewCountTest(1+s.Tolerance, g.SignalAlpha())}
+		sr.lastReport = [2]time.Time{d.StartedAt, d.StartedAt}
+		r.signals = append(r.signals, sr)
+	}
+	d.guards[g.Name] = r
+	return r
+}
+
+// Run evaluates every guard each evaluation interval until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	interval := time.Duration(e.global.EvaluationInterval)
+	e.mu.Unlock()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			e.Evaluate()
+			e.mu.Lock()
+			if iv := time.Duration(e.global.EvaluationInterval); iv != interval {
+				interval = iv
+				t.Reset(iv)
+			}
+			e.mu.Unlock()
+		}
+	}
+}
+
+// Evaluate runs one tick: closes the batches where both cohorts reported,
+// updates the tests and hands every guard's verdict to the handler.
+func (e *Engine) Evaluate() {
+	e.mu.Lock()
+	now := e.now()
+	e.metrics.evaluations.Inc()
+	var out []GuardVerdict
+	services := make([]string, 0, len(e.deployments))
+	for s := range e.deployments {
+		services = append(services, s)
+	}
+	sort.Strings(services)
+	for _, svc := range services {
+		d := e.deployments[svc]
+		for _, g := range e.guardsOf(svc) {
+			run := d.run(g, now)
+			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now}
+			for _, sr := range run.signals {
+				v.Signals = append(v.Signals, sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout)))
+				for _, st := range []State{StateRegressed, StateHealthy, StateInconclusive, StateNoData} {
+					val := 0.0
+					if st == sr.evidence.State {
+						val = 1
+					}
+					e.metrics.verdicts.WithLabelValues(g.Name, sr.cfg.Name, string(st)).Set(val)
+				}
+			}
+			v.State = combine(v.Signals)
+			v.Deployment.Flags = append([]string(nil), d.Flags...)
+			run.verdict = &v
+			out = append(out, v)
+		}
+	}
+	e.mu.Unlock()
+	for _, v := range out {
+		e.handler.HandleVerdict(v)
+	}
+}
+
+func (e *Engine) guardsOf(service string) []*configs.GuardConfig {
+	var gs []*configs.GuardConfig
+	for _, g := range e.guards {
+		if g.Service == service {
+			gs = append(gs, g)
+		}
+	}
+	sort.Slice(gs, func(i, j int) bool { return gs[i].Name < gs[j].Name })
+	return gs
+}
+
+// evaluate closes the batch when both cohorts have had traffic since the
+// last one. Pairing on "both reported" rather than on wall-clock ticks keeps
+// the traffic share of each batch honest when the cohorts export out of phase.
+func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData time.Duration) Evidence {
+	c, b := sr.cur[candidate], sr.cur[baseline]
+	if c.total > 0 && b.total > 0 {
+		sr.test.Observe(c.bad, c.total, b.bad, b.total)
+		sr.cur = [2]counts{}
+		sr.lastBatch = now
+	}
+	t := sr.test
+	lo, hi := t.Interval()
+	ev := Evidence{
+		Signal: sr.cfg.Name, Kind: "sequential",
+		Baseline:     cohortCounts(d.PreviousVersion, t.BaselineTotal, t.BaselineBad),
+		Candidate:    cohortCounts(d.Version, t.CandidateTotal, t.CandidateBad),
+		Estimate:     Float(t.Estimate()),
+		IntervalLow:  Float(lo),
+		IntervalHigh: Float(hi),
+		Theta0:       t.Theta0(),
+		EValue:       Float(t.EValue()),
+		PValue:       t.PValue(),
+		Threshold:    t.Threshold(),
+		Alpha:        t.alpha,
+		Ticks:        t.Ticks,
+		WindowStart:  d.StartedAt,
+		WindowEnd:    sr.lastBatch,
+	}
+	switch {
+	case t.Regressed():
+		ev.State = StateRegressed
+		ev.Reason = "e-value reached 1/alpha: the candidate's bad-event rate is above the tolerance"
+	case now.Sub(sr.lastReport[candidate]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+	case now.Sub(sr.lastReport[baseline]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "baseline " + d.PreviousVersion + " has had no traffic for " + now.Sub(sr.lastReport[baseline]).Round(time.Second).String()
+	case hi <= t.Theta0():
+		ev.State = StateHealthy
+		ev.Reason = "the confidence interval excludes ratios above the tolerance"
+	default:
+		ev.State = StateInconclusive
+	}
+	sr.evidence = ev
+	return ev
+}
+
+func cohortCounts(version string, total, bad float64) CohortCounts {
+	r := math.NaN()
+	if total > 0 {
+		r = bad / total
+	}
+	return CohortCounts{Version: version, Total: total, Bad: bad, Ratio: jsonSafe(r)}
+}
+
+func jsonSafe(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}
+
+// GuardStatus is the read model of one guard for the API.
+type GuardStatus struct {
+	Name       string               `json:"name"`
+	Service    string               `json:"service"`
+	Alpha      float64              `json:"alpha"`
+	Flags      []string             `json:"flags"`
+	Signals    []configs.SignalConfig `json:"signals"`
+	Deployment *Deployment          `json:"deployment,omitempty"`
+	Verdict    *GuardVerdict        `json:"verdict,omitempty"`
+}
+
+// Guards returns every guard with its active deployment and latest verdict.
+func (e *Engine) Guards() []GuardStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]GuardStatus, 0, len(e.guards))
+	for _, g := range e.guards {
+		gs := GuardStatus{Name: g.Name, Service: g.Service, Alpha: g.Alpha, Flags: g.Flags, Signals: g.Signals}
+		if d := e.deployments[g.Service]; d != nil {
+			dep := d.Deployment
+			gs.Deployment = &dep
+			if r := d.guards[g.Name]; r != nil && r.verdict != nil {
+				v := *r.verdict
+				gs.Verdict = &v
+			}
+		}
+		out = append(out, gs)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Deployments returns the active deployments, then the recently ended ones.
+func (e *Engine) Deployments() []Deployment {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Deployment, 0, len(e.deployments)+len(e.ended))
+	for _, d := range e.deployments {
+		out = append(out, d.Deployment)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	for i := len(e.ended) - 1; i >= 0; i-- {
+		out = append(out, e.ended[i])
+	}
+	return out
+}

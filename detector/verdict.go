@@ -1,0 +1,118 @@
+package detector
+
+import (
+	"encoding/json"
+	"math"
+	"time"
+)
+
+// State is a verdict's outcome.
+type State string
+
+// The verdict states of DETECTION.md.
+const (
+	StateRegressed    State = "regressed"
+	StateHealthy      State = "healthy"
+	StateInconclusive State = "inconclusive"
+	StateNoData       State = "no_data"
+)
+
+// CohortCounts are the requests and bad events of one cohort.
+type CohortCounts struct {
+	Version string  `json:"version"`
+	Total   float64 `json:"total"`
+	Bad     float64 `json:"bad"`
+	Ratio   float64 `json:"ratio"` // bad / total
+}
+
+// Evidence is why a signal has its verdict, in terms a person can check.
+type Evidence struct {
+	Signal    string       `json:"signal"`
+	Kind      string       `json:"kind"` // "sequential" (anytime-valid) or, later, "rule"
+	State     State        `json:"state"`
+	Baseline  CohortCounts `json:"baseline"`
+	Candidate CohortCounts `json:"candidate"`
+	// Estimate is the candidate's bad-event rate over the baseline's.
+	Estimate Float `json:"ratio_estimate"`
+	// IntervalLow and IntervalHigh bound that ratio at every time, at level Alpha.
+	IntervalLow  Float   `json:"interval_low"`
+	IntervalHigh Float   `json:"interval_high"`
+	Theta0       float64 `json:"theta0"` // 1 + tolerance: the null is ratio <= theta0
+	EValue       Float   `json:"e_value"`
+	PValue       float64 `json:"p_value"`
+	Threshold    float64 `json:"threshold"` // regressed when e_value >= threshold (1/alpha)
+	Alpha        float64 `json:"alpha"`
+	Ticks        int     `json:"ticks"`
+	WindowStart  time.Time `json:"window_start"`
+	WindowEnd    time.Time `json:"window_end"`
+	Reason       string    `json:"reason,omitempty"`
+}
+
+// GuardVerdict is one guard's verdict on one deployment at one evaluation.
+type GuardVerdict struct {
+	Guard      string     `json:"guard"`
+	Deployment Deployment `json:"deployment"`
+	State      State      `json:"state"`
+	At         time.Time  `json:"at"`
+	Signals    []Evidence `json:"signals"`
+}
+
+// Float is a float64 that encodes NaN and ±Inf as JSON strings, since JSON
+// numbers cannot hold them.
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	switch {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"+Inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Inf"`), nil
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (f *Float) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		switch s {
+		case "NaN":
+			*f = Float(math.NaN())
+		case "+Inf":
+			*f = Float(math.Inf(1))
+		case "-Inf":
+			*f = Float(math.Inf(-1))
+		}
+		return nil
+	}
+	var v float64
+	err := json.Unmarshal(b, &v)
+	*f = Float(v)
+	return err
+}
+
+// combine folds signal states into the guard's: any regression wins, then
+// missing data (never a pass), then healthy only when every signal is.
+func combine(ev []Evidence) State {
+	state := StateHealthy
+	for _, e := range ev {
+		switch e.State {
+		case StateRegressed:
+			return StateRegressed
+		case StateNoData:
+			state = StateNoData
+		case StateInconclusive:
+			if state == StateHealthy {
+				state = StateInconclusive
+			}
+		}
+	}
+	if len(ev) == 0 {
+		return StateNoData
+	}
+	return state
+}

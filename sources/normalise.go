@@ -1,0 +1,152 @@
+package sources
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// freshSeries is how young (start to first point) a cumulative series may be
+// for its first point to count in full. An older series seen for the first
+// time (rollguard restarted, a long-running process) only sets the base, so
+// hours of history never land in one tick.
+const freshSeries = 5 * time.Minute
+
+// Cumulative turns cumulative points into increments, aware of resets
+// (a value going down, or a new start time). It holds one entry per series
+// and forgets series not seen for its ttl.
+type Cumulative struct {
+	mu        sync.Mutex
+	series    map[string]*cumState
+	maxSeries int
+	ttl       time.Duration
+	lastSweep int64
+}
+
+type cumState struct {
+	start, last int64
+	value       float64
+	count, sum  float64
+	buckets     []float64
+	bounds      []float64
+}
+
+// NewCumulative tracks at most maxSeries series, forgetting those idle for ttl.
+func NewCumulative(maxSeries int, ttl time.Duration) *Cumulative {
+	return &Cumulative{series: map[string]*cumState{}, maxSeries: maxSeries, ttl: ttl}
+}
+
+// ErrSeriesLimit means a new series was refused because the tracker is full.
+var ErrSeriesLimit = errorString("sources: too many series tracked")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+func (c *Cumulative) state(key string, start, now int64) (*cumState, bool, error) {
+	c.sweep(now)
+	st, ok := c.series[key]
+	if ok {
+		return st, false, nil
+	}
+	if len(c.series) >= c.maxSeries {
+		return nil, false, ErrSeriesLimit
+	}
+	st = &cumState{start: start}
+	c.series[key] = st
+	return st, true, nil
+}
+
+func (c *Cumulative) sweep(now int64) {
+	if now-c.lastSweep < int64(c.ttl)/4 {
+		return
+	}
+	c.lastSweep = now
+	for k, st := range c.series {
+		if now-st.last > int64(c.ttl) {
+			delete(c.series, k)
+		}
+	}
+}
+
+func fresh(start, now int64) bool {
+	return start > 0 && now-start <= int64(freshSeries)
+}
+
+// Counter returns the increment of a cumulative counter point. ok is false
+// when the point only sets the base (first point of an old series).
+func (c *Cumulative) Counter(key string, start, now int64, v float64) (inc float64, ok bool, err error) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, false, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, isNew, err := c.state(key, start, now)
+	if err != nil {
+		return 0, false, err
+	}
+	defer func() { st.last, st.value = now, v }()
+	switch {
+	case isNew:
+		return v, fresh(start, now), nil
+	case now < st.last:
+		return 0, false, nil // out of order: already counted
+	case start != st.start || v < st.value:
+		st.start = start
+		return v, true, nil // reset: the new value is all new
+	}
+	return v - st.value, true, nil
+}
+
+// Histogram turns a cumulative histogram point into increments. bounds are
+// the explicit upper bounds; counts has len(bounds)+1 entries (the last is +Inf).
+func (c *Cumulative) Histogram(key string, start, now int64, count, sum float64, bounds, counts []float64) (dCount, dSum float64, dBuckets []float64, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, isNew, err := c.state(key, start, now)
+	if err != nil {
+		return 0, 0, nil, false, err
+	}
+	if !isNew && now < st.last {
+		return 0, 0, nil, false, nil
+	}
+	reset := isNew || start != st.start || count < st.count || !sameBounds(bounds, st.bounds)
+	dBuckets = make([]float64, len(counts))
+	if reset {
+		dCount, dSum = count, sum
+		copy(dBuckets, counts)
+		ok = !isNew || fresh(start, now)
+	} else {
+		dCount, dSum = count-st.count, sum-st.sum
+		for i := range counts {
+			dBuckets[i] = counts[i] - st.buckets[i]
+			if dBuckets[i] < 0 { // a bucket cannot shrink without a reset
+				dBuckets[i] = 0
+			}
+		}
+		ok = true
+	}
+	st.start, st.last, st.count, st.sum = start, now, count, sum
+	st.buckets = append(st.buckets[:0], counts...)
+	st.bounds = append(st.bounds[:0], bounds...)
+	return dCount, dSum, dBuckets, ok, nil
+}
+
+func sameBounds(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Len is the number of series tracked.
+func (c *Cumulative) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.series)
+}

@@ -1,0 +1,374 @@
+// Package otlp receives OpenTelemetry metrics over OTLP/HTTP (protobuf and
+// JSON, optionally gzip) through the collector's pdata types, normalises them
+// and hands the samples to a sources.Appender.
+package otlp
+
+import (
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rollguard/rollguard/sources"
+)
+
+const (
+	contentProto = "application/x-protobuf"
+	contentJSON  = "application/json"
+)
+
+// Config is what a Receiver is built from.
+type Config struct {
+	Appender sources.Appender
+	Filter   sources.Filter
+	// MaxRequestBytes bounds the body, before and after decompression.
+	MaxRequestBytes int64
+	// MaxSeries bounds the cumulative-to-delta state.
+	MaxSeries  int
+	Logger     hclog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Receiver is the OTLP/HTTP metrics endpoint (POST /v1/metrics).
+type Receiver struct {
+	cfg     Config
+	cum     *sources.Cumulative
+	metrics *metrics
+	log     hclog.Logger
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	samples  prometheus.Counter
+	dropped  *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_otlp_requests_total",
+			Help: "OTLP export requests received, by response code.",
+		}, []string{"code"}),
+		samples: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_otlp_samples_accepted_total",
+			Help: "Samples accepted from OTLP and handed on.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_otlp_points_dropped_total",
+			Help: "OTLP data points not handed on, by reason.",
+		}, []string{"reason"}),
+	}
+	if r != nil {
+		r.MustRegister(m.requests, m.samples, m.dropped)
+	}
+	return m
+}
+
+// NewReceiver builds a receiver. A nil Filter accepts every metric.
+func NewReceiver(cfg Config) *Receiver {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Filter == nil {
+		cfg.Filter = sources.FilterFunc(func(string) bool { return true })
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = 16 << 20
+	}
+	if cfg.MaxSeries <= 0 {
+		cfg.MaxSeries = 100_000
+	}
+	return &Receiver{
+		cfg:     cfg,
+		cum:     sources.NewCumulative(cfg.MaxSeries, 15*time.Minute),
+		metrics: newMetrics(cfg.Registerer),
+		log:     cfg.Logger,
+	}
+}
+
+// Handler serves POST /v1/metrics.
+func (r *Receiver) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/metrics", r.serveMetrics)
+	return mux
+}
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func (r *Receiver) serveMetrics(w http.ResponseWriter, req *http.Request) {
+	ct := contentProto
+	if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == contentJSON {
+		ct = contentJSON
+	}
+	resp, err := r.export(req, ct)
+	if err != nil {
+		var he *httpError
+		if !errors.As(err, &he) {
+			he = &httpError{http.StatusInternalServerError, err.Error()}
+		}
+		r.metrics.requests.WithLabelValues(strconv.Itoa(he.code)).Inc()
+		writeStatus(w, ct, he.code, he.msg)
+		return
+	}
+	var body []byte
+	if ct == contentJSON {
+		body, err = resp.MarshalJSON()
+	} else {
+		body, err = resp.MarshalProto()
+	}
+	if err != nil {
+		writeStatus(w, ct, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
+	r.metrics.requests.WithLabelValues("200").Inc()
+	w.Header().Set("Content-Type", ct)
+	_, _ = w.Write(body)
+}
+
+// writeStatus answers a failed export with a google.rpc.Status, as OTLP/HTTP prescribes.
+func writeStatus(w http.ResponseWriter, ct string, code int, msg string) {
+	st := &spb.Status{Code: grpcCode(code), Message: msg}
+	var body []byte
+	if ct == contentJSON {
+		body, _ = protojson.Marshal(st)
+	} else {
+		body, _ = proto.Marshal(st)
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func grpcCode(httpCode int) int32 {
+	switch httpCode {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+		return 3 // INVALID_ARGUMENT
+	case http.StatusMethodNotAllowed:
+		return 12 // UNIMPLEMENTED
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return 14 // UNAVAILABLE
+	}
+	return 13 // INTERNAL
+}
+
+func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportResponse, error) {
+	if req.Method != http.MethodPost {
+		return pmetricotlp.ExportResponse{}, &httpError{http.StatusMethodNotAllowed, "only POST is allowed on /v1/metrics"}
+	}
+	if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err != nil || (mt != contentProto && mt != contentJSON) {
+		return pmetricotlp.ExportResponse{}, &httpError{http.StatusUnsupportedMediaType,
+			fmt.Sprintf("unsupported content type %q: use %s or %s", req.Header.Get("Content-Type"), contentProto, contentJSON)}
+	}
+	body, err := r.readBody(req)
+	if err != nil {
+		return pmetricotlp.ExportResponse{}, err
+	}
+	er := pmetricotlp.NewExportRequest()
+	if ct == contentJSON {
+		err = er.UnmarshalJSON(body)
+	} else {
+		err = er.UnmarshalProto(body)
+	}
+	if err != nil {
+		return pmetricotlp.ExportResponse{}, &httpError{http.StatusBadRequest, "decode OTLP metrics: " + err.Error()}
+	}
+	samples, rejected, reason := r.convert(er.Metrics())
+	resp := pmetricotlp.NewExportResponse()
+	if len(samples) > 0 {
+		if err := r.cfg.Appender.Append(samples); err != nil {
+			return pmetricotlp.ExportResponse{}, &httpError{http.StatusServiceUnavailable, "append: " + err.Error()}
+		}
+		r.metrics.samples.Add(float64(len(samples)))
+	}
+	if rejected > 0 {
+		resp.PartialSuccess().SetRejectedDataPoints(rejected)
+		resp.PartialSuccess().SetErrorMessage(reason)
+	}
+	return resp, nil
+}
+
+func (r *Receiver) readBody(req *http.Request) ([]byte, error) {
+	limit := r.cfg.MaxRequestBytes
+	var in io.Reader = http.MaxBytesReader(nil, req.Body, limit)
+	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, &httpError{http.StatusBadRequest, "gzip: " + err.Error()}
+		}
+		defer zr.Close()
+		in = zr
+	default:
+		return nil, &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported content encoding %q: use gzip or none", enc)}
+	}
+	// Read one byte past the limit so a decompression bomb is caught without
+	// allocating more than the limit.
+	body, err := io.ReadAll(io.LimitReader(in, limit+1))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit)}
+	case err != nil:
+		return nil, &httpError{http.StatusBadRequest, "read body: " + err.Error()}
+	case int64(len(body)) > limit:
+		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("decompressed body larger than %d bytes", limit)}
+	}
+	return body, nil
+}
+
+// convert flattens the metrics into samples. It returns how many data points
+// were rejected and why (the first reason).
+func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected int64, reason string) {
+	reject := func(why string) {
+		rejected++
+		r.metrics.dropped.WithLabelValues(why).Inc()
+		if reason == "" {
+			reason = why
+		}
+	}
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		rm := rms.At(i)
+		res := attrs(nil, rm.Resource().Attributes())
+		sms := rm.ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				m := ms.At(k)
+				if !r.cfg.Filter.Wants(m.Name()) {
+					continue
+				}
+				switch m.Type() {
+				case pmetric.MetricTypeHistogram:
+					out = r.histograms(out, m, res, reject)
+				case pmetric.MetricTypeSum:
+					out = r.sums(out, m, res, reject)
+				case pmetric.MetricTypeGauge:
+					dps := m.Gauge().DataPoints()
+					for p := 0; p < dps.Len(); p++ {
+						dp := dps.At(p)
+						out = append(out, sources.Sample{Metric: m.Name(), Labels: pointLabels(res, dp.Attributes()),
+							Kind: sources.KindGauge, TimeUnixNano: int64(dp.Timestamp()), Value: numberValue(dp)})
+					}
+				default:
+					reject("unsupported_type_" + strings.ToLower(m.Type().String()))
+				}
+			}
+		}
+	}
+	return out, rejected, reason
+}
+
+func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res sources.Labels, reject func(string)) []sources.Sample {
+	h := m.Histogram()
+	dps := h.DataPoints()
+	for p := 0; p < dps.Len(); p++ {
+		dp := dps.At(p)
+		ls := pointLabels(res, dp.Attributes())
+		bounds := dp.ExplicitBounds().AsRaw()
+		counts := make([]float64, dp.BucketCounts().Len())
+		for i := range counts {
+			counts[i] = float64(dp.BucketCounts().At(i))
+		}
+		if len(counts) != 0 && len(counts) != len(bounds)+1 {
+			reject("invalid_bucket_layout")
+			continue
+		}
+		s := sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram, TimeUnixNano: int64(dp.Timestamp())}
+		count, sum := float64(dp.Count()), dp.Sum()
+		if h.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
+			dc, ds, db, ok, err := r.cum.Histogram(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
+			if err != nil {
+				reject("series_limit")
+				continue
+			}
+			if !ok {
+				continue
+			}
+			count, sum, counts = dc, ds, db
+		}
+		s.Count, s.Sum = count, sum
+		if len(counts) > 0 {
+			s.Buckets = make([]sources.Bucket, len(counts))
+			for i, c := range counts {
+				ub := inf
+				if i < len(bounds) {
+					ub = bounds[i]
+				}
+				s.Buckets[i] = sources.Bucket{UpperBound: ub, Count: c}
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labels, reject func(string)) []sources.Sample {
+	sum := m.Sum()
+	dps := sum.DataPoints()
+	for p := 0; p < dps.Len(); p++ {
+		dp := dps.At(p)
+		ls := pointLabels(res, dp.Attributes())
+		v := numberValue(dp)
+		kind := sources.KindCounter
+		switch {
+		case !sum.IsMonotonic():
+			kind = sources.KindGauge // an up-down counter reads like a gauge
+		case sum.AggregationTemporality() == pmetric.AggregationTemporalityCumulative:
+			inc, ok, err := r.cum.Counter(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
+			if err != nil {
+				reject("series_limit")
+				continue
+			}
+			if !ok {
+				continue
+			}
+			v = inc
+		}
+		out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: kind, TimeUnixNano: int64(dp.Timestamp()), Value: v})
+	}
+	return out
+}
+
+var inf = func() float64 { f, _ := strconv.ParseFloat("+Inf", 64); return f }()
+
+func numberValue(dp pmetric.NumberDataPoint) float64 {
+	if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
+		return float64(dp.IntValue())
+	}
+	return dp.DoubleValue()
+}
+
+func attrs(ls sources.Labels, m pcommon.Map) sources.Labels {
+	m.Range(func(k string, v pcommon.Value) bool {
+		ls = append(ls, sources.Label{Name: k, Value: v.AsString()})
+		return true
+	})
+	return ls
+}
+
+func pointLabels(res sources.Labels, pt pcommon.Map) sources.Labels {
+	ls := make(sources.Labels, 0, len(res)+pt.Len())
+	ls = append(ls, res...)
+	return attrs(ls, pt).Sort()
+}

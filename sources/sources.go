@@ -1,0 +1,118 @@
+// Package sources owns every way metrics reach rollguard: decoding,
+// normalising (cumulative to increments, resets) and handing samples to an
+// Appender. It knows nothing of guards, detectors or NATS: what happens to a
+// sample after Append is the caller's business.
+package sources
+
+import (
+	"sort"
+	"strings"
+)
+
+// Kind says how a sample's value is to be read.
+type Kind uint8
+
+const (
+	// KindCounter: Value is an increment (>= 0) since the previous sample of the series.
+	KindCounter Kind = iota + 1
+	// KindGauge: Value is the current reading.
+	KindGauge
+	// KindHistogram: Count and Sum are increments; Buckets hold per-bucket increments.
+	KindHistogram
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindCounter:
+		return "counter"
+	case KindGauge:
+		return "gauge"
+	case KindHistogram:
+		return "histogram"
+	}
+	return "unknown"
+}
+
+// Label is one name/value pair of a series.
+type Label struct{ Name, Value string }
+
+// Labels are sorted by name. Resource, scope and point attributes of OTLP are
+// flattened into one set (point attributes win on a clash).
+type Labels []Label
+
+// Get returns the value of name, or "".
+func (ls Labels) Get(name string) string {
+	for _, l := range ls {
+		if l.Name == name {
+			return l.Value
+		}
+	}
+	return ""
+}
+
+// Sort orders the labels by name, keeping the last of duplicate names.
+func (ls Labels) Sort() Labels {
+	sort.SliceStable(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	out := ls[:0]
+	for i, l := range ls {
+		if i+1 < len(ls) && ls[i+1].Name == l.Name {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func (ls Labels) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range ls {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(l.Name)
+		b.WriteString(`="`)
+		b.WriteString(l.Value)
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Bucket is one histogram bucket increment: observations <= UpperBound.
+// Counts are per bucket, not cumulative.
+type Bucket struct {
+	UpperBound float64
+	Count      float64
+}
+
+// Sample is one normalised observation of one series.
+type Sample struct {
+	Metric string
+	Labels Labels
+	Kind   Kind
+	// TimeUnixNano is when the observation ends (OTLP time_unix_nano).
+	TimeUnixNano int64
+	// Value: counter increment or gauge reading.
+	Value float64
+	// Count and Sum: histogram increments.
+	Count, Sum float64
+	Buckets    []Bucket
+}
+
+// Appender receives normalised samples. Append must not keep the slice.
+type Appender interface {
+	Append(samples []Sample) error
+}
+
+// Filter tells a source cheaply, before any per-series state is kept,
+// whether a metric is of interest to anyone.
+type Filter interface {
+	Wants(metric string) bool
+}
+
+// FilterFunc adapts a function to Filter.
+type FilterFunc func(metric string) bool
+
+// Wants implements Filter.
+func (f FilterFunc) Wants(metric string) bool { return f(metric) }

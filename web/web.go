@@ -1,0 +1,153 @@
+// Package web serves rollguard's HTTP surface: health and readiness, its own
+// metrics, reload, and the JSON API over the detector's and the playbook's
+// read models. It decides nothing itself.
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/detector"
+)
+
+// Deployments is what the API needs of the deployment tracker.
+type Deployments interface {
+	Announce(detector.Deployment) (detector.Deployment, error)
+	Deployments() []detector.Deployment
+	Guards() []detector.GuardStatus
+}
+
+// Incidents is what the API needs of the playbook.
+type Incidents interface {
+	Incidents() []actions.Incident
+}
+
+// Options are the handler's dependencies.
+type Options struct {
+	Deployments Deployments
+	Incidents   Incidents
+	// Reload applies the configuration file again; an error means the
+	// previous configuration was kept.
+	Reload   func() error
+	Ready    func() bool
+	Gatherer prometheus.Gatherer
+	Logger   hclog.Logger
+	// MaxBodyBytes bounds API request bodies.
+	MaxBodyBytes int64
+}
+
+// Handler builds the HTTP handler.
+func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.Ready == nil {
+		o.Ready = func() bool { return true }
+	}
+	a := &api{o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "rollguard is healthy.\n")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !o.Ready() {
+			http.Error(w, "rollguard is not ready.", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "rollguard is ready.\n")
+	})
+	mux.HandleFunc("POST /-/reload", a.reload)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/v1/guards", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"guards": o.Deployments.Guards()})
+	})
+	mux.HandleFunc("GET /api/v1/deployments", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"deployments": o.Deployments.Deployments()})
+	})
+	mux.HandleFunc("POST /api/v1/deployments", a.announce)
+	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"incidents": o.Incidents.Incidents()})
+	})
+	return mux
+}
+
+type api struct{ o Options }
+
+func (a *api) reload(w http.ResponseWriter, _ *http.Request) {
+	if err := a.o.Reload(); err != nil {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("reload failed, previous configuration kept: %v", err))
+		return
+	}
+	_, _ = io.WriteString(w, "configuration reloaded\n")
+}
+
+// announcement is the body of POST /api/v1/deployments.
+type announcement struct {
+	ID              string   `json:"id"`
+	Service         string   `json:"service"`
+	Version         string   `json:"version"`
+	PreviousVersion string   `json:"previous_version"`
+	Commit          string   `json:"commit"`
+	PreviousCommit  string   `json:"previous_commit"`
+	Flags           []string `json:"flags"`
+	Migration       string   `json:"migration"`
+	Strategy        string   `json:"strategy"`
+}
+
+func (a *api) announce(w http.ResponseWriter, r *http.Request) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	var body announcement
+	if err := dec.Decode(&body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "decode deployment: "+strings.TrimPrefix(err.Error(), "json: "))
+		return
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "decode deployment: trailing data after the JSON object")
+		return
+	}
+	d, err := a.o.Deployments.Announce(detector.Deployment{
+		ID: body.ID, Service: body.Service, Version: body.Version, PreviousVersion: body.PreviousVersion,
+		Commit: body.Commit, PreviousCommit: body.PreviousCommit, Flags: body.Flags,
+		Migration: body.Migration, Strategy: body.Strategy,
+	})
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, detector.ErrInvalidDeployment) {
+			code = http.StatusBadRequest
+		}
+		writeError(w, code, strings.TrimPrefix(err.Error(), detector.ErrInvalidDeployment.Error()+": "))
+		return
+	}
+	a.o.Logger.Info("deployment announced", "deployment", d.ID, "service", d.Service, "version", d.Version)
+	writeJSON(w, http.StatusCreated, d)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"status": "error", "error": msg})
+}

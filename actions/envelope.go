@@ -38,15 +38,15 @@ type Target struct {
 
 // CommandData is the data of a command event.
 type CommandData struct {
-	IncidentID string                `json:"incident_id"`
-	Action     string                `json:"action"`
-	Service    string                `json:"service"`
-	Guard      string                `json:"guard"`
-	Deployment detector.Deployment   `json:"deployment"`
-	Target     Target                `json:"target"`
-	Evidence   []detector.Evidence   `json:"evidence"`
-	DryRun     bool                  `json:"dry_run"`
-	ExpiresAt  time.Time             `json:"expires_at"`
+	IncidentID string              `json:"incident_id"`
+	Action     string              `json:"action"`
+	Service    string              `json:"service"`
+	Guard      string              `json:"guard"`
+	Deployment detector.Deployment `json:"deployment"`
+	Target     Target              `json:"target"`
+	Evidence   []detector.Evidence `json:"evidence"`
+	DryRun     bool                `json:"dry_run"`
+	ExpiresAt  time.Time           `json:"expires_at"`
 }
 
 // IncidentData is the data of an incident lifecycle event.

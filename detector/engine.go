@@ -487,13 +487,13 @@ func jsonSafe(f float64) float64 {
 
 // GuardStatus is the read model of one guard for the API.
 type GuardStatus struct {
-	Name       string               `json:"name"`
-	Service    string               `json:"service"`
-	Alpha      float64              `json:"alpha"`
-	Flags      []string             `json:"flags"`
+	Name       string                 `json:"name"`
+	Service    string                 `json:"service"`
+	Alpha      float64                `json:"alpha"`
+	Flags      []string               `json:"flags"`
 	Signals    []configs.SignalConfig `json:"signals"`
-	Deployment *Deployment          `json:"deployment,omitempty"`
-	Verdict    *GuardVerdict        `json:"verdict,omitempty"`
+	Deployment *Deployment            `json:"deployment,omitempty"`
+	Verdict    *GuardVerdict          `json:"verdict,omitempty"`
 }
 
 // Guards returns every guard with its active deployment and latest verdict.

@@ -1,0 +1,184 @@
+package detector
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/sources"
+)
+
+const engineConfig = `
+global:
+  evaluation_interval: 10s
+  no_data_timeout: 1m
+guards:
+  - name: checkout
+    service: checkout
+    alpha: 0.01
+    flags: [new-flow]
+    signals:
+      - name: errors
+`
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func newClock() *clock                   { return &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
+func mustParse(t *testing.T, s string) *configs.Config {
+	t.Helper()
+	cfg, err := configs.Parse([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func requests(service, version string, status int, n float64) sources.Sample {
+	return sources.Sample{
+		Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
+		Labels: sources.Labels{
+			{Name: "http.response.status_code", Value: strconv.Itoa(status)},
+			{Name: "service.name", Value: service},
+			{Name: "service.version", Value: version},
+		},
+	}
+}
+
+type recorder struct{ verdicts []GuardVerdict }
+
+func (r *recorder) HandleVerdict(v GuardVerdict) { r.verdicts = append(r.verdicts, v) }
+
+func (r *recorder) last(t *testing.T) GuardVerdict {
+	t.Helper()
+	if len(r.verdicts) == 0 {
+		t.Fatal("no verdict")
+	}
+	return r.verdicts[len(r.verdicts)-1]
+}
+
+// tick sends one tick of traffic for both versions and evaluates.
+func tick(e *Engine, c *clock, stableBad, canaryBad float64) {
+	_ = e.Append([]sources.Sample{
+		requests("checkout", "v1", 200, 1000-stableBad), requests("checkout", "v1", 500, stableBad),
+		requests("checkout", "v2", 200, 1000-canaryBad), requests("checkout", "v2", 502, canaryBad),
+	})
+	c.advance(10 * time.Second)
+	e.Evaluate()
+}
+
+func TestEngineImplicitDeploymentAndRegression(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	if deps := e.Deployments(); len(deps) != 0 {
+		t.Fatalf("deployment without a new version: %+v", deps)
+	}
+	for i := 0; i < 30 && (len(rec.verdicts) == 0 || rec.last(t).State != StateRegressed); i++ {
+		tick(e, c, 10, 50)
+	}
+	v := rec.last(t)
+	if v.State != StateRegressed {
+		t.Fatalf("5x worse canary not detected in 30 ticks: %+v", v.Signals)
+	}
+	d := v.Deployment
+	if d.Version != "v2" || d.PreviousVersion != "v1" || d.Source != "implicit" || len(d.Flags) != 1 || d.Flags[0] != "new-flow" {
+		t.Errorf("deployment = %+v", d)
+	}
+	ev := v.Signals[0]
+	if ev.Candidate.Bad == 0 || ev.Candidate.Ratio <= ev.Baseline.Ratio || ev.Kind != "sequential" || ev.Alpha != 0.01 {
+		t.Errorf("evidence = %+v", ev)
+	}
+	if len(rec.verdicts) > 5 {
+		t.Errorf("took %d ticks to detect a 5x regression at 1000 requests per tick", len(rec.verdicts))
+	}
+}
+
+// The healthy twin: the same flow with equal error rates never regresses and,
+// with a tolerance, becomes healthy.
+func TestEngineHealthyCanary(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	cfg := mustParse(t, engineConfig+"        tolerance: 0.5\n")
+	e := NewEngine(cfg, EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	for i := 0; i < 300; i++ {
+		tick(e, c, 10, 10)
+		if rec.last(t).State == StateRegressed {
+			t.Fatalf("healthy canary regressed at tick %d", i)
+		}
+	}
+	if v := rec.last(t); v.State != StateHealthy {
+		t.Errorf("state after 300 equal ticks = %s, interval high %v", v.State, v.Signals[0].IntervalHigh)
+	}
+}
+
+func TestEngineNoData(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	tick(e, c, 1, 1)
+	// Only the stable version keeps reporting: the candidate goes silent.
+	for i := 0; i < 7; i++ {
+		_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+		c.advance(10 * time.Second)
+		e.Evaluate()
+	}
+	v := rec.last(t)
+	if v.State != StateNoData || v.Signals[0].Reason != "candidate v2 has had no traffic for 1m20s" {
+		t.Errorf("verdict %s (%s), want no_data", v.State, v.Signals[0].Reason)
+	}
+}
+
+func TestEngineAnnounce(t *testing.T) {
+	c := newClock()
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: c.now})
+	if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2"}); err == nil {
+		t.Error("announce without a known stable version succeeded")
+	}
+	d, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID != deploymentID("checkout", "v1", "v2") || d.Migration != MigrationNone || d.Flags[0] != "new-flow" {
+		t.Errorf("deployment = %+v", d)
+	}
+	// The implicit detection of the same change is the same deployment.
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
+	if deps := e.Deployments(); len(deps) != 1 || deps[0].ID != d.ID || deps[0].Source != "api" {
+		t.Errorf("deployments = %+v", deps)
+	}
+	// Re-announcing updates in place; a newer version supersedes.
+	d2, _ := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Commit: "abc"})
+	if d2.ID != d.ID || d2.Commit != "abc" {
+		t.Errorf("re-announce = %+v", d2)
+	}
+	d3, _ := e.Announce(Deployment{Service: "checkout", Version: "v3", PreviousVersion: "v1"})
+	deps := e.Deployments()
+	if len(deps) != 2 || deps[0].ID != d3.ID || deps[1].SupersededBy != d3.ID {
+		t.Errorf("after supersede: %+v", deps)
+	}
+}
+
+func TestEngineApplyConfigResetsChangedGuard(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	tick(e, c, 10, 10)
+	tick(e, c, 10, 10)
+	before := rec.last(t).Signals[0].Ticks
+	e.ApplyConfig(mustParse(t, engineConfig)) // unchanged: state kept
+	tick(e, c, 10, 10)
+	if n := rec.last(t).Signals[0].Ticks; n != before+1 {
+		t.Errorf("ticks after unchanged reload = %d, want %d", n, before+1)
+	}
+	e.ApplyConfig(mustParse(t, engineConfig+"        tolerance: 0.3\n"))
+	tick(e, c, 10, 10)
+	if n := rec.last(t).Signals[0].Ticks; n != 1 {
+		t.Errorf("ticks after changed reload = %d, want 1 (state starts over)", n)
+	}
+	if !e.Wants("http.server.request.duration") || e.Wants("process.cpu.time") {
+		t.Error("Wants does not follow the guards' metrics")
+	}
+}

@@ -227,6 +227,7 @@ func (p *Playbook) flush(ctx context.Context) {
 			break
 		}
 		p.metrics.published.WithLabelValues(kindOf(m.Subject, p.o.Subjects.Prefix)).Inc()
+		p.o.Logger.Info("published", "id", m.ID, "subject", m.Subject)
 		p.markPublished(m.ID)
 		sent++
 	}

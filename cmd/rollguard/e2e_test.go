@@ -498,3 +498,51 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestTourPayloads keeps the README's tour true: the OTLP/JSON files it posts
+// with curl lead to one flag_kill for the bad canary and none for the good one.
+func TestTourPayloads(t *testing.T) {
+	for _, tc := range []struct {
+		canary string
+		want   int
+	}{{"checkout-v2-bad.json", 1}, {"checkout-v2-good.json", 0}} {
+		t.Run(tc.canary, func(t *testing.T) {
+			td := startDaemon(t, testConfig)
+			post := func(file string) {
+				b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "otlp", file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.Post(td.otlp, "application/json", bytes.NewReader(b))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("POST %s: %d", file, resp.StatusCode)
+				}
+			}
+			const rounds = 6
+			for i := 0; i < rounds; i++ {
+				post("checkout-v1.json")
+				post(tc.canary)
+			}
+			checkFor(t, 20*time.Second, func() error {
+				v := td.verdict("checkout")
+				if v == nil || v.Signals[0].Candidate.Total != rounds*1000 {
+					return fmt.Errorf("not all requests evaluated yet")
+				}
+				return nil
+			})
+			checkFor(t, 10*time.Second, func() error {
+				if n := len(td.commands()); n != tc.want {
+					return fmt.Errorf("%d commands, want %d", n, tc.want)
+				}
+				return nil
+			})
+			if regressed := td.verdict("checkout").State == detector.StateRegressed; regressed != (tc.want == 1) {
+				t.Errorf("verdict regressed = %v", regressed)
+			}
+		})
+	}
+}

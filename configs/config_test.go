@@ -326,7 +326,7 @@ func TestSignalAlpha(t *testing.T) {
 		{0.01, 0, 0.01},
 		{0.01, 1, 0.01},
 		{0.01, 2, 0.005},
-		{0.3, 3, 0.1},
+		{0.5, 4, 0.125},
 	}
 	for _, tt := range tests {
 		g := GuardConfig{Alpha: tt.alpha, Signals: make([]SignalConfig, tt.signals)}

@@ -55,6 +55,7 @@ type testDaemon struct {
 	file   string
 	web    string
 	otlp   string
+	client *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	done   chan error
@@ -63,11 +64,8 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T, config string) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
-	file := filepath.Join(dir, "rollguard.yml")
-	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	file := writeConfig(t, config)
+	dir := filepath.Dir(file)
 	d, err := newDaemon(daemonOptions{
 		ConfigFile: file, StoragePath: filepath.Join(dir, "data"), WebListenAddress: "127.0.0.1:0",
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "rollguard", Output: testWriter{t}, Level: hclog.Info}),
@@ -81,11 +79,16 @@ func startDaemon(t *testing.T, config string) *testDaemon {
 	go func() { td.done <- d.Run(ctx) }()
 	t.Cleanup(td.stop)
 
-	nc, err := nats.Connect(d.ns.ClientURL())
+	url := d.Config().NATS.URL
+	if d.ns != nil {
+		url = d.ns.ClientURL()
+	}
+	nc, err := connectNATS(url, d.Config().NATS, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	td.client = nc
 	td.js, _ = jetstream.New(nc)
 	if td.stream, err = td.js.Stream(context.Background(), "ROLLGUARD"); err != nil {
 		t.Fatalf("stream: %v", err)
@@ -97,6 +100,15 @@ func startDaemon(t *testing.T, config string) *testDaemon {
 		return nil
 	})
 	return td
+}
+
+func writeConfig(t *testing.T, config string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "rollguard.yml")
+	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 func (td *testDaemon) stop() {

@@ -24,10 +24,12 @@ guards:
 
 type clock struct{ t time.Time }
 
-func (c *clock) now() time.Time          { return c.t }
-func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
-func newClock() *clock                   { return &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
-func mustParse(t *testing.T, s string) *configs.Config {
+func (c *clock) now() time.Time                        { return c.t }
+func (c *clock) advance(d time.Duration)               { c.t = c.t.Add(d) }
+func newClock() *clock                                 { return &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
+func mustParse(t *testing.T, s string) *configs.Config { return mustParseB(t, s) }
+
+func mustParseB(t testing.TB, s string) *configs.Config {
 	t.Helper()
 	cfg, err := configs.Parse([]byte(s))
 	if err != nil {

@@ -29,6 +29,7 @@ type cumState struct {
 	count, sum  float64
 	buckets     []float64
 	bounds      []float64
+	native      *NativeHistogram
 }
 
 // NewCumulative tracks at most maxSeries series, forgetting those idle for ttl.
@@ -87,8 +88,10 @@ func (c *Cumulative) Counter(key string, start, now int64, v float64) (inc float
 	}
 	defer func() { st.last, st.value = now, v }()
 	switch {
+	case isNew && !fresh(start, now):
+		return 0, false, nil
 	case isNew:
-		return v, fresh(start, now), nil
+		return v, true, nil
 	case now < st.last:
 		return 0, false, nil // out of order: already counted
 	case start != st.start || v < st.value:
@@ -149,4 +152,34 @@ func (c *Cumulative) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.series)
+}
+
+// Native turns a cumulative exponential/native histogram point into
+// increments. A change of scale is merged by downscaling both points to the
+// coarser one; a bucket or count going down is a reset.
+func (c *Cumulative) Native(key string, start, now int64, count, sum float64, h NativeHistogram) (dCount, dSum float64, dh NativeHistogram, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, isNew, err := c.state(key, start, now)
+	if err != nil {
+		return 0, 0, NativeHistogram{}, false, err
+	}
+	if !isNew && now < st.last {
+		return 0, 0, NativeHistogram{}, false, nil
+	}
+	ok = true
+	dCount, dSum, dh = count, sum, h
+	switch {
+	case isNew:
+		ok = fresh(start, now)
+	case start != st.start || count < st.count || st.native == nil:
+	default:
+		if d, fine := sub(h, *st.native); fine {
+			dCount, dSum, dh = count-st.count, sum-st.sum, d
+		}
+	}
+	st.start, st.last, st.count, st.sum = start, now, count, sum
+	cp := h
+	st.native = &cp
+	return dCount, dSum, dh, ok, nil
 }

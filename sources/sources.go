@@ -17,7 +17,8 @@ const (
 	KindCounter Kind = iota + 1
 	// KindGauge: Value is the current reading.
 	KindGauge
-	// KindHistogram: Count and Sum are increments; Buckets hold per-bucket increments.
+	// KindHistogram: Count and Sum are increments; Buckets (classic) or
+	// Native (exponential) hold per-bucket increments; a summary has neither.
 	KindHistogram
 )
 
@@ -98,6 +99,8 @@ type Sample struct {
 	// Count and Sum: histogram increments.
 	Count, Sum float64
 	Buckets    []Bucket
+	// Native holds the bucket increments of an exponential/native histogram.
+	Native *NativeHistogram
 }
 
 // Appender receives normalised samples. Append must not keep the slice.

@@ -1,0 +1,152 @@
+package sources
+
+import "math"
+
+// NativeHistogram is an exponential (OpenTelemetry) or native (Prometheus)
+// histogram, in the OpenTelemetry convention: with base = 2^(2^-Scale),
+// bucket index i holds observations in (base^i, base^(i+1)], and a slice of
+// counts starts at its offset. A Prometheus native histogram of schema s is
+// scale s with every index shifted down by one.
+type NativeHistogram struct {
+	Scale         int32
+	ZeroThreshold float64
+	ZeroCount     float64
+	Positive      ExpBuckets
+	Negative      ExpBuckets
+}
+
+// ExpBuckets are consecutive bucket counts from index Offset.
+type ExpBuckets struct {
+	Offset int32
+	Counts []float64
+}
+
+// Span is a run of Length consecutive buckets, Offset buckets after the
+// previous span's end (the first span's Offset is its start index), as in
+// Prometheus' native histograms.
+type Span struct {
+	Offset int32
+	Length uint32
+}
+
+// MinScale is the coarsest scale histograms are merged down to.
+const MinScale = -4
+
+// BucketsFromSpans expands Prometheus spans into dense buckets in the
+// OpenTelemetry convention. counts are absolute counts per populated bucket
+// (decode Prometheus' deltas before calling). It returns false when the spans
+// and the counts disagree.
+func BucketsFromSpans(spans []Span, counts []float64) (ExpBuckets, bool) {
+	var n uint64
+	for _, s := range spans {
+		n += uint64(s.Length)
+	}
+	if n != uint64(len(counts)) || n > 1<<20 {
+		return ExpBuckets{}, false
+	}
+	if n == 0 {
+		return ExpBuckets{}, true
+	}
+	// Prometheus index k covers (base^(k-1), base^k]: OpenTelemetry index k-1.
+	first := int64(spans[0].Offset) - 1
+	idx := first
+	last := first
+	for i, s := range spans {
+		if i > 0 {
+			idx += int64(s.Offset)
+		}
+		if s.Length > 0 {
+			last = idx + int64(s.Length) - 1
+		}
+		idx += int64(s.Length)
+	}
+	if last-first+1 > 1<<20 || first < math.MinInt32 || last > math.MaxInt32 {
+		return ExpBuckets{}, false
+	}
+	out := ExpBuckets{Offset: int32(first), Counts: make([]float64, last-first+1)}
+	idx, c := first, 0
+	for i, s := range spans {
+		if i > 0 {
+			idx += int64(s.Offset)
+		}
+		for j := uint32(0); j < s.Length; j++ {
+			out.Counts[idx-first] += counts[c]
+			c++
+			idx++
+		}
+	}
+	return out, true
+}
+
+// downscale merges buckets by 2^by: index i goes to i >> by.
+func (b ExpBuckets) downscale(by int32) ExpBuckets {
+	if by <= 0 || len(b.Counts) == 0 {
+		return b
+	}
+	first := b.Offset >> by
+	last := (b.Offset + int32(len(b.Counts)) - 1) >> by
+	out := ExpBuckets{Offset: first, Counts: make([]float64, last-first+1)}
+	for i, c := range b.Counts {
+		out.Counts[((b.Offset+int32(i))>>by)-first] += c
+	}
+	return out
+}
+
+// Downscale returns h at a coarser scale (a no-op when scale >= h.Scale).
+func (h NativeHistogram) Downscale(scale int32) NativeHistogram {
+	if scale >= h.Scale {
+		return h
+	}
+	by := h.Scale - scale
+	h.Positive = h.Positive.downscale(by)
+	h.Negative = h.Negative.downscale(by)
+	h.Scale = scale
+	return h
+}
+
+// Total is the number of observations in all buckets.
+func (h NativeHistogram) Total() float64 {
+	t := h.ZeroCount
+	for _, c := range h.Positive.Counts {
+		t += c
+	}
+	for _, c := range h.Negative.Counts {
+		t += c
+	}
+	return t
+}
+
+// sub returns a − b per bucket at their common scale; ok is false when a
+// bucket went down (a reset).
+func sub(a, b NativeHistogram) (NativeHistogram, bool) {
+	scale := min(a.Scale, b.Scale)
+	a, b = a.Downscale(scale), b.Downscale(scale)
+	out := NativeHistogram{Scale: scale, ZeroThreshold: a.ZeroThreshold, ZeroCount: a.ZeroCount - b.ZeroCount}
+	if out.ZeroCount < 0 || a.ZeroThreshold != b.ZeroThreshold {
+		return NativeHistogram{}, false
+	}
+	var ok1, ok2 bool
+	out.Positive, ok1 = subBuckets(a.Positive, b.Positive)
+	out.Negative, ok2 = subBuckets(a.Negative, b.Negative)
+	return out, ok1 && ok2
+}
+
+func subBuckets(a, b ExpBuckets) (ExpBuckets, bool) {
+	out := ExpBuckets{Offset: a.Offset, Counts: append([]float64(nil), a.Counts...)}
+	for i, c := range b.Counts {
+		if c == 0 {
+			continue
+		}
+		j := int(b.Offset) + i - int(a.Offset)
+		if j < 0 || j >= len(out.Counts) || out.Counts[j] < c {
+			return ExpBuckets{}, false
+		}
+		out.Counts[j] -= c
+	}
+	return out, true
+}
+
+// UpperBound is the upper edge of bucket index i at scale.
+func UpperBound(scale, i int32) float64 {
+	return math.Exp2(math.Ldexp(float64(i+1), -int(scale)))
+}

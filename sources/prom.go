@@ -1,0 +1,271 @@
+package sources
+
+import (
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// PromPoint is one point of a Prometheus-style series, as remote write and
+// scrapes decode it, before normalisation.
+type PromPoint struct {
+	// Labels are sorted and include __name__.
+	Labels Labels
+	// Type comes from metadata; model.MetricTypeUnknown (or "") when there is none.
+	Type        model.MetricType
+	TimestampMs int64
+	// CreatedMs is the series' start (RW2 created timestamp, OpenMetrics
+	// _created) when known, else 0.
+	CreatedMs int64
+	Value     float64
+	// Histogram is set for a native histogram point (cumulative unless Gauge).
+	Histogram *PromHistogram
+}
+
+// PromHistogram is a native histogram point.
+type PromHistogram struct {
+	Count, Sum float64
+	Native     NativeHistogram
+	Gauge      bool
+}
+
+// PromConverter turns Prometheus-style points into normalised samples:
+// counters and histograms (classic, reassembled from their _bucket, _count and
+// _sum series, and native) become increments; gauges pass through. Series of
+// metrics the Filter does not want are dropped before any state is kept.
+type PromConverter struct {
+	cum    *Cumulative
+	filter Filter
+}
+
+// NewPromConverter builds a converter that tracks at most maxSeries series.
+func NewPromConverter(filter Filter, maxSeries int) *PromConverter {
+	if filter == nil {
+		filter = FilterFunc(func(string) bool { return true })
+	}
+	return &PromConverter{cum: NewCumulative(maxSeries, 15*time.Minute), filter: filter}
+}
+
+// Drop reasons counted by Convert.
+const (
+	DropSeriesLimit     = "series_limit"
+	DropNoName          = "no_metric_name"
+	DropSummaryQuantile = "summary_quantile"
+	DropBadHistogram    = "invalid_histogram"
+)
+
+type classicGroup struct {
+	name       string
+	labels     Labels
+	t, created int64
+	buckets    []Bucket // cumulative, as exposed
+	count, sum float64
+	hasCount   bool
+}
+
+// Convert normalises points. drops counts the points not converted, by reason.
+func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Sample {
+	var out []Sample
+	bases := map[string]bool{} // classic histograms seen in this batch, by base name
+	for i := range points {
+		p := &points[i]
+		name := p.Labels.Get(model.MetricNameLabel)
+		if base, ok := strings.CutSuffix(name, "_bucket"); ok && p.Histogram == nil && p.Labels.Get(model.BucketLabel) != "" {
+			bases[base] = true
+		}
+	}
+	groups := map[string]*classicGroup{}
+	var order []string
+	for i := range points {
+		p := &points[i]
+		name := p.Labels.Get(model.MetricNameLabel)
+		if name == "" {
+			drops[DropNoName]++
+			continue
+		}
+		if p.Histogram != nil {
+			if s, ok := c.native(p, name, drops); ok {
+				out = append(out, s)
+			}
+			continue
+		}
+		base, part := histogramPart(name, p, bases)
+		switch {
+		case part != "":
+			if !c.filter.Wants(base) {
+				continue
+			}
+			if p.Type == model.MetricTypeSummary && part == "quantile" {
+				drops[DropSummaryQuantile]++
+				continue
+			}
+			ls := without(p.Labels, model.MetricNameLabel, model.BucketLabel, model.QuantileLabel)
+			key := base + ls.String() + "@" + strconv.FormatInt(p.TimestampMs, 10)
+			g := groups[key]
+			if g == nil {
+				g = &classicGroup{name: base, labels: ls, t: p.TimestampMs, created: p.CreatedMs}
+				groups[key] = g
+				order = append(order, key)
+			}
+			switch part {
+			case "bucket":
+				le, err := strconv.ParseFloat(p.Labels.Get(model.BucketLabel), 64)
+				if err != nil || math.IsNaN(le) {
+					drops[DropBadHistogram]++
+					continue
+				}
+				g.buckets = append(g.buckets, Bucket{UpperBound: le, Count: p.Value})
+			case "count":
+				g.count, g.hasCount = p.Value, true
+			case "sum":
+				g.sum = p.Value
+			}
+		case !c.filter.Wants(name):
+		case p.Type == model.MetricTypeCounter || (isUnknown(p.Type) && strings.HasSuffix(name, "_total")):
+			inc, ok, err := c.cum.Counter(name+p.Labels.String(), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+			if err != nil {
+				drops[DropSeriesLimit]++
+				continue
+			}
+			if ok {
+				out = append(out, Sample{Metric: name, Labels: without(p.Labels, model.MetricNameLabel),
+					Kind: KindCounter, TimeUnixNano: p.TimestampMs * 1e6, Value: inc})
+			}
+		default:
+			if math.IsNaN(p.Value) {
+				continue // stale marker or no value
+			}
+			out = append(out, Sample{Metric: name, Labels: without(p.Labels, model.MetricNameLabel),
+				Kind: KindGauge, TimeUnixNano: p.TimestampMs * 1e6, Value: p.Value})
+		}
+	}
+	for _, key := range order {
+		if s, ok := c.classic(groups[key], drops); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func isUnknown(t model.MetricType) bool { return t == "" || t == model.MetricTypeUnknown }
+
+// histogramPart says whether a series is part of a classic histogram or a
+// summary, and which: "bucket", "count", "sum" or "quantile".
+func histogramPart(name string, p *PromPoint, bases map[string]bool) (base, part string) {
+	switch p.Type {
+	case model.MetricTypeHistogram, model.MetricTypeGaugeHistogram, model.MetricTypeSummary:
+		for _, suf := range []string{"_bucket", "_count", "_sum"} {
+			if b, ok := strings.CutSuffix(name, suf); ok {
+				return b, suf[1:]
+			}
+		}
+		if p.Type == model.MetricTypeSummary {
+			return name, "quantile"
+		}
+		return "", ""
+	case "", model.MetricTypeUnknown:
+		if b, ok := strings.CutSuffix(name, "_bucket"); ok && p.Labels.Get(model.BucketLabel) != "" {
+			return b, "bucket"
+		}
+		for _, suf := range []string{"_count", "_sum"} {
+			if b, ok := strings.CutSuffix(name, suf); ok && bases[b] {
+				return b, suf[1:]
+			}
+		}
+	}
+	return "", ""
+}
+
+// classic reassembles a classic histogram (or a summary's count and sum)
+// and turns it into increments.
+func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, bool) {
+	sort.Slice(g.buckets, func(i, j int) bool { return g.buckets[i].UpperBound < g.buckets[j].UpperBound })
+	var bounds, counts []float64
+	prev := 0.0
+	for _, b := range g.buckets {
+		if math.IsNaN(b.Count) {
+			return Sample{}, false // stale
+		}
+		if b.Count < prev {
+			drops[DropBadHistogram]++
+			return Sample{}, false
+		}
+		if !math.IsInf(b.UpperBound, 1) {
+			bounds = append(bounds, b.UpperBound)
+		}
+		counts = append(counts, b.Count-prev)
+		prev = b.Count
+	}
+	if len(g.buckets) > 0 && !math.IsInf(g.buckets[len(g.buckets)-1].UpperBound, 1) {
+		counts = append(counts, math.Max(0, g.count-prev)) // the implicit +Inf bucket
+	}
+	if !g.hasCount {
+		g.count = prev
+	}
+	if math.IsNaN(g.count) {
+		return Sample{}, false
+	}
+	dc, ds, db, ok, err := c.cum.Histogram(g.name+g.labels.String(), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
+	if err != nil {
+		drops[DropSeriesLimit]++
+		return Sample{}, false
+	}
+	if !ok {
+		return Sample{}, false
+	}
+	s := Sample{Metric: g.name, Labels: g.labels, Kind: KindHistogram, TimeUnixNano: g.t * 1e6, Count: dc, Sum: ds}
+	if len(db) > 0 {
+		s.Buckets = make([]Bucket, len(db))
+		for i, v := range db {
+			ub := math.Inf(1)
+			if i < len(bounds) {
+				ub = bounds[i]
+			}
+			s.Buckets[i] = Bucket{UpperBound: ub, Count: v}
+		}
+	}
+	return s, true
+}
+
+func (c *PromConverter) native(p *PromPoint, name string, drops map[string]int) (Sample, bool) {
+	if !c.filter.Wants(name) {
+		return Sample{}, false
+	}
+	h := p.Histogram
+	ls := without(p.Labels, model.MetricNameLabel)
+	s := Sample{Metric: name, Labels: ls, Kind: KindHistogram, TimeUnixNano: p.TimestampMs * 1e6}
+	if h.Gauge {
+		nh := h.Native
+		s.Count, s.Sum, s.Native = h.Count, h.Sum, &nh
+		return s, true
+	}
+	dc, ds, dh, ok, err := c.cum.Native(name+ls.String(), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
+	if err != nil {
+		drops[DropSeriesLimit]++
+		return Sample{}, false
+	}
+	if !ok {
+		return Sample{}, false
+	}
+	s.Count, s.Sum, s.Native = dc, ds, &dh
+	return s, true
+}
+
+// without returns ls less the named labels (ls is sorted; so is the result).
+func without(ls Labels, names ...string) Labels {
+	out := make(Labels, 0, len(ls))
+outer:
+	for _, l := range ls {
+		for _, n := range names {
+			if l.Name == n {
+				continue outer
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}

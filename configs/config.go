@@ -56,8 +56,9 @@ var (
 type Config struct {
 	Global GlobalConfig  `yaml:"global"`
 	NATS   NATSConfig    `yaml:"nats"`
-	OTLP   OTLPConfig    `yaml:"otlp"`
-	Guards []GuardConfig `yaml:"guards"`
+	OTLP          OTLPConfig     `yaml:"otlp"`
+	ScrapeConfigs []ScrapeConfig `yaml:"scrape_configs"`
+	Guards        []GuardConfig  `yaml:"guards"`
 }
 
 // GlobalConfig holds settings shared by every guard.
@@ -275,6 +276,7 @@ func (c *Config) validate() []fieldError {
 	if c.OTLP.MaxRequestBytes <= 0 {
 		add("otlp.max_request_bytes", "must be > 0")
 	}
+	errs = append(errs, c.validateScrape()...)
 	names := map[string]int{}
 	for i, g := range c.Guards {
 		p := fmt.Sprintf("guards[%d]", i)

@@ -54,8 +54,8 @@ var (
 
 // Config is the whole configuration file.
 type Config struct {
-	Global GlobalConfig  `yaml:"global"`
-	NATS   NATSConfig    `yaml:"nats"`
+	Global        GlobalConfig   `yaml:"global"`
+	NATS          NATSConfig     `yaml:"nats"`
 	OTLP          OTLPConfig     `yaml:"otlp"`
 	ScrapeConfigs []ScrapeConfig `yaml:"scrape_configs"`
 	Guards        []GuardConfig  `yaml:"guards"`

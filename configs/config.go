@@ -6,6 +6,7 @@ package configs
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"regexp"
@@ -36,7 +37,13 @@ var (
 	}
 	DefaultOTLP = OTLPConfig{
 		HTTPListenAddress: ":4318",
+		GRPCListenAddress: ":4317",
 		MaxRequestBytes:   16 << 20,
+	}
+	DefaultLimits = LimitsConfig{
+		MaxLabelsPerSeries:  64,
+		MaxLabelValueLength: 2048,
+		MaxSeries:           200_000,
 	}
 	DefaultGuard = GuardConfig{
 		ServiceLabel: "service.name",
@@ -57,6 +64,7 @@ type Config struct {
 	Global        GlobalConfig   `yaml:"global"`
 	NATS          NATSConfig     `yaml:"nats"`
 	OTLP          OTLPConfig     `yaml:"otlp"`
+	Limits        LimitsConfig   `yaml:"limits"`
 	ScrapeConfigs []ScrapeConfig `yaml:"scrape_configs"`
 	Guards        []GuardConfig  `yaml:"guards"`
 }
@@ -106,10 +114,29 @@ type EmbeddedNATS struct {
 	Port int `yaml:"port"`
 }
 
-// OTLPConfig configures the OTLP receivers.
+// OTLPConfig configures the OTLP receivers. An empty address disables that listener.
 type OTLPConfig struct {
 	HTTPListenAddress string `yaml:"http_listen_address"`
+	GRPCListenAddress string `yaml:"grpc_listen_address"`
 	MaxRequestBytes   int64  `yaml:"max_request_bytes"`
+}
+
+// LimitsConfig bounds what any input may make rollguard hold. Over a limit a
+// series is dropped and counted in rollguard_*_dropped_total{reason}; the
+// rest of the request is kept.
+type LimitsConfig struct {
+	MaxLabelsPerSeries  int `yaml:"max_labels_per_series"`
+	MaxLabelValueLength int `yaml:"max_label_value_length"`
+	// MaxSeries bounds the cumulative series each input tracks to turn
+	// totals into increments (only series of guarded metrics are tracked).
+	MaxSeries int `yaml:"max_series"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *LimitsConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultLimits
+	type plain LimitsConfig
+	return n.Decode((*plain)(c))
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -210,11 +237,14 @@ func Parse(b []byte) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP}
+	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("configuration is empty")
 	}
 	doc := root.Content[0]
+	if doc.Kind == yaml.ScalarNode && doc.Tag == "!!null" {
+		return nil, fmt.Errorf("configuration is empty")
+	}
 	if err := checkKeys(doc, typeOf(cfg), ""); err != nil {
 		return nil, err
 	}
@@ -270,8 +300,17 @@ func (c *Config) validate() []fieldError {
 	if n.Embedded.Port < -1 || n.Embedded.Port > 65535 {
 		add("nats.embedded.port", "must be -1 (any free port) or 0..65535")
 	}
-	if c.OTLP.HTTPListenAddress == "" {
-		add("otlp.http_listen_address", "is empty")
+	if c.OTLP.HTTPListenAddress == "" && c.OTLP.GRPCListenAddress == "" {
+		add("otlp.http_listen_address", "is empty, and so is otlp.grpc_listen_address: set at least one")
+	}
+	if c.Limits.MaxLabelsPerSeries <= 0 {
+		add("limits.max_labels_per_series", "must be > 0")
+	}
+	if c.Limits.MaxLabelValueLength <= 0 {
+		add("limits.max_label_value_length", "must be > 0")
+	}
+	if c.Limits.MaxSeries <= 0 {
+		add("limits.max_series", "must be > 0")
 	}
 	if c.OTLP.MaxRequestBytes <= 0 {
 		add("otlp.max_request_bytes", "must be > 0")
@@ -339,8 +378,11 @@ func (c *Config) validate() []fieldError {
 			if s.BadStatusMin < 100 || s.BadStatusMin > 599 {
 				add(sp+".bad_status_min", "must be an HTTP status code between 100 and 599")
 			}
-			if s.Tolerance < 0 {
+			switch {
+			case math.IsNaN(s.Tolerance) || s.Tolerance < 0:
 				add(sp+".tolerance", "must be >= 0")
+			case math.IsInf(s.Tolerance, 1):
+				add(sp+".tolerance", "must be finite")
 			}
 		}
 	}

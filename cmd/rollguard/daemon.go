@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/configs"
@@ -50,9 +51,11 @@ type daemon struct {
 	engine   *detector.Engine
 	playbook *actions.Playbook
 	webLn    net.Listener
-	otlpLn   net.Listener
+	otlpLn   net.Listener // nil when OTLP/HTTP is disabled
+	grpcLn   net.Listener // nil when OTLP/gRPC is disabled
 	webSrv   *http.Server
 	otlpSrv  *http.Server
+	grpcSrv  *grpc.Server
 }
 
 // newDaemon loads the configuration, connects to (or starts) NATS, makes
@@ -111,20 +114,32 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Registerer: d.reg,
 	})
 	receiver := otlp.NewReceiver(otlp.Config{
-		Appender:        d.engine,
-		Filter:          d.engine,
-		MaxRequestBytes: cfg.OTLP.MaxRequestBytes,
-		Logger:          d.log.Named("otlp"),
-		Registerer:      d.reg,
+		Appender:            d.engine,
+		Filter:              d.engine,
+		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
+		MaxSeries:           cfg.Limits.MaxSeries,
+		MaxLabels:           cfg.Limits.MaxLabelsPerSeries,
+		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
+		Logger:              d.log.Named("otlp"),
+		Registerer:          d.reg,
 	})
 
-	if d.otlpLn, err = net.Listen("tcp", cfg.OTLP.HTTPListenAddress); err != nil {
-		return nil, fmt.Errorf("otlp listener: %w", err)
+	if a := cfg.OTLP.HTTPListenAddress; a != "" {
+		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
+			return nil, fmt.Errorf("otlp http listener: %w", err)
+		}
+		d.otlpSrv = &http.Server{Handler: receiver.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	if a := cfg.OTLP.GRPCListenAddress; a != "" {
+		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
+			return nil, fmt.Errorf("otlp grpc listener: %w", err)
+		}
+		d.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)))
+		receiver.RegisterGRPC(d.grpcSrv)
 	}
 	if d.webLn, err = net.Listen("tcp", o.WebListenAddress); err != nil {
 		return nil, fmt.Errorf("web listener: %w", err)
 	}
-	d.otlpSrv = &http.Server{Handler: receiver.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	d.webSrv = &http.Server{Handler: web.Handler(web.Options{
 		Deployments: d.engine,
 		Incidents:   d.playbook,
@@ -165,7 +180,10 @@ func (d *daemon) Run(ctx context.Context) error {
 		name string
 		srv  *http.Server
 		ln   net.Listener
-	}{{"web", d.webSrv, d.webLn}, {"otlp", d.otlpSrv, d.otlpLn}} {
+	}{{"web", d.webSrv, d.webLn}, {"otlp_http", d.otlpSrv, d.otlpLn}} {
+		if s.ln == nil {
+			continue
+		}
 		g.Add(func() error {
 			d.log.Info("listening", "component", s.name, "address", s.ln.Addr().String())
 			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
@@ -177,6 +195,12 @@ func (d *daemon) Run(ctx context.Context) error {
 			defer scancel()
 			_ = s.srv.Shutdown(sctx) // in-flight requests finish
 		})
+	}
+	if d.grpcLn != nil {
+		g.Add(func() error {
+			d.log.Info("listening", "component", "otlp_grpc", "address", d.grpcLn.Addr().String())
+			return d.grpcSrv.Serve(d.grpcLn)
+		}, func(error) { d.grpcSrv.GracefulStop() })
 	}
 	{
 		ectx, ecancel := context.WithCancel(context.Background())
@@ -216,7 +240,7 @@ func (d *daemon) reload() error {
 
 // close releases NATS and listeners; it is safe on a partly built daemon.
 func (d *daemon) close() {
-	for _, ln := range []net.Listener{d.webLn, d.otlpLn} {
+	for _, ln := range []net.Listener{d.webLn, d.otlpLn, d.grpcLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

@@ -40,6 +40,7 @@ nats:
     port: -1
 otlp:
   http_listen_address: 127.0.0.1:0
+  grpc_listen_address: 127.0.0.1:0
 guards:
   - name: checkout
     service: checkout
@@ -199,6 +200,11 @@ func newService(t *testing.T, endpoint, name, version string, errRate float64, s
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newServiceWith(t, exp, name, version, errRate, seed)
+}
+
+func newServiceWith(t *testing.T, exp sdkmetric.Exporter, name, version string, errRate float64, seed uint64) *service {
+	t.Helper()
 	res := resource.NewSchemaless(attribute.String("service.name", name), attribute.String("service.version", version))
 	// The reader's own interval is long: the test flushes explicitly so that
 	// every batch of requests has arrived when ForceFlush returns.
@@ -415,7 +421,7 @@ func TestReload(t *testing.T) {
 	}
 	code, b := td.post("/-/reload", "")
 	if code != http.StatusInternalServerError || !strings.Contains(string(b), "previous configuration kept") ||
-		!strings.Contains(string(b), "guards[0].signals[0].tolerance: must be >= 0 (line 18)") {
+		!strings.Contains(string(b), "guards[0].signals[0].tolerance: must be >= 0 (line 19)") {
 		t.Errorf("invalid reload: %d %s", code, b)
 	}
 	if g := td.Config().Guards; len(g) != 1 || g[0].Signals[0].Tolerance != 0.1 {

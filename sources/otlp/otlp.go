@@ -5,9 +5,11 @@ package otlp
 
 import (
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"strconv"
@@ -20,6 +22,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	_ "google.golang.org/grpc/encoding/gzip" // OTLP/gRPC exporters may compress with gzip
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -38,13 +44,19 @@ type Config struct {
 	// MaxRequestBytes bounds the body, before and after decompression.
 	MaxRequestBytes int64
 	// MaxSeries bounds the cumulative-to-delta state.
-	MaxSeries  int
-	Logger     hclog.Logger
-	Registerer prometheus.Registerer
+	MaxSeries int
+	// MaxLabels and MaxLabelValueLength bound one data point's attributes
+	// (resource and point together); a point over either is rejected and counted.
+	MaxLabels           int
+	MaxLabelValueLength int
+	Logger              hclog.Logger
+	Registerer          prometheus.Registerer
 }
 
-// Receiver is the OTLP/HTTP metrics endpoint (POST /v1/metrics).
+// Receiver is the OTLP metrics endpoint: HTTP (POST /v1/metrics, Handler)
+// and gRPC (MetricsService/Export, RegisterGRPC).
 type Receiver struct {
+	pmetricotlp.UnimplementedGRPCServer
 	cfg     Config
 	cum     *sources.Cumulative
 	metrics *metrics
@@ -91,6 +103,12 @@ func NewReceiver(cfg Config) *Receiver {
 	}
 	if cfg.MaxSeries <= 0 {
 		cfg.MaxSeries = 100_000
+	}
+	if cfg.MaxLabels <= 0 {
+		cfg.MaxLabels = 64
+	}
+	if cfg.MaxLabelValueLength <= 0 {
+		cfg.MaxLabelValueLength = 2048
 	}
 	return &Receiver{
 		cfg:     cfg,
@@ -191,7 +209,12 @@ func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportRespo
 	if err != nil {
 		return pmetricotlp.ExportResponse{}, &httpError{http.StatusBadRequest, "decode OTLP metrics: " + err.Error()}
 	}
-	samples, rejected, reason := r.convert(er.Metrics())
+	return r.consume(er.Metrics())
+}
+
+// consume converts and appends; the part shared by HTTP and gRPC.
+func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, error) {
+	samples, rejected, reason := r.convert(md)
 	resp := pmetricotlp.NewExportResponse()
 	if len(samples) > 0 {
 		if err := r.cfg.Appender.Append(samples); err != nil {
@@ -205,6 +228,22 @@ func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportRespo
 	}
 	return resp, nil
 }
+
+// Export implements the OTLP gRPC MetricsService.
+func (r *Receiver) Export(_ context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
+	resp, err := r.consume(req.Metrics())
+	code := "OK"
+	if err != nil {
+		code = "Unavailable"
+		r.metrics.requests.WithLabelValues(code).Inc()
+		return resp, status.Error(codes.Unavailable, err.Error())
+	}
+	r.metrics.requests.WithLabelValues(code).Inc()
+	return resp, nil
+}
+
+// RegisterGRPC registers the receiver's MetricsService on s.
+func (r *Receiver) RegisterGRPC(s *grpc.Server) { pmetricotlp.RegisterGRPCServer(s, r) }
 
 func (r *Receiver) readBody(req *http.Request) ([]byte, error) {
 	limit := r.cfg.MaxRequestBytes
@@ -261,13 +300,21 @@ func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected i
 				switch m.Type() {
 				case pmetric.MetricTypeHistogram:
 					out = r.histograms(out, m, res, reject)
+				case pmetric.MetricTypeExponentialHistogram:
+					out = r.expHistograms(out, m, res, reject)
+				case pmetric.MetricTypeSummary:
+					out = r.summaries(out, m, res, reject)
 				case pmetric.MetricTypeSum:
 					out = r.sums(out, m, res, reject)
 				case pmetric.MetricTypeGauge:
 					dps := m.Gauge().DataPoints()
 					for p := 0; p < dps.Len(); p++ {
 						dp := dps.At(p)
-						out = append(out, sources.Sample{Metric: m.Name(), Labels: pointLabels(res, dp.Attributes()),
+						ls, ok := r.labels(res, dp.Attributes(), reject)
+						if !ok {
+							continue
+						}
+						out = append(out, sources.Sample{Metric: m.Name(), Labels: ls,
 							Kind: sources.KindGauge, TimeUnixNano: int64(dp.Timestamp()), Value: numberValue(dp)})
 					}
 				default:
@@ -284,7 +331,10 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 	dps := h.DataPoints()
 	for p := 0; p < dps.Len(); p++ {
 		dp := dps.At(p)
-		ls := pointLabels(res, dp.Attributes())
+		ls, ok := r.labels(res, dp.Attributes(), reject)
+		if !ok {
+			continue
+		}
 		bounds := dp.ExplicitBounds().AsRaw()
 		counts := make([]float64, dp.BucketCounts().Len())
 		for i := range counts {
@@ -328,7 +378,10 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 	dps := sum.DataPoints()
 	for p := 0; p < dps.Len(); p++ {
 		dp := dps.At(p)
-		ls := pointLabels(res, dp.Attributes())
+		ls, ok := r.labels(res, dp.Attributes(), reject)
+		if !ok {
+			continue
+		}
 		v := numberValue(dp)
 		kind := sources.KindCounter
 		switch {
@@ -350,7 +403,93 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 	return out
 }
 
-var inf = func() float64 { f, _ := strconv.ParseFloat("+Inf", 64); return f }()
+var inf = math.Inf(1)
+
+// expHistograms converts exponential histograms; a change of scale between
+// points is merged by downscaling.
+func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sources.Labels, reject func(string)) []sources.Sample {
+	eh := m.ExponentialHistogram()
+	dps := eh.DataPoints()
+	for p := 0; p < dps.Len(); p++ {
+		dp := dps.At(p)
+		ls, ok := r.labels(res, dp.Attributes(), reject)
+		if !ok {
+			continue
+		}
+		if dp.Scale() < -10 || dp.Scale() > 20 || dp.Positive().BucketCounts().Len() > maxExpBuckets || dp.Negative().BucketCounts().Len() > maxExpBuckets {
+			reject("invalid_exponential_histogram")
+			continue
+		}
+		h := sources.NativeHistogram{Scale: dp.Scale(), ZeroThreshold: dp.ZeroThreshold(), ZeroCount: float64(dp.ZeroCount()),
+			Positive: expBuckets(dp.Positive()), Negative: expBuckets(dp.Negative())}
+		count, sum := float64(dp.Count()), dp.Sum()
+		if eh.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
+			dc, ds, dh, ok, err := r.cum.Native(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
+			if err != nil {
+				reject("series_limit")
+				continue
+			}
+			if !ok {
+				continue
+			}
+			count, sum, h = dc, ds, dh
+		}
+		out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram,
+			TimeUnixNano: int64(dp.Timestamp()), Count: count, Sum: sum, Native: &h})
+	}
+	return out
+}
+
+// maxExpBuckets bounds one exponential histogram's buckets per side
+// (OpenTelemetry SDKs default to 160).
+const maxExpBuckets = 1 << 14
+
+func expBuckets(b pmetric.ExponentialHistogramDataPointBuckets) sources.ExpBuckets {
+	counts := make([]float64, b.BucketCounts().Len())
+	for i := range counts {
+		counts[i] = float64(b.BucketCounts().At(i))
+	}
+	return sources.ExpBuckets{Offset: b.Offset(), Counts: counts}
+}
+
+// summaries keep count and sum (as increments); quantiles cannot be merged
+// across instances or ticks and are not used.
+func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources.Labels, reject func(string)) []sources.Sample {
+	dps := m.Summary().DataPoints()
+	for p := 0; p < dps.Len(); p++ {
+		dp := dps.At(p)
+		ls, ok := r.labels(res, dp.Attributes(), reject)
+		if !ok {
+			continue
+		}
+		dc, ds, _, ok, err := r.cum.Histogram(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
+		if err != nil {
+			reject("series_limit")
+			continue
+		}
+		if ok {
+			out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram,
+				TimeUnixNano: int64(dp.Timestamp()), Count: dc, Sum: ds})
+		}
+	}
+	return out
+}
+
+// labels flattens resource and point attributes, enforcing the label limits.
+func (r *Receiver) labels(res sources.Labels, pt pcommon.Map, reject func(string)) (sources.Labels, bool) {
+	if len(res)+pt.Len() > r.cfg.MaxLabels {
+		reject("too_many_labels")
+		return nil, false
+	}
+	ls := pointLabels(res, pt)
+	for _, l := range ls {
+		if len(l.Value) > r.cfg.MaxLabelValueLength || len(l.Name) > r.cfg.MaxLabelValueLength {
+			reject("label_too_long")
+			return nil, false
+		}
+	}
+	return ls, true
+}
 
 func numberValue(dp pmetric.NumberDataPoint) float64 {
 	if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {

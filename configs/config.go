@@ -65,6 +65,7 @@ type Config struct {
 	NATS          NATSConfig     `yaml:"nats"`
 	OTLP          OTLPConfig     `yaml:"otlp"`
 	Limits        LimitsConfig   `yaml:"limits"`
+	PromQL        PromQLConfig   `yaml:"promql"`
 	ScrapeConfigs []ScrapeConfig `yaml:"scrape_configs"`
 	Guards        []GuardConfig  `yaml:"guards"`
 }
@@ -182,6 +183,9 @@ type SignalConfig struct {
 	// Tolerance is how much worse the candidate may be before it counts as a
 	// regression: the null hypothesis is ratio <= 1 + tolerance.
 	Tolerance float64 `yaml:"tolerance" json:"tolerance"`
+	// Query, when set, defines the signal by PromQL polled every tick
+	// instead of by pushed or scraped samples.
+	Query *QueryConfig `yaml:"query" json:"query,omitempty"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -237,7 +241,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits}
+	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits, PromQL: DefaultPromQL}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("configuration is empty")
 	}
@@ -316,6 +320,7 @@ func (c *Config) validate() []fieldError {
 		add("otlp.max_request_bytes", "must be > 0")
 	}
 	errs = append(errs, c.validateScrape()...)
+	errs = append(errs, c.validatePromQL()...)
 	names := map[string]int{}
 	for i, g := range c.Guards {
 		p := fmt.Sprintf("guards[%d]", i)

@@ -67,6 +67,7 @@ type counts struct{ total, bad float64 }
 
 type signalRun struct {
 	cfg        configs.SignalConfig
+	metric     string // the input metric its samples arrive under
 	test       *CountTest
 	cur        [2]counts    // the batch being filled, per cohort
 	lastReport [2]time.Time // last sample with traffic, per cohort
@@ -155,9 +156,9 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 		guards[g.Name] = &g
 		seen := map[string]bool{}
 		for _, s := range g.Signals {
-			if !seen[s.Metric] {
-				byMetric[s.Metric] = append(byMetric[s.Metric], &g)
-				seen[s.Metric] = true
+			if m := configs.InputMetric(g, s); !seen[m] {
+				byMetric[m] = append(byMetric[m], &g)
+				seen[m] = true
 			}
 		}
 	}
@@ -218,7 +219,7 @@ func (e *Engine) Append(samples []sources.Sample) error {
 			}
 			run := d.run(g, now)
 			for _, sr := range run.signals {
-				if sr.cfg.Metric != s.Metric {
+				if sr.metric != s.Metric {
 					continue
 				}
 				c := &sr.cur[cohort]
@@ -341,12 +342,24 @@ func (d *deploymentRun) run(g *configs.GuardConfig, now time.Time) *guardRun {
 	}
 	r := &guardRun{cfg: g}
 	for _, s := range g.Signals {
-		sr := &signalRun{cfg: s, test: NewCountTest(1+s.Tolerance, g.SignalAlpha())}
+		sr := &signalRun{cfg: s, metric: configs.InputMetric(*g, s), test: NewCountTest(1+s.Tolerance, g.SignalAlpha())}
 		sr.lastReport = [2]time.Time{d.StartedAt, d.StartedAt}
 		r.signals = append(r.signals, sr)
 	}
 	d.guards[g.Name] = r
 	return r
+}
+
+// Cohorts returns the candidate and baseline versions of the service's
+// active deployment, for inputs that query per cohort.
+func (e *Engine) Cohorts(service string) (candidate, baseline string, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d := e.deployments[service]
+	if d == nil {
+		return "", "", false
+	}
+	return d.Version, d.PreviousVersion, true
 }
 
 // Run evaluates every guard each evaluation interval until ctx ends.

@@ -27,6 +27,7 @@ import (
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/sources/otlp"
+	"github.com/rollguard/rollguard/sources/promql"
 	"github.com/rollguard/rollguard/web"
 )
 
@@ -50,6 +51,7 @@ type daemon struct {
 	nc       *nats.Conn
 	engine   *detector.Engine
 	playbook *actions.Playbook
+	poller   *promql.Poller
 	webLn    net.Listener
 	otlpLn   net.Listener // nil when OTLP/HTTP is disabled
 	grpcLn   net.Listener // nil when OTLP/gRPC is disabled
@@ -113,6 +115,10 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Logger:     d.log.Named("detector"),
 		Registerer: d.reg,
 	})
+	d.poller = promql.New(promql.Config{Appender: d.engine, Cohorts: d.engine, Logger: d.log.Named("promql"), Registerer: d.reg})
+	if err := d.poller.ApplyConfig(cfg); err != nil {
+		return nil, err
+	}
 	receiver := otlp.NewReceiver(otlp.Config{
 		Appender:            d.engine,
 		Filter:              d.engine,
@@ -210,6 +216,10 @@ func (d *daemon) Run(ctx context.Context) error {
 		pctx, pcancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.playbook.Run(pctx) }, func(error) { pcancel() })
 	}
+	{
+		qctx, qcancel := context.WithCancel(context.Background())
+		g.Add(func() error { return d.poller.Run(qctx) }, func(error) { qcancel() })
+	}
 	d.ready.Store(true)
 	d.log.Info("rollguard started", "version", version, "config", d.o.ConfigFile, "guards", len(d.cfg.Load().Guards))
 	err := g.Run()
@@ -231,6 +241,10 @@ func (d *daemon) reload() error {
 	old := d.cfg.Load()
 	if !reflect.DeepEqual(old.NATS, cfg.NATS) || !reflect.DeepEqual(old.OTLP, cfg.OTLP) {
 		d.log.Warn("nats and otlp settings change only on restart; the new guards are applied")
+	}
+	if err := d.poller.ApplyConfig(cfg); err != nil {
+		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
+		return err
 	}
 	d.engine.ApplyConfig(cfg)
 	d.cfg.Store(cfg)

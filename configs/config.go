@@ -64,6 +64,7 @@ type Config struct {
 	Global        GlobalConfig   `yaml:"global"`
 	NATS          NATSConfig     `yaml:"nats"`
 	OTLP          OTLPConfig     `yaml:"otlp"`
+	Web           WebConfig      `yaml:"web"`
 	Limits        LimitsConfig   `yaml:"limits"`
 	PromQL        PromQLConfig   `yaml:"promql"`
 	ScrapeConfigs []ScrapeConfig `yaml:"scrape_configs"`
@@ -120,6 +121,15 @@ type OTLPConfig struct {
 	HTTPListenAddress string `yaml:"http_listen_address"`
 	GRPCListenAddress string `yaml:"grpc_listen_address"`
 	MaxRequestBytes   int64  `yaml:"max_request_bytes"`
+	// TLS and authentication of both OTLP listeners.
+	ServerConfig `yaml:",inline"`
+}
+
+// WebConfig secures the web listener (API, remote write, /metrics). Its
+// address is the --web.listen-address flag. /-/healthy and /-/ready stay
+// open for probes.
+type WebConfig struct {
+	ServerConfig `yaml:",inline"`
 }
 
 // LimitsConfig bounds what any input may make rollguard hold. Over a limit a
@@ -307,6 +317,8 @@ func (c *Config) validate() []fieldError {
 	if c.OTLP.HTTPListenAddress == "" && c.OTLP.GRPCListenAddress == "" {
 		add("otlp.http_listen_address", "is empty, and so is otlp.grpc_listen_address: set at least one")
 	}
+	errs = append(errs, c.OTLP.ServerConfig.validate("otlp")...)
+	errs = append(errs, c.Web.ServerConfig.validate("web")...)
 	if c.Limits.MaxLabelsPerSeries <= 0 {
 		add("limits.max_labels_per_series", "must be > 0")
 	}

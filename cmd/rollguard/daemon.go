@@ -22,6 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/configs"
@@ -58,6 +62,8 @@ type daemon struct {
 	webSrv   *http.Server
 	otlpSrv  *http.Server
 	grpcSrv  *grpc.Server
+	webAuth  *web.Authenticator
+	otlpAuth *web.Authenticator
 }
 
 // newDaemon loads the configuration, connects to (or starts) NATS, makes
@@ -130,30 +136,48 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Registerer:          d.reg,
 	})
 
+	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
+		return nil, fmt.Errorf("otlp: %w", err)
+	}
+	if d.webAuth, err = web.NewAuthenticator(cfg.Web.ServerConfig); err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	otlpTLS, err := web.ServerTLS(cfg.OTLP.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("otlp: %w", err)
+	}
+	webTLS, err := web.ServerTLS(cfg.Web.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
 	if a := cfg.OTLP.HTTPListenAddress; a != "" {
 		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
 			return nil, fmt.Errorf("otlp http listener: %w", err)
 		}
-		d.otlpSrv = &http.Server{Handler: receiver.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		d.otlpSrv = &http.Server{Handler: d.otlpAuth.Wrap(receiver.Handler()), ReadHeaderTimeout: 10 * time.Second, TLSConfig: otlpTLS}
 	}
 	if a := cfg.OTLP.GRPCListenAddress; a != "" {
 		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
 			return nil, fmt.Errorf("otlp grpc listener: %w", err)
 		}
-		d.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)))
+		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)), grpc.UnaryInterceptor(grpcAuth(d.otlpAuth))}
+		if otlpTLS != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
+		}
+		d.grpcSrv = grpc.NewServer(opts...)
 		receiver.RegisterGRPC(d.grpcSrv)
 	}
 	if d.webLn, err = net.Listen("tcp", o.WebListenAddress); err != nil {
 		return nil, fmt.Errorf("web listener: %w", err)
 	}
-	d.webSrv = &http.Server{Handler: web.Handler(web.Options{
+	d.webSrv = &http.Server{Handler: d.webAuth.Wrap(web.Handler(web.Options{
 		Deployments: d.engine,
 		Incidents:   d.playbook,
 		Reload:      d.reload,
 		Ready:       d.ready.Load,
 		Gatherer:    d.reg,
 		Logger:      d.log.Named("web"),
-	}), ReadHeaderTimeout: 10 * time.Second}
+	}), "/-/healthy", "/-/ready"), ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
 	return d, nil
 }
 
@@ -192,7 +216,11 @@ func (d *daemon) Run(ctx context.Context) error {
 		}
 		g.Add(func() error {
 			d.log.Info("listening", "component", s.name, "address", s.ln.Addr().String())
-			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+			serve := s.srv.Serve
+			if s.srv.TLSConfig != nil {
+				serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("%s server: %w", s.name, err)
 			}
 			return nil
@@ -239,12 +267,22 @@ func (d *daemon) reload() error {
 		return err
 	}
 	old := d.cfg.Load()
-	if !reflect.DeepEqual(old.NATS, cfg.NATS) || !reflect.DeepEqual(old.OTLP, cfg.OTLP) {
-		d.log.Warn("nats and otlp settings change only on restart; the new guards are applied")
+	if !reflect.DeepEqual(old.NATS, cfg.NATS) || old.OTLP.HTTPListenAddress != cfg.OTLP.HTTPListenAddress ||
+		old.OTLP.GRPCListenAddress != cfg.OTLP.GRPCListenAddress || !reflect.DeepEqual(old.OTLP.TLS, cfg.OTLP.TLS) ||
+		!reflect.DeepEqual(old.Web.TLS, cfg.Web.TLS) || !reflect.DeepEqual(old.Limits, cfg.Limits) {
+		d.log.Warn("nats, listener, tls and limits settings change only on restart; guards and credentials are applied now")
 	}
 	if err := d.poller.ApplyConfig(cfg); err != nil {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
 		return err
+	}
+	if err := d.otlpAuth.Update(cfg.OTLP.ServerConfig); err != nil {
+		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
+		return fmt.Errorf("otlp: %w", err)
+	}
+	if err := d.webAuth.Update(cfg.Web.ServerConfig); err != nil {
+		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
+		return fmt.Errorf("web: %w", err)
 	}
 	d.engine.ApplyConfig(cfg)
 	d.cfg.Store(cfg)
@@ -269,6 +307,21 @@ func (d *daemon) close() {
 	if d.ns != nil {
 		d.ns.Shutdown()
 		d.ns.WaitForShutdown()
+	}
+}
+
+// grpcAuth checks the authorization metadata of OTLP/gRPC calls.
+func grpcAuth(a *web.Authenticator) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		var h string
+		if v := md.Get("authorization"); len(v) > 0 {
+			h = v[0]
+		}
+		if err := a.Check(h); err != nil {
+			return nil, status.Error(codes.Unauthenticated, "missing or invalid credentials in the authorization metadata")
+		}
+		return next(ctx, req)
 	}
 }
 

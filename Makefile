@@ -3,8 +3,12 @@ BIN       := bin/rollguard
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+# A real Prometheus for the PromQL-polling tests and the ingest comparison.
+PROMETHEUS_VERSION := v0.316.0
+PROMETHEUS := $(GOBIN)/prometheus
 
-.PHONY: all build run test fuzz bench lint clean
+.PHONY: all build run test fuzz bench lint clean prometheus
 
 all: build
 
@@ -15,10 +19,15 @@ build:
 run: build
 	./$(BIN) run --config.file=configs/example.yaml --storage.path=data/
 
-## test: vet, then every test with the race detector.
-test:
+## test: vet, then every test with the race detector (installs Prometheus once).
+test: $(PROMETHEUS)
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) $(GO) test -race -count=1 ./...
+
+## prometheus: build Prometheus from the Go module proxy (a few minutes, once).
+prometheus: $(PROMETHEUS)
+$(PROMETHEUS):
+	GOFLAGS= $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
 
 ## fuzz: each fuzz target briefly.
 fuzz:

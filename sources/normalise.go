@@ -1,9 +1,12 @@
 package sources
 
 import (
+	"encoding/binary"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // freshSeries is how young (start to first point) a cumulative series may be
@@ -16,8 +19,11 @@ const freshSeries = 5 * time.Minute
 // (a value going down, or a new start time). It holds one entry per series
 // and forgets series not seen for its ttl.
 type Cumulative struct {
-	mu        sync.Mutex
-	series    map[string]*cumState
+	mu sync.Mutex
+	// series is keyed by a 64-bit hash of the series key, so that steady
+	// state holds no label strings (a collision needs ~2^32 series).
+	series    map[uint64]*cumState
+	bounds    map[uint64][]float64 // classic bucket layouts, shared by series
 	maxSeries int
 	ttl       time.Duration
 	lastSweep int64
@@ -34,7 +40,7 @@ type cumState struct {
 
 // NewCumulative tracks at most maxSeries series, forgetting those idle for ttl.
 func NewCumulative(maxSeries int, ttl time.Duration) *Cumulative {
-	return &Cumulative{series: map[string]*cumState{}, maxSeries: maxSeries, ttl: ttl}
+	return &Cumulative{series: map[uint64]*cumState{}, bounds: map[uint64][]float64{}, maxSeries: maxSeries, ttl: ttl}
 }
 
 // ErrSeriesLimit means a new series was refused because the tracker is full.
@@ -46,7 +52,8 @@ func (e errorString) Error() string { return string(e) }
 
 func (c *Cumulative) state(key string, start, now int64) (*cumState, bool, error) {
 	c.sweep(now)
-	st, ok := c.series[key]
+	h := xxhash.Sum64String(key)
+	st, ok := c.series[h]
 	if ok {
 		return st, false, nil
 	}
@@ -54,8 +61,28 @@ func (c *Cumulative) state(key string, start, now int64) (*cumState, bool, error
 		return nil, false, ErrSeriesLimit
 	}
 	st = &cumState{start: start}
-	c.series[key] = st
+	c.series[h] = st
 	return st, true, nil
+}
+
+// internBounds returns a shared copy of a bucket layout: most series of a
+// histogram have the same bounds.
+func (c *Cumulative) internBounds(b []float64) []float64 {
+	d := xxhash.New()
+	var buf [8]byte
+	for _, f := range b {
+		binary.LittleEndian.PutUint64(buf[:], math.Float64bits(f))
+		_, _ = d.Write(buf[:])
+	}
+	h := d.Sum64()
+	if s, ok := c.bounds[h]; ok && sameBounds(s, b) {
+		return s
+	}
+	s := append([]float64(nil), b...)
+	if len(c.bounds) < 10_000 {
+		c.bounds[h] = s
+	}
+	return s
 }
 
 func (c *Cumulative) sweep(now int64) {
@@ -131,7 +158,9 @@ func (c *Cumulative) Histogram(key string, start, now int64, count, sum float64,
 	}
 	st.start, st.last, st.count, st.sum = start, now, count, sum
 	st.buckets = append(st.buckets[:0], counts...)
-	st.bounds = append(st.bounds[:0], bounds...)
+	if !sameBounds(st.bounds, bounds) {
+		st.bounds = c.internBounds(bounds)
+	}
 	return dCount, dSum, dBuckets, ok, nil
 }
 

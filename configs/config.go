@@ -5,6 +5,7 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -106,7 +107,23 @@ type NATSConfig struct {
 func (c *NATSConfig) UnmarshalYAML(n *yaml.Node) error {
 	*c = DefaultNATS
 	type plain NATSConfig
-	return n.Decode((*plain)(c))
+	return atKey(n, "tls", n.Decode((*plain)(c)))
+}
+
+// atKey gives an error from a library's own unmarshaler (which knows no
+// lines) the line of the key it came from.
+func atKey(n *yaml.Node, key string, err error) error {
+	var te *yaml.TypeError
+	var le *lineError
+	if err == nil || errors.As(err, &te) || errors.As(err, &le) {
+		return err
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return &lineError{line: n.Content[i].Line, msg: err.Error()}
+		}
+	}
+	return err
 }
 
 // EmbeddedNATS configures the in-process server used when no URL is set.
@@ -218,6 +235,9 @@ type Duration time.Duration
 
 // UnmarshalYAML parses a Prometheus-style duration and reports the line on error.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &lineError{line: n.Line, msg: "expected a duration like 30s or 5m, got a " + map[yaml.Kind]string{yaml.SequenceNode: "list", yaml.MappingNode: "mapping"}[n.Kind]}
+	}
 	var s string
 	if err := n.Decode(&s); err != nil {
 		return err
@@ -259,6 +279,9 @@ func Parse(b []byte) (*Config, error) {
 	if doc.Kind == yaml.ScalarNode && doc.Tag == "!!null" {
 		return nil, fmt.Errorf("configuration is empty")
 	}
+	if n := countNodes(doc, maxNodes); n > maxNodes {
+		return nil, fmt.Errorf("configuration expands to more than %d YAML nodes through aliases", maxNodes)
+	}
 	if err := checkKeys(doc, typeOf(cfg), ""); err != nil {
 		return nil, err
 	}
@@ -273,6 +296,24 @@ func Parse(b []byte) (*Config, error) {
 }
 
 type fieldError struct{ path, msg string }
+
+// maxNodes bounds the document after alias expansion: aliases fanned out
+// over guards and signals would otherwise cost minutes of CPU.
+const maxNodes = 100_000
+
+func countNodes(n *yaml.Node, budget int) int {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	count := 1
+	for _, c := range n.Content {
+		if count > budget {
+			break
+		}
+		count += countNodes(c, budget-count)
+	}
+	return count
+}
 
 var (
 	nameRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

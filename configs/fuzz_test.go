@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,9 +52,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		// What validate guarantees of an accepted configuration. Tolerance
-		// is left out: a NaN tolerance passes validation today (see
-		// knownBugs in config_test.go).
+		// What validate guarantees of an accepted configuration.
 		if cfg.Global.EvaluationInterval <= 0 || cfg.Global.NoDataTimeout < cfg.Global.EvaluationInterval {
 			t.Fatalf("accepted global %+v", cfg.Global)
 		}
@@ -73,7 +72,8 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted guards[%d] without signals", i)
 			}
 			for j, s := range g.Signals {
-				if s.Type != SignalErrorRatio || s.Metric == "" || s.BadStatusMin < 100 || s.BadStatusMin > 599 {
+				if s.Type != SignalErrorRatio || s.Metric == "" || s.BadStatusMin < 100 || s.BadStatusMin > 599 ||
+					!(s.Tolerance >= 0) || math.IsInf(s.Tolerance, 1) {
 					t.Fatalf("accepted guards[%d].signals[%d] %+v", i, j, s)
 				}
 			}

@@ -107,10 +107,13 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-var lineRe = regexp.MustCompile(`line (\d+): (.*)`)
+var (
+	lineRe = regexp.MustCompile(`line (\d+): (.*)`)
+	typeRe = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `([^`]*)`)? into (.+)$")
+)
 
-// decodeError rewrites yaml.v3's "line N: cannot unmarshal ..." into
-// "path: ... (line N)".
+// decodeError rewrites yaml.v3's "line N: cannot unmarshal !!str `x` into
+// float64" into "path: expected a number, got a string `x` (line N)".
 func decodeError(doc *yaml.Node, err error) error {
 	var msgs []string
 	var te *yaml.TypeError
@@ -128,45 +131,96 @@ func decodeError(doc *yaml.Node, err error) error {
 		return errors.New(msgs[0])
 	}
 	line, _ := strconv.Atoi(m[1])
-	msg := strings.ReplaceAll(m[2], "cannot unmarshal !!", "cannot use a ")
-	msg = strings.Replace(msg, " into ", " as ", 1)
-	if p := pathAtLine(doc, line, ""); p != "" {
+	msg := m[2]
+	match := func(n *yaml.Node) bool { return n.Line == line && n.Kind == yaml.ScalarNode }
+	if t := typeRe.FindStringSubmatch(msg); t != nil {
+		tag, value, goType := t[1], strings.TrimSuffix(t[2], "..."), t[3]
+		match = func(n *yaml.Node) bool {
+			if n.Line != line {
+				return false
+			}
+			switch tag {
+			case "map":
+				return n.Kind == yaml.MappingNode
+			case "seq":
+				return n.Kind == yaml.SequenceNode
+			}
+			return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!"+tag && strings.HasPrefix(n.Value, value)
+		}
+		got := map[string]string{"map": "a mapping", "seq": "a list", "str": "a string", "int": "an integer",
+			"float": "a number", "bool": "true or false", "null": "nothing"}[tag]
+		if got == "" {
+			got = tag
+		}
+		if t[2] != "" {
+			got += " `" + t[2] + "`"
+		}
+		msg = "expected " + describe(goType) + ", got " + got
+	}
+	if p, ok := findPath(doc, "", match); ok && p != "" {
 		return fmt.Errorf("%s: %s (line %d)", p, msg, line)
 	}
 	return fmt.Errorf("%s (line %d)", msg, line)
 }
 
-// pathAtLine finds the field path of the value that starts on line.
-func pathAtLine(n *yaml.Node, line int, path string) string {
+// describe names a Go type the way a configuration's reader thinks of it.
+func describe(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["):
+		return "a mapping"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case goType == "string":
+		return "a string"
+	case goType == "bool":
+		return "true or false"
+	}
+	return "a mapping"
+}
+
+// findPath returns the field path of the first node that match accepts,
+// depth first; a mapping's key is tried before its value.
+func findPath(n *yaml.Node, path string, match func(*yaml.Node) bool) (string, bool) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			if p := pathAtLine(c, line, path); p != "" {
-				return p
+			if p, ok := findPath(c, path, match); ok {
+				return p, true
 			}
 		}
+		return "", false
 	case yaml.MappingNode:
+		if match(n) && path != "" {
+			return path, true
+		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if p := pathAtLine(v, line, join(path, k.Value)); p != "" {
-				return p
+			k := join(path, n.Content[i].Value)
+			if match(n.Content[i]) {
+				return k, true
 			}
-			if v.Line == line || k.Line == line {
-				return join(path, k.Value)
+			if p, ok := findPath(n.Content[i+1], k, match); ok {
+				return p, true
 			}
 		}
 	case yaml.SequenceNode:
+		if match(n) && path != "" {
+			return path, true
+		}
 		for i, c := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			if q := pathAtLine(c, line, p); q != "" {
-				return q
-			}
-			if c.Line == line {
-				return p
+			if p, ok := findPath(c, fmt.Sprintf("%s[%d]", path, i), match); ok {
+				return p, true
 			}
 		}
+	default:
+		if match(n) {
+			return path, true
+		}
 	}
-	return ""
+	return "", false
 }
 
 // lineOf returns the line of the node at path, or of its nearest existing
@@ -179,6 +233,7 @@ func lineOf(doc *yaml.Node, path string) int {
 		if idx, err := strconv.Atoi(seg); err == nil && n.Kind == yaml.SequenceNode {
 			if idx < len(n.Content) {
 				next = n.Content[idx]
+				line = next.Line
 			}
 		} else if n.Kind == yaml.MappingNode {
 			for i := 0; i+1 < len(n.Content); i += 2 {

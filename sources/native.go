@@ -83,11 +83,11 @@ func (b ExpBuckets) downscale(by int32) ExpBuckets {
 	if by <= 0 || len(b.Counts) == 0 {
 		return b
 	}
-	first := b.Offset >> by
-	last := (b.Offset + int32(len(b.Counts)) - 1) >> by
-	out := ExpBuckets{Offset: first, Counts: make([]float64, last-first+1)}
+	first := int64(b.Offset) >> by
+	last := (int64(b.Offset) + int64(len(b.Counts)) - 1) >> by
+	out := ExpBuckets{Offset: int32(first), Counts: make([]float64, last-first+1)}
 	for i, c := range b.Counts {
-		out.Counts[((b.Offset+int32(i))>>by)-first] += c
+		out.Counts[((int64(b.Offset)+int64(i))>>by)-first] += c
 	}
 	return out
 }

@@ -27,10 +27,15 @@ type Cumulative struct {
 	maxSeries int
 	ttl       time.Duration
 	lastSweep int64
+	// clock is the wall clock idleness is measured on: the points' own
+	// timestamps only order points, since one skewed client must not make
+	// every other series look idle.
+	clock func() time.Time
 }
 
 type cumState struct {
 	start, last int64
+	seen        int64 // wall clock of the last point
 	value       float64
 	count, sum  float64
 	buckets     []float64
@@ -40,8 +45,11 @@ type cumState struct {
 
 // NewCumulative tracks at most maxSeries series, forgetting those idle for ttl.
 func NewCumulative(maxSeries int, ttl time.Duration) *Cumulative {
-	return &Cumulative{series: map[uint64]*cumState{}, bounds: map[uint64][]float64{}, maxSeries: maxSeries, ttl: ttl}
+	return &Cumulative{series: map[uint64]*cumState{}, bounds: map[uint64][]float64{}, maxSeries: maxSeries, ttl: ttl, clock: time.Now}
 }
+
+// SetClock replaces the wall clock (tests).
+func (c *Cumulative) SetClock(f func() time.Time) { c.clock = f }
 
 // ErrSeriesLimit means a new series was refused because the tracker is full.
 var ErrSeriesLimit = errorString("sources: too many series tracked")
@@ -50,17 +58,19 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-func (c *Cumulative) state(key string, start, now int64) (*cumState, bool, error) {
-	c.sweep(now)
+func (c *Cumulative) state(key string, start, _ int64) (*cumState, bool, error) {
+	wall := c.clock().UnixNano()
+	c.sweep(wall)
 	h := xxhash.Sum64String(key)
 	st, ok := c.series[h]
 	if ok {
+		st.seen = wall
 		return st, false, nil
 	}
 	if len(c.series) >= c.maxSeries {
 		return nil, false, ErrSeriesLimit
 	}
-	st = &cumState{start: start}
+	st = &cumState{start: start, seen: wall}
 	c.series[h] = st
 	return st, true, nil
 }
@@ -91,7 +101,7 @@ func (c *Cumulative) sweep(now int64) {
 	}
 	c.lastSweep = now
 	for k, st := range c.series {
-		if now-st.last > int64(c.ttl) {
+		if now-st.seen > int64(c.ttl) {
 			delete(c.series, k)
 		}
 	}
@@ -113,14 +123,15 @@ func (c *Cumulative) Counter(key string, start, now int64, v float64) (inc float
 	if err != nil {
 		return 0, false, err
 	}
+	if !isNew && now < st.last {
+		return 0, false, nil // out of order: already counted, and the state stays
+	}
 	defer func() { st.last, st.value = now, v }()
 	switch {
 	case isNew && !fresh(start, now):
 		return 0, false, nil
 	case isNew:
 		return v, true, nil
-	case now < st.last:
-		return 0, false, nil // out of order: already counted
 	case start != st.start || v < st.value:
 		st.start = start
 		return v, true, nil // reset: the new value is all new
@@ -140,7 +151,7 @@ func (c *Cumulative) Histogram(key string, start, now int64, count, sum float64,
 	if !isNew && now < st.last {
 		return 0, 0, nil, false, nil
 	}
-	reset := isNew || start != st.start || count < st.count || !sameBounds(bounds, st.bounds)
+	reset := isNew || start != st.start || count < st.count || !sameBounds(bounds, st.bounds) || len(counts) != len(st.buckets)
 	dBuckets = make([]float64, len(counts))
 	if reset {
 		dCount, dSum = count, sum

@@ -6,6 +6,7 @@ package sources
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -71,10 +72,13 @@ func (ls Labels) String() string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(l.Name)
-		b.WriteString(`="`)
-		b.WriteString(l.Value)
-		b.WriteByte('"')
+		if strings.ContainsAny(l.Name, "=\",{}\\") {
+			b.WriteString(strconv.Quote(l.Name))
+		} else {
+			b.WriteString(l.Name)
+		}
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(l.Value))
 	}
 	b.WriteByte('}')
 	return b.String()

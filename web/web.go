@@ -116,7 +116,15 @@ func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "decode deployment: "+strings.TrimPrefix(err.Error(), "json: "))
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			writeError(w, http.StatusBadRequest, `the body is empty: send a JSON object like {"service":"checkout","version":"v2","previous_version":"v1"}`)
+		case errors.As(err, &te) && te.Field != "":
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("decode deployment: %s must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value))
+		default:
+			writeError(w, http.StatusBadRequest, "decode deployment: "+strings.TrimPrefix(err.Error(), "json: "))
+		}
 		return
 	}
 	if dec.More() {
@@ -138,6 +146,18 @@ func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 	}
 	a.o.Logger.Info("deployment announced", "deployment", d.ID, "service", d.Service, "version", d.Version)
 	writeJSON(w, http.StatusCreated, d)
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "slice", "array":
+		return "a list"
+	case "string":
+		return "a string"
+	case "struct", "map":
+		return "an object"
+	}
+	return "a " + goKind
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -160,7 +160,8 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
 			return nil, fmt.Errorf("otlp grpc listener: %w", err)
 		}
-		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)), grpc.UnaryInterceptor(grpcAuth(d.otlpAuth))}
+		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)),
+			grpc.ChainUnaryInterceptor(grpcRecover(d.log.Named("otlp")), grpcAuth(d.otlpAuth))}
 		if otlpTLS != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
 		}
@@ -307,6 +308,20 @@ func (d *daemon) close() {
 	if d.ns != nil {
 		d.ns.Shutdown()
 		d.ns.WaitForShutdown()
+	}
+}
+
+// grpcRecover turns a panic in a call into an Internal error, as net/http
+// does for handlers, so that one bad request cannot stop the daemon.
+func grpcRecover(log hclog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (_ any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("panic serving a gRPC call", "method", info.FullMethod, "panic", p)
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return next(ctx, req)
 	}
 }
 

@@ -358,7 +358,7 @@ func TestExplicitDeployment(t *testing.T) {
 	td := startDaemon(t, testConfig)
 	for _, tc := range []struct{ body, want string }{
 		{`{"service":"checkout","version":`, "decode deployment: unexpected EOF"},
-		{`{"service":"checkout","version":"v2","previous_version":"v1","flags":"x"}`, "decode deployment: cannot unmarshal string into Go struct field announcement.flags of type []string"},
+		{`{"service":"checkout","version":"v2","previous_version":"v1","flags":"x"}`, "decode deployment: flags must be a list, not string"},
 		{`{"service":"checkout","version":"v2","previous_version":"v1","colour":"red"}`, `decode deployment: unknown field "colour"`},
 		{`{"service":"checkout","version":"v2"}`, `previous_version is required: no stable version of service "checkout" has been seen yet`},
 		{`{"service":"payments","version":"v2","previous_version":"v1"}`, `no guard watches service "payments": add a guard for it to the configuration`},

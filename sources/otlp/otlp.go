@@ -73,7 +73,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rollguard_otlp_requests_total",
-			Help: "OTLP export requests received, by response code.",
+			Help: "OTLP export requests received over HTTP and gRPC, by HTTP-equivalent response code.",
 		}, []string{"code"}),
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rollguard_otlp_samples_accepted_total",
@@ -144,6 +144,9 @@ func (r *Receiver) serveMetrics(w http.ResponseWriter, req *http.Request) {
 			he = &httpError{http.StatusInternalServerError, err.Error()}
 		}
 		r.metrics.requests.WithLabelValues(strconv.Itoa(he.code)).Inc()
+		if he.code == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
 		writeStatus(w, ct, he.code, he.msg)
 		return
 	}
@@ -164,7 +167,7 @@ func (r *Receiver) serveMetrics(w http.ResponseWriter, req *http.Request) {
 
 // writeStatus answers a failed export with a google.rpc.Status, as OTLP/HTTP prescribes.
 func writeStatus(w http.ResponseWriter, ct string, code int, msg string) {
-	st := &spb.Status{Code: grpcCode(code), Message: msg}
+	st := &spb.Status{Code: grpcCode(code), Message: strings.ToValidUTF8(msg, "\uFFFD")}
 	var body []byte
 	if ct == contentJSON {
 		body, _ = protojson.Marshal(st)
@@ -232,13 +235,11 @@ func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, erro
 // Export implements the OTLP gRPC MetricsService.
 func (r *Receiver) Export(_ context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
 	resp, err := r.consume(req.Metrics())
-	code := "OK"
 	if err != nil {
-		code = "Unavailable"
-		r.metrics.requests.WithLabelValues(code).Inc()
+		r.metrics.requests.WithLabelValues("503").Inc()
 		return resp, status.Error(codes.Unavailable, err.Error())
 	}
-	r.metrics.requests.WithLabelValues(code).Inc()
+	r.metrics.requests.WithLabelValues("200").Inc()
 	return resp, nil
 }
 
@@ -253,7 +254,7 @@ func (r *Receiver) readBody(req *http.Request) ([]byte, error) {
 	case "gzip":
 		zr, err := gzip.NewReader(in)
 		if err != nil {
-			return nil, &httpError{http.StatusBadRequest, "gzip: " + err.Error()}
+			return nil, &httpError{http.StatusBadRequest, "decompress body: " + err.Error()}
 		}
 		defer zr.Close()
 		in = zr
@@ -416,7 +417,7 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 		if !ok {
 			continue
 		}
-		if dp.Scale() < -10 || dp.Scale() > 20 || dp.Positive().BucketCounts().Len() > maxExpBuckets || dp.Negative().BucketCounts().Len() > maxExpBuckets {
+		if dp.Scale() < -10 || dp.Scale() > 20 || !expBucketsValid(dp.Positive()) || !expBucketsValid(dp.Negative()) {
 			reject("invalid_exponential_histogram")
 			continue
 		}
@@ -443,6 +444,12 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 // maxExpBuckets bounds one exponential histogram's buckets per side
 // (OpenTelemetry SDKs default to 160).
 const maxExpBuckets = 1 << 14
+
+// expBucketsValid bounds a side's size and keeps its last index in int32.
+func expBucketsValid(b pmetric.ExponentialHistogramDataPointBuckets) bool {
+	n := b.BucketCounts().Len()
+	return n <= maxExpBuckets && int64(b.Offset())+int64(n) <= math.MaxInt32
+}
 
 func expBuckets(b pmetric.ExponentialHistogramDataPointBuckets) sources.ExpBuckets {
 	counts := make([]float64, b.BucketCounts().Len())

@@ -1,0 +1,305 @@
+// Command loadgen drives an ingest endpoint over loopback with pre-encoded
+// payloads — Prometheus remote write 1.0 and 2.0 or OTLP/HTTP protobuf —
+// and prints accepted samples per second, request latency and the target's
+// resident memory. `make bench` runs it against rollguard and against
+// Prometheus' own remote-write receiver on the same machine.
+//
+// The load: -series counter series of 8 labels each, -batch per request, a
+// -guarded share of them of the guarded service (job="checkout"), each
+// sent -rounds times with timestamps 15 s apart. Encoding (and snappy) is
+// done before the clock starts; per-series order is kept by giving every
+// worker a fixed set of batches.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+type options struct {
+	url, format, metricsURL, name  string
+	series, batch, rounds, workers int
+	guarded                        float64
+}
+
+type result struct {
+	Name          string  `json:"name"`
+	Format        string  `json:"format"`
+	Requests      int     `json:"requests"`
+	Failed        int     `json:"failed"`
+	FirstError    string  `json:"first_error,omitempty"`
+	Samples       int     `json:"samples_accepted"`
+	Seconds       float64 `json:"seconds"`
+	SamplesPerSec float64 `json:"samples_per_second"`
+	P50ms         float64 `json:"p50_ms"`
+	P99ms         float64 `json:"p99_ms"`
+	RSSBytes      float64 `json:"rss_bytes"`
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.url, "url", "http://127.0.0.1:9469/api/v1/write", "endpoint to send to")
+	flag.StringVar(&o.format, "format", "rw1", "rw1, rw2 or otlp")
+	flag.StringVar(&o.metricsURL, "metrics-url", "", "the target's /metrics, to read process_resident_memory_bytes after the run")
+	flag.StringVar(&o.name, "name", "", "name of the run in the output")
+	flag.IntVar(&o.series, "series", 20000, "series")
+	flag.IntVar(&o.batch, "batch", 2000, "series per request")
+	flag.IntVar(&o.rounds, "rounds", 30, "samples per series (one per round)")
+	flag.IntVar(&o.workers, "workers", 4, "concurrent senders")
+	flag.Float64Var(&o.guarded, "guarded", 0.1, "share of series of the guarded service")
+	flag.Parse()
+	if o.name == "" {
+		o.name = o.format
+	}
+	r, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+}
+
+type series struct {
+	labels [][2]string // sorted, __name__ first
+	value  float64
+}
+
+func makeSeries(o options) []series {
+	out := make([]series, o.series)
+	guardedEvery := int(1 / o.guarded)
+	for i := range out {
+		job, version := "svc-"+strconv.Itoa(i%97), "v"+strconv.Itoa(i%3)
+		if i%guardedEvery == 0 {
+			job, version = "checkout", "v"+strconv.Itoa(1+i%2)
+		}
+		code := "200"
+		if i%50 == 0 {
+			code = "500"
+		}
+		out[i].labels = [][2]string{
+			{"__name__", "http_requests_total"}, {"code", code}, {"instance", "10.0." + strconv.Itoa(i/250%256) + "." + strconv.Itoa(i%250) + ":8080"},
+			{"job", job}, {"method", "GET"}, {"region", "eu-west-1"}, {"route", "/api/v1/r" + strconv.Itoa(i%40)}, {"version", version},
+		}
+	}
+	return out
+}
+
+type payload struct {
+	body      []byte
+	samples   int
+	batchIdx  int
+	roundIdx  int
+	encodeErr error
+}
+
+func encode(o options, ss []series, batchIdx, round int, ts int64) payload {
+	lo, hi := batchIdx*o.batch, min((batchIdx+1)*o.batch, len(ss))
+	part := ss[lo:hi]
+	for i := range part {
+		part[i].value += float64(1 + i%7)
+	}
+	var raw []byte
+	switch o.format {
+	case "rw1":
+		for _, s := range part {
+			var ts1 []byte
+			for _, l := range s.labels {
+				var lb []byte
+				lb = protowire.AppendTag(lb, 1, protowire.BytesType)
+				lb = protowire.AppendString(lb, l[0])
+				lb = protowire.AppendTag(lb, 2, protowire.BytesType)
+				lb = protowire.AppendString(lb, l[1])
+				ts1 = protowire.AppendTag(ts1, 1, protowire.BytesType)
+				ts1 = protowire.AppendBytes(ts1, lb)
+			}
+			var sb []byte
+			sb = protowire.AppendTag(sb, 1, protowire.Fixed64Type)
+			sb = protowire.AppendFixed64(sb, mathFloat64bits(s.value))
+			sb = protowire.AppendTag(sb, 2, protowire.VarintType)
+			sb = protowire.AppendVarint(sb, uint64(ts))
+			ts1 = protowire.AppendTag(ts1, 2, protowire.BytesType)
+			ts1 = protowire.AppendBytes(ts1, sb)
+			raw = protowire.AppendTag(raw, 1, protowire.BytesType)
+			raw = protowire.AppendBytes(raw, ts1)
+		}
+		return payload{body: snappy.Encode(nil, raw), samples: len(part), batchIdx: batchIdx, roundIdx: round}
+	case "rw2":
+		st := writev2.NewSymbolTable()
+		req := &writev2.Request{}
+		flat := make([]string, 0, 16)
+		for _, s := range part {
+			flat = flat[:0]
+			for _, l := range s.labels {
+				flat = append(flat, l[0], l[1])
+			}
+			req.Timeseries = append(req.Timeseries, &writev2.TimeSeries{
+				LabelsRefs: st.SymbolizeLabels(flat, nil),
+				Samples:    []*writev2.Sample{{Value: s.value, Timestamp: ts}},
+				Metadata:   &writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_COUNTER},
+			})
+		}
+		req.Symbols = st.Symbols()
+		b, err := proto.Marshal(req)
+		return payload{body: snappy.Encode(nil, b), samples: len(part), batchIdx: batchIdx, roundIdx: round, encodeErr: err}
+	default: // otlp
+		md := pmetric.NewMetrics()
+		byRes := map[string]pmetric.NumberDataPointSlice{}
+		for _, s := range part {
+			key := s.labels[3][1] + "/" + s.labels[7][1]
+			dps, ok := byRes[key]
+			if !ok {
+				rm := md.ResourceMetrics().AppendEmpty()
+				rm.Resource().Attributes().PutStr("job", s.labels[3][1])
+				rm.Resource().Attributes().PutStr("version", s.labels[7][1])
+				m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+				m.SetName("http_requests_total")
+				sum := m.SetEmptySum()
+				sum.SetIsMonotonic(true)
+				sum.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+				dps = sum.DataPoints()
+				byRes[key] = dps
+			}
+			dp := dps.AppendEmpty()
+			for _, l := range s.labels[1:] {
+				if l[0] != "job" && l[0] != "version" {
+					dp.Attributes().PutStr(l[0], l[1])
+				}
+			}
+			dp.SetStartTimestamp(pcommon.Timestamp(1))
+			dp.SetTimestamp(pcommon.Timestamp(ts * 1e6))
+			dp.SetDoubleValue(s.value)
+		}
+		b, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+		return payload{body: b, samples: len(part), batchIdx: batchIdx, roundIdx: round, encodeErr: err}
+	}
+}
+
+func run(o options) (result, error) {
+	ss := makeSeries(o)
+	batches := (o.series + o.batch - 1) / o.batch
+	start := time.Now().Add(-time.Duration(o.rounds) * 15 * time.Second).UnixMilli()
+	payloads := make([][]payload, batches) // per batch, in round order
+	for r := 0; r < o.rounds; r++ {
+		for b := 0; b < batches; b++ {
+			p := encode(o, ss, b, r, start+int64(r)*15_000)
+			if p.encodeErr != nil {
+				return result{}, p.encodeErr
+			}
+			payloads[b] = append(payloads[b], p)
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.workers}}
+	var mu sync.Mutex
+	res := result{Name: o.name, Format: o.format}
+	var latencies []time.Duration
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := 0; w < o.workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for r := 0; r < o.rounds; r++ {
+				for b := w; b < batches; b += o.workers {
+					p := payloads[b][r]
+					lat, accepted, err := send(client, o, p)
+					mu.Lock()
+					res.Requests++
+					latencies = append(latencies, lat)
+					if err != nil {
+						res.Failed++
+						if res.FirstError == "" {
+							res.FirstError = err.Error()
+							if len(res.FirstError) > 300 {
+								res.FirstError = res.FirstError[:300] + "…"
+							}
+						}
+					} else {
+						res.Samples += accepted
+					}
+					mu.Unlock()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	res.Seconds = time.Since(t0).Seconds()
+	res.SamplesPerSec = float64(res.Samples) / res.Seconds
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	if n := len(latencies); n > 0 {
+		res.P50ms = float64(latencies[n/2].Microseconds()) / 1000
+		res.P99ms = float64(latencies[min(n-1, n*99/100)].Microseconds()) / 1000
+	}
+	if o.metricsURL != "" {
+		res.RSSBytes = readRSS(o.metricsURL)
+	}
+	return res, nil
+}
+
+func send(c *http.Client, o options, p payload) (time.Duration, int, error) {
+	req, _ := http.NewRequest(http.MethodPost, o.url, bytes.NewReader(p.body))
+	switch o.format {
+	case "rw1":
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	case "rw2":
+		req.Header.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "2.0.0")
+	default:
+		req.Header.Set("Content-Type", "application/x-protobuf")
+	}
+	t := time.Now()
+	resp, err := c.Do(req)
+	lat := time.Since(t)
+	if err != nil {
+		return lat, 0, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return lat, 0, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	accepted := p.samples
+	if h := resp.Header.Get("X-Prometheus-Remote-Write-Samples-Written"); h != "" && o.format == "rw2" {
+		accepted, _ = strconv.Atoi(h)
+	}
+	return lat, accepted, nil
+}
+
+func readRSS(url string) float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "process_resident_memory_bytes ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, "process_resident_memory_bytes "), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func mathFloat64bits(f float64) uint64 { return math.Float64bits(f) }

@@ -107,45 +107,62 @@ type announcement struct {
 }
 
 func (a *api) announce(w http.ResponseWriter, r *http.Request) {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	var body announcement
-	if err := dec.Decode(&body); err != nil {
+	d, err := DecodeAnnouncement(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
 			return
 		}
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.Is(err, io.EOF):
-			writeError(w, http.StatusBadRequest, `the body is empty: send a JSON object like {"service":"checkout","version":"v2","previous_version":"v1"}`)
-		case errors.As(err, &te) && te.Field != "":
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("decode deployment: %s must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value))
-		default:
-			writeError(w, http.StatusBadRequest, "decode deployment: "+strings.TrimPrefix(err.Error(), "json: "))
-		}
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, "decode deployment: trailing data after the JSON object")
-		return
-	}
-	d, err := a.o.Deployments.Announce(detector.Deployment{
-		ID: body.ID, Service: body.Service, Version: body.Version, PreviousVersion: body.PreviousVersion,
-		Commit: body.Commit, PreviousCommit: body.PreviousCommit, Flags: body.Flags,
-		Migration: body.Migration, Strategy: body.Strategy,
-	})
+	d, err = a.o.Deployments.Announce(d)
 	if err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, detector.ErrInvalidDeployment) {
 			code = http.StatusBadRequest
 		}
-		writeError(w, code, strings.TrimPrefix(err.Error(), detector.ErrInvalidDeployment.Error()+": "))
+		writeError(w, code, AnnounceError(err))
 		return
 	}
 	a.o.Logger.Info("deployment announced", "deployment", d.ID, "service", d.Service, "version", d.Version)
 	writeJSON(w, http.StatusCreated, d)
+}
+
+// AnnounceError is the message a client is shown for a refused announcement.
+func AnnounceError(err error) string {
+	return strings.TrimPrefix(err.Error(), detector.ErrInvalidDeployment.Error()+": ")
+}
+
+// DecodeAnnouncement reads one deployment announcement (the body of POST
+// /api/v1/deployments and of a message on rollguard.deploy.<service>):
+// one JSON object, no unknown fields. Errors are written for the sender.
+func DecodeAnnouncement(r io.Reader) (detector.Deployment, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var body announcement
+	if err := dec.Decode(&body); err != nil {
+		var te *json.UnmarshalTypeError
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return detector.Deployment{}, err
+		case errors.Is(err, io.EOF):
+			return detector.Deployment{}, errors.New(`the body is empty: send a JSON object like {"service":"checkout","version":"v2","previous_version":"v1"}`)
+		case errors.As(err, &te) && te.Field != "":
+			return detector.Deployment{}, fmt.Errorf("decode deployment: %s must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return detector.Deployment{}, errors.New("decode deployment: " + strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return detector.Deployment{}, errors.New("decode deployment: trailing data after the JSON object")
+	}
+	return detector.Deployment{
+		ID: body.ID, Service: body.Service, Version: body.Version, PreviousVersion: body.PreviousVersion,
+		Commit: body.Commit, PreviousCommit: body.PreviousCommit, Flags: body.Flags,
+		Migration: body.Migration, Strategy: body.Strategy,
+	}, nil
 }
 
 func jsonKind(goKind string) string {

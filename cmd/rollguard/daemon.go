@@ -125,6 +125,9 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	if err := d.poller.ApplyConfig(cfg); err != nil {
 		return nil, err
 	}
+	if _, err := d.subscribeDeploys(cfg.NATS.SubjectPrefix); err != nil {
+		return nil, fmt.Errorf("subscribe to deployment announcements: %w", err)
+	}
 	receiver := otlp.NewReceiver(otlp.Config{
 		Appender:            d.engine,
 		Filter:              d.engine,

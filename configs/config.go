@@ -30,6 +30,7 @@ var (
 	DefaultGlobal = GlobalConfig{
 		EvaluationInterval: Duration(10 * time.Second),
 		NoDataTimeout:      Duration(2 * time.Minute),
+		PromotionHold:      Duration(10 * time.Minute),
 	}
 	DefaultNATS = NATSConfig{
 		SubjectPrefix: "rollguard",
@@ -79,6 +80,9 @@ type GlobalConfig struct {
 	// NoDataTimeout is how long a cohort of an active deployment may stay
 	// silent before its verdict becomes no_data.
 	NoDataTimeout Duration `yaml:"no_data_timeout"`
+	// PromotionHold: a deployment ends as promoted once its previous version
+	// has had no traffic this long while the new one served and did not regress.
+	PromotionHold Duration `yaml:"promotion_hold"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -327,6 +331,9 @@ func (c *Config) validate() []fieldError {
 	}
 	if c.Global.EvaluationInterval <= 0 {
 		add("global.evaluation_interval", "must be > 0")
+	}
+	if c.Global.PromotionHold <= 0 {
+		add("global.promotion_hold", "must be > 0")
 	}
 	if c.Global.NoDataTimeout < c.Global.EvaluationInterval {
 		add("global.no_data_timeout", "must be >= global.evaluation_interval (%s)", c.Global.EvaluationInterval)

@@ -33,6 +33,9 @@ type Deployment struct {
 	StartedAt       time.Time `json:"started_at"`
 	// SupersededBy is set when a newer deployment of the service replaced this one.
 	SupersededBy string `json:"superseded_by,omitempty"`
+	// EndedAt and EndReason (superseded, promoted) are set once it is over.
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	EndReason string     `json:"end_reason,omitempty"`
 }
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

@@ -81,6 +81,7 @@ type engineMetrics struct {
 	evaluations prometheus.Counter
 	verdicts    *prometheus.GaugeVec
 	deployments *prometheus.CounterVec
+	promotions  prometheus.Counter
 }
 
 func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
@@ -105,9 +106,13 @@ func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
 			Name: "rollguard_deployments_opened_total",
 			Help: "Deployments opened, by source.",
 		}, []string{"source"}),
+		promotions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_deployments_promoted_total",
+			Help: "Deployments ended by promotion: the previous version gone, the new one not regressed.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments)
+		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments, m.promotions)
 	}
 	return m
 }
@@ -282,16 +287,53 @@ func (e *Engine) serviceFlags(service string) []string {
 func (e *Engine) open(d Deployment) {
 	if old := e.deployments[d.Service]; old != nil {
 		old.SupersededBy = d.ID
-		e.ended = append(e.ended, old.Deployment)
-		if len(e.ended) > 100 {
-			e.ended = e.ended[1:]
-		}
+		e.end(old, "superseded", d.StartedAt)
 		e.log.Info("deployment superseded", "deployment", old.ID, "by", d.ID)
 	}
 	e.deployments[d.Service] = &deploymentRun{Deployment: d, guards: map[string]*guardRun{}}
 	e.metrics.deployments.WithLabelValues(d.Source).Inc()
 	e.log.Info("deployment opened", "deployment", d.ID, "service", d.Service,
 		"version", d.Version, "previous_version", d.PreviousVersion, "source", d.Source, "flags", d.Flags)
+}
+
+// end moves a deployment to the ended list.
+func (e *Engine) end(d *deploymentRun, reason string, at time.Time) {
+	d.EndedAt, d.EndReason = &at, reason
+	delete(e.deployments, d.Service)
+	e.ended = append(e.ended, d.Deployment)
+	if len(e.ended) > 100 {
+		e.ended = e.ended[1:]
+	}
+}
+
+// promoteIfDone ends a deployment whose previous version has had no traffic
+// for the promotion hold while the candidate served and no signal
+// regressed: the rollout is complete, and the candidate is the new stable.
+func (e *Engine) promoteIfDone(d *deploymentRun, now time.Time) bool {
+	hold := time.Duration(e.global.PromotionHold)
+	var lastBase, lastCand time.Time
+	for _, r := range d.guards {
+		for _, sr := range r.signals {
+			if sr.test.Regressed() {
+				return false
+			}
+			if sr.lastReport[baseline].After(lastBase) {
+				lastBase = sr.lastReport[baseline]
+			}
+			if sr.lastReport[candidate].After(lastCand) {
+				lastCand = sr.lastReport[candidate]
+			}
+		}
+	}
+	if len(d.guards) == 0 || !lastCand.After(d.StartedAt) || now.Sub(lastBase) < hold {
+		return false
+	}
+	e.stable[d.Service] = d.Version
+	e.end(d, "promoted", now)
+	e.metrics.promotions.Inc()
+	e.log.Info("deployment promoted: the previous version is gone and the new one did not regress",
+		"deployment", d.ID, "service", d.Service, "version", d.Version, "previous_version", d.PreviousVersion)
+	return true
 }
 
 // Announce opens (or updates) a deployment explicitly. An announcement of the
@@ -399,6 +441,9 @@ func (e *Engine) Evaluate() {
 	sort.Strings(services)
 	for _, svc := range services {
 		d := e.deployments[svc]
+		if e.promoteIfDone(d, now) {
+			continue
+		}
 		for _, g := range e.guardsOf(svc) {
 			run := d.run(g, now)
 			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now}

@@ -2,6 +2,7 @@ package detector
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +183,50 @@ func TestEngineApplyConfigResetsChangedGuard(t *testing.T) {
 	}
 	if !e.Wants("http.server.request.duration") || e.Wants("process.cpu.time") {
 		t.Error("Wants does not follow the guards' metrics")
+	}
+}
+
+// TestEnginePromotion: once the previous version has been gone for the
+// promotion hold and nothing regressed, the deployment ends as promoted and
+// the next version is compared against the promoted one.
+func TestEnginePromotion(t *testing.T) {
+	c := newClock()
+	cfg := mustParse(t, strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 2m", 1))
+	e := NewEngine(cfg, EngineOptions{Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	for i := 0; i < 3; i++ {
+		tick(e, c, 1, 1)
+	}
+	for i := 0; i < 13; i++ { // v1 gone: only v2 reports
+		_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 100)})
+		c.advance(10 * time.Second)
+		e.Evaluate()
+	}
+	deps := e.Deployments()
+	if len(deps) != 1 || deps[0].EndReason != "promoted" || deps[0].EndedAt == nil {
+		t.Fatalf("deployments = %+v", deps)
+	}
+	_ = e.Append([]sources.Sample{requests("checkout", "v3", 200, 100)})
+	if deps := e.Deployments(); deps[0].Version != "v3" || deps[0].PreviousVersion != "v2" {
+		t.Errorf("next deployment = %+v, want v2 -> v3", deps[0])
+	}
+}
+
+// The regressed twin: a deployment that regressed is never promoted.
+func TestEngineNoPromotionAfterRegression(t *testing.T) {
+	c := newClock()
+	cfg := mustParse(t, strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 2m", 1))
+	e := NewEngine(cfg, EngineOptions{Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	for i := 0; i < 10; i++ {
+		tick(e, c, 10, 100)
+	}
+	for i := 0; i < 20; i++ {
+		_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 100)})
+		c.advance(10 * time.Second)
+		e.Evaluate()
+	}
+	if deps := e.Deployments(); len(deps) != 1 || deps[0].EndReason != "" {
+		t.Errorf("a regressed deployment was promoted: %+v", deps)
 	}
 }

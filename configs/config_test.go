@@ -69,8 +69,7 @@ var badConfigs = map[string]string{
 // today. Their entry in badConfigs is the message Parse should return; the
 // test skips them while the bug stands and fails once the message is right,
 // so that the entry here is removed with the fix.
-var knownBugs = map[string]string{
-}
+var knownBugs = map[string]string{}
 
 func TestParseBad(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(testdata, "bad", "*.yaml"))
@@ -169,10 +168,7 @@ func defaultGuard(name, service string, signals ...SignalConfig) GuardConfig {
 
 func defaultConfig(guards ...GuardConfig) *Config {
 	return &Config{
-		Global: GlobalConfig{
-			EvaluationInterval: Duration(10 * time.Second),
-			NoDataTimeout:      Duration(2 * time.Minute),
-		},
+		Global: DefaultGlobal,
 		NATS: NATSConfig{
 			SubjectPrefix: "rollguard",
 			Stream:        "ROLLGUARD",
@@ -221,7 +217,7 @@ func TestParseValues(t *testing.T) {
 			return g
 		}(),
 	)
-	full.Global = GlobalConfig{EvaluationInterval: Duration(30 * time.Second), NoDataTimeout: Duration(5 * time.Minute)}
+	full.Global = GlobalConfig{EvaluationInterval: Duration(30 * time.Second), NoDataTimeout: Duration(5 * time.Minute), PromotionHold: Duration(10 * time.Minute)}
 	full.NATS = NATSConfig{
 		URL:      "nats://nats-1:4222,nats://nats-2:4222",
 		User:     "rollguard",
@@ -314,7 +310,7 @@ guards:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.Global, (GlobalConfig{EvaluationInterval: Duration(10 * time.Second), NoDataTimeout: Duration(time.Minute)}); got != want {
+	if got, want := cfg.Global, (GlobalConfig{EvaluationInterval: Duration(10 * time.Second), NoDataTimeout: Duration(time.Minute), PromotionHold: Duration(10 * time.Minute)}); got != want {
 		t.Errorf("global = %+v, want %+v", got, want)
 	}
 	s1 := defaultSignal("s1")

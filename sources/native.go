@@ -38,7 +38,10 @@ const MinScale = -4
 // and the counts disagree.
 func BucketsFromSpans(spans []Span, counts []float64) (ExpBuckets, bool) {
 	var n uint64
-	for _, s := range spans {
+	for i, s := range spans {
+		if i > 0 && s.Offset < 0 {
+			return ExpBuckets{}, false // spans must not overlap or go back
+		}
 		n += uint64(s.Length)
 	}
 	if n != uint64(len(counts)) || n > 1<<20 {

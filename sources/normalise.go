@@ -114,8 +114,8 @@ func fresh(start, now int64) bool {
 // Counter returns the increment of a cumulative counter point. ok is false
 // when the point only sets the base (first point of an old series).
 func (c *Cumulative) Counter(key string, start, now int64, v float64) (inc float64, ok bool, err error) {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, false, nil
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0, false, nil // a counter is never negative
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -40,6 +40,12 @@ type PromHistogram struct {
 type PromConverter struct {
 	cum    *Cumulative
 	filter Filter
+	// PerSeries converts each series of a classic histogram on its own
+	// (_count to Count, _sum to Sum, each _bucket to an LE sample) instead of
+	// reassembling the histogram from one batch: remote write shards a
+	// histogram's series across requests, so no batch can be trusted to
+	// hold them all.
+	PerSeries bool
 }
 
 // NewPromConverter builds a converter that tracks at most maxSeries series.
@@ -103,6 +109,12 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 				drops[DropSummaryQuantile]++
 				continue
 			}
+			if c.PerSeries {
+				if s, ok := c.histogramSeries(p, base, part, drops); ok {
+					out = append(out, s)
+				}
+				continue
+			}
 			ls := without(p.Labels, model.MetricNameLabel, model.BucketLabel, model.QuantileLabel)
 			key := base + ls.String() + "@" + strconv.FormatInt(p.TimestampMs, 10)
 			g := groups[key]
@@ -149,6 +161,34 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 		}
 	}
 	return out
+}
+
+// histogramSeries converts one series of a classic histogram on its own.
+func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops map[string]int) (Sample, bool) {
+	inc, ok, err := c.cum.Counter(base+"_"+part+p.Labels.String(), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+	if err != nil {
+		drops[DropSeriesLimit]++
+		return Sample{}, false
+	}
+	if !ok {
+		return Sample{}, false
+	}
+	s := Sample{Metric: base, Labels: without(p.Labels, model.MetricNameLabel, model.BucketLabel),
+		Kind: KindHistogram, TimeUnixNano: p.TimestampMs * 1e6}
+	switch part {
+	case "count":
+		s.Count = inc
+	case "sum":
+		s.Sum = inc
+	case "bucket":
+		le, err := strconv.ParseFloat(p.Labels.Get(model.BucketLabel), 64)
+		if err != nil || math.IsNaN(le) {
+			drops[DropBadHistogram]++
+			return Sample{}, false
+		}
+		s.LE = &Bucket{UpperBound: le, Count: inc}
+	}
+	return s, true
 }
 
 func isUnknown(t model.MetricType) bool { return t == "" || t == model.MetricTypeUnknown }

@@ -105,6 +105,10 @@ type Sample struct {
 	Buckets    []Bucket
 	// Native holds the bucket increments of an exponential/native histogram.
 	Native *NativeHistogram
+	// LE is set, alone, for one series of a classic histogram converted on
+	// its own (remote write splits a histogram's series across requests):
+	// the increment of observations <= LE.UpperBound, cumulative as exposed.
+	LE *Bucket
 }
 
 // Appender receives normalised samples. Append must not keep the slice.

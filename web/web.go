@@ -43,6 +43,8 @@ type Options struct {
 	Logger   hclog.Logger
 	// MaxBodyBytes bounds API request bodies.
 	MaxBodyBytes int64
+	// RemoteWrite serves POST /api/v1/write when set.
+	RemoteWrite http.Handler
 }
 
 // Handler builds the HTTP handler.
@@ -77,6 +79,9 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"deployments": o.Deployments.Deployments()})
 	})
 	mux.HandleFunc("POST /api/v1/deployments", a.announce)
+	if o.RemoteWrite != nil {
+		mux.Handle("POST /api/v1/write", o.RemoteWrite)
+	}
 	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"incidents": o.Incidents.Incidents()})
 	})

@@ -32,6 +32,7 @@ import (
 	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/sources/otlp"
 	"github.com/rollguard/rollguard/sources/promql"
+	"github.com/rollguard/rollguard/sources/remotewrite"
 	"github.com/rollguard/rollguard/web"
 )
 
@@ -139,6 +140,16 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Registerer:          d.reg,
 	})
 
+	rw := remotewrite.NewReceiver(remotewrite.Config{
+		Appender:           d.engine,
+		Filter:             d.engine,
+		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
+		MaxLabelNameBytes:  cfg.Limits.MaxLabelValueLength,
+		MaxLabelValueBytes: cfg.Limits.MaxLabelValueLength,
+		MaxSeries:          cfg.Limits.MaxSeries,
+		Logger:             d.log.Named("remotewrite"),
+		Registerer:         d.reg,
+	})
 	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
 		return nil, fmt.Errorf("otlp: %w", err)
 	}
@@ -181,6 +192,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Ready:       d.ready.Load,
 		Gatherer:    d.reg,
 		Logger:      d.log.Named("web"),
+		RemoteWrite: rw.Handler(),
 	}), "/-/healthy", "/-/ready"), ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
 	return d, nil
 }

@@ -1,0 +1,351 @@
+package remotewrite
+
+import (
+	"math"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
+	"github.com/prometheus/common/model"
+
+	"github.com/rollguard/rollguard/sources"
+)
+
+// batch is one request's decoded points, before conversion.
+type batch struct {
+	r      *Receiver
+	floats []sources.PromPoint
+	hists  []sources.PromPoint
+	// drops counts samples and histogram samples not written, by reason.
+	drops   map[string]int
+	written written
+	// wants caches the Filter per metric name for one request: a request
+	// carries many series of few metrics, and the Filter may take a lock.
+	wants map[string]bool
+	// families are the 1.0 metadata of this request.
+	families map[string]familyType
+	// buckets is what is left of MaxNativeBuckets.
+	buckets int64
+}
+
+func newBatch(r *Receiver) *batch {
+	return &batch{r: r, drops: map[string]int{}, wants: map[string]bool{}, buckets: r.cfg.MaxNativeBuckets}
+}
+
+// drop counts the points of a series that is not written.
+func (b *batch) drop(reason string, points int) {
+	b.drops[reason] += points
+}
+
+// accept counts points as written without handing them on: the series is of
+// no interest to anyone.
+func (b *batch) accept(samples, histograms, exemplars int) {
+	b.written.samples += samples
+	b.written.histograms += histograms
+	b.written.exemplars += exemplars
+}
+
+// wanted says whether a metric name may be of interest: the metric itself, or
+// the histogram or summary a _bucket, _count or _sum series belongs to. The
+// converter decides exactly; this only lets the rest skip decoding.
+func (b *batch) wanted(name string) bool {
+	if w, ok := b.wants[name]; ok {
+		return w
+	}
+	return b.decide(name)
+}
+
+// wantedBytes is wanted for a name not yet made a string: a cache hit
+// allocates nothing.
+func (b *batch) wantedBytes(name []byte) bool {
+	if w, ok := b.wants[string(name)]; ok {
+		return w
+	}
+	return b.decide(string(name))
+}
+
+func (b *batch) decide(name string) bool {
+	f := b.r.cfg.Filter
+	w := f.Wants(name)
+	for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+		if w {
+			break
+		}
+		if base, ok := strings.CutSuffix(name, suffix); ok {
+			w = f.Wants(base)
+		}
+	}
+	b.wants[name] = w
+	return w
+}
+
+// labelLimit returns the drop reason of a series whose labels break a limit,
+// or "". n is the number of labels, and names and values their lengths.
+func (r *Receiver) labelLimit(n int, nameLen, valueLen func(i int) int) string {
+	if n > r.cfg.MaxLabelsPerSeries {
+		return DropLabelCount
+	}
+	for i := 0; i < n; i++ {
+		if nameLen(i) > r.cfg.MaxLabelNameBytes {
+			return DropLabelName
+		}
+		if valueLen(i) > r.cfg.MaxLabelValueBytes {
+			return DropLabelValue
+		}
+	}
+	return ""
+}
+
+// finishLabels validates and normalises a series' labels in place: names must
+// be non-empty UTF-8 and values UTF-8; a label with an empty value is no
+// label (as in PromQL); the result is sorted. ok is false for invalid labels.
+func finishLabels(ls sources.Labels) (sources.Labels, bool) {
+	out := ls[:0]
+	sorted := true
+	for _, l := range ls {
+		if l.Name == "" || !utf8.ValidString(l.Name) || !utf8.ValidString(l.Value) {
+			return nil, false
+		}
+		if l.Value == "" {
+			continue
+		}
+		if len(out) > 0 && out[len(out)-1].Name >= l.Name {
+			sorted = false
+		}
+		out = append(out, l)
+	}
+	if !sorted {
+		out = out.Sort()
+	}
+	return out, true
+}
+
+// staleNaN is Prometheus' stale marker (value.StaleNaN).
+const staleNaN = 0x7ff0000000000002
+
+func isStale(f float64) bool { return math.Float64bits(f) == staleNaN }
+
+// nativeHistogram turns a remote write histogram (1.0 and 2.0 share the
+// message) into a PromHistogram. Integer histograms carry bucket counts as
+// deltas between consecutive populated buckets; float histograms carry
+// absolute counts. reason is the drop reason when it cannot be used.
+//
+// The buckets become dense (every bucket between the lowest and the highest
+// populated one), which a few bytes of spans can make millions of: budget
+// is what is left of the request's MaxNativeBuckets, and is charged before
+// anything is allocated.
+func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64) (ph *sources.PromHistogram, reason string) {
+	switch {
+	case h.Schema == -53:
+		// Custom buckets (converted classic histograms): not supported yet.
+		return nil, DropCustomBuckets
+	case h.Schema < -4 || h.Schema > 8:
+		return nil, DropInvalidSchema
+	}
+	pw, ok1 := denseWidth(h.PositiveSpans)
+	nw, ok2 := denseWidth(h.NegativeSpans)
+	switch {
+	case !ok1 || !ok2:
+		return nil, sources.DropBadHistogram
+	case pw+nw > *budget:
+		return nil, DropNativeBucketLimit
+	}
+	_, isFloatCount := h.Count.(*writev2.Histogram_CountFloat)
+	_, isFloatZero := h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	hasDeltas := len(h.PositiveDeltas)+len(h.NegativeDeltas) > 0
+	hasCounts := len(h.PositiveCounts)+len(h.NegativeCounts) > 0
+	isFloat := isFloatCount || isFloatZero || hasCounts
+	if isFloat && hasDeltas {
+		return nil, sources.DropBadHistogram
+	}
+	ph = &sources.PromHistogram{Sum: h.Sum, Gauge: gauge || h.ResetHint == writev2.Histogram_RESET_HINT_GAUGE}
+	nh := &ph.Native
+	nh.Scale = h.Schema
+	nh.ZeroThreshold = h.ZeroThreshold
+	var pos, neg []float64
+	if isFloat {
+		ph.Count = h.GetCountFloat()
+		nh.ZeroCount = h.GetZeroCountFloat()
+		pos, neg = h.PositiveCounts, h.NegativeCounts
+		for _, c := range [][]float64{pos, neg} {
+			for _, v := range c {
+				if !(v >= 0) {
+					return nil, sources.DropBadHistogram
+				}
+			}
+		}
+	} else {
+		ph.Count = float64(h.GetCountInt())
+		nh.ZeroCount = float64(h.GetZeroCountInt())
+		pos, ok1 = absolute(h.PositiveDeltas)
+		neg, ok2 = absolute(h.NegativeDeltas)
+		if !ok1 || !ok2 {
+			return nil, sources.DropBadHistogram
+		}
+	}
+	if !(ph.Count >= 0) || !(nh.ZeroCount >= 0) || !(nh.ZeroThreshold >= 0) {
+		return nil, sources.DropBadHistogram
+	}
+	*budget -= pw + nw
+	nh.Positive, ok1 = sources.BucketsFromSpans(spans(h.PositiveSpans), pos)
+	nh.Negative, ok2 = sources.BucketsFromSpans(spans(h.NegativeSpans), neg)
+	if !ok1 || !ok2 {
+		return nil, sources.DropBadHistogram
+	}
+	return ph, ""
+}
+
+// absolute decodes Prometheus' bucket deltas: each is the difference to the
+// previous populated bucket, across spans. ok is false for a negative count.
+func absolute(deltas []int64) ([]float64, bool) {
+	if len(deltas) == 0 {
+		return nil, true
+	}
+	out := make([]float64, len(deltas))
+	var cur int64
+	for i, d := range deltas {
+		cur += d
+		if cur < 0 {
+			return nil, false
+		}
+		out[i] = float64(cur)
+	}
+	return out, true
+}
+
+// denseWidth is the number of buckets from the first populated one to the
+// last. Every span after the first must start at or after the end of the
+// one before: only the first offset may be negative. (Checked here because
+// sources.BucketsFromSpans does not, and panics on it.)
+func denseWidth(in []*writev2.BucketSpan) (int64, bool) {
+	var idx, first, last int64
+	seen := false
+	for i, s := range in {
+		if i > 0 && s.GetOffset() < 0 {
+			return 0, false
+		}
+		idx += int64(s.GetOffset())
+		if s.GetLength() > 0 {
+			if !seen {
+				first, seen = idx, true
+			}
+			last = idx + int64(s.GetLength()) - 1
+		}
+		idx += int64(s.GetLength())
+	}
+	if !seen {
+		return 0, true
+	}
+	if w := last - first + 1; w <= 1<<20 {
+		return w, true
+	}
+	return 0, false
+}
+
+func spans(in []*writev2.BucketSpan) []sources.Span {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]sources.Span, len(in))
+	for i, s := range in {
+		out[i] = sources.Span{Offset: s.GetOffset(), Length: s.GetLength()}
+	}
+	return out
+}
+
+// familyType is a metric family's type as 1.0 metadata gives it.
+type familyType = model.MetricType
+
+// metricType maps the metadata enum (the same numbers in 1.0 and 2.0).
+func metricType(t int32) model.MetricType {
+	switch t {
+	case 1:
+		return model.MetricTypeCounter
+	case 2:
+		return model.MetricTypeGauge
+	case 3:
+		return model.MetricTypeHistogram
+	case 4:
+		return model.MetricTypeGaugeHistogram
+	case 5:
+		return model.MetricTypeSummary
+	case 6:
+		return model.MetricTypeInfo
+	case 7:
+		return model.MetricTypeStateset
+	}
+	return model.MetricTypeUnknown
+}
+
+// familyTypes remembers metric types from remote write 1.0 metadata, which
+// Prometheus sends in requests of their own, apart from the samples.
+type familyTypes struct {
+	mu    sync.RWMutex
+	types map[string]familyType
+	max   int
+}
+
+// merge records a request's metadata; it returns how many new families did
+// not fit.
+func (f *familyTypes) merge(in map[string]familyType) (refused int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, t := range in {
+		if old, ok := f.types[name]; ok || len(f.types) < f.max {
+			if old != t {
+				f.types[name] = t
+			}
+			continue
+		}
+		refused++
+	}
+	return refused
+}
+
+func (f *familyTypes) get(name string) (familyType, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.types[name]
+	return t, ok
+}
+
+// typeOf finds a series' type from 1.0 metadata: its own family, or the
+// family a _total, _bucket, _count or _sum series belongs to (when
+// that family's type has such series). The request's own metadata wins over
+// what was remembered.
+func (b *batch) typeOf(name string) model.MetricType {
+	lookup := func(n string) (familyType, bool) {
+		if t, ok := b.families[n]; ok {
+			return t, true
+		}
+		return b.r.families.get(n)
+	}
+	if t, ok := lookup(name); ok {
+		return t
+	}
+	for _, s := range familySuffixes {
+		base, ok := strings.CutSuffix(name, s.suffix)
+		if !ok {
+			continue
+		}
+		if t, ok := lookup(base); ok {
+			for _, ft := range s.types {
+				if t == ft {
+					return t
+				}
+			}
+		}
+	}
+	return model.MetricTypeUnknown
+}
+
+var familySuffixes = []struct {
+	suffix string
+	types  []model.MetricType
+}{
+	{"_total", []model.MetricType{model.MetricTypeCounter}},
+	{"_bucket", []model.MetricType{model.MetricTypeHistogram, model.MetricTypeGaugeHistogram}},
+	{"_count", []model.MetricType{model.MetricTypeHistogram, model.MetricTypeGaugeHistogram, model.MetricTypeSummary}},
+	{"_sum", []model.MetricType{model.MetricTypeHistogram, model.MetricTypeGaugeHistogram, model.MetricTypeSummary}},
+}

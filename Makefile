@@ -35,9 +35,11 @@ fuzz:
 	$(GO) test ./sources/otlp -run '^$$' -fuzz '^FuzzReceiver$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./web -run '^$$' -fuzz '^FuzzAnnounce$$' -fuzztime $(FUZZTIME)
 
-## bench: the benchmarks, with allocations.
-bench:
+## bench: the Go benchmarks with allocations, then the end-to-end ingest
+## comparison with Prometheus (scripts/bench.sh, over loopback).
+bench: $(PROMETHEUS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	PROMETHEUS=$(PROMETHEUS) ./scripts/bench.sh
 
 clean:
 	rm -rf bin data

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -46,6 +47,7 @@ type Engine struct {
 	stable      map[string]string // service -> stable version
 	deployments map[string]*deploymentRun
 	ended       []Deployment
+	routes      atomic.Pointer[map[string][]*configs.GuardConfig] // byMetric, for lock-free filtering
 	handler     VerdictHandler
 	now         func() time.Time
 	log         hclog.Logger
@@ -175,14 +177,35 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 		}
 	}
 	e.global, e.guards, e.byMetric = cfg.Global, guards, byMetric
+	e.routes.Store(&byMetric)
 }
 
 // Wants reports whether any guard reads metric; sources use it to drop the
 // rest at the door.
 func (e *Engine) Wants(metric string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.byMetric[metric]) > 0
+	return len((*e.routes.Load())[metric]) > 0
+}
+
+// Doors lists the (service label, service) pairs of the guards reading
+// metric, for decoders that filter on raw label bytes.
+func (e *Engine) Doors(metric string) []sources.Label {
+	gs := (*e.routes.Load())[metric]
+	out := make([]sources.Label, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, sources.Label{Name: g.ServiceLabel, Value: g.Service})
+	}
+	return out
+}
+
+// WantsSeries reports whether a guard reads metric for the service the
+// labels name; sources use it to keep no state for other services' series.
+func (e *Engine) WantsSeries(metric string, ls sources.Labels) bool {
+	for _, g := range (*e.routes.Load())[metric] {
+		if ls.Get(g.ServiceLabel) == g.Service {
+			return true
+		}
+	}
+	return false
 }
 
 // Append routes samples to guard signals and cohorts. It implements sources.Appender.

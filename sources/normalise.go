@@ -58,10 +58,34 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-func (c *Cumulative) state(key string, start, _ int64) (*cumState, bool, error) {
+// SeriesKey identifies a series in the cumulative state: a 64-bit hash of
+// its metric name and labels (a collision needs billions of series).
+type SeriesKey uint64
+
+// Key hashes a metric name, a part (such as "_bucket" or ""), and labels.
+// 0xff never occurs in UTF-8, so it separates names and values unambiguously.
+func Key(metric, part string, ls Labels) SeriesKey {
+	d := xxhash.New()
+	_, _ = d.WriteString(metric)
+	_, _ = d.WriteString(part)
+	for _, l := range ls {
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(l.Name)
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(l.Value)
+	}
+	return SeriesKey(d.Sum64())
+}
+
+var sep = []byte{0xff}
+
+// StringKey keys a series by an arbitrary string.
+func StringKey(s string) SeriesKey { return SeriesKey(xxhash.Sum64String(s)) }
+
+func (c *Cumulative) state(key SeriesKey, start, _ int64) (*cumState, bool, error) {
 	wall := c.clock().UnixNano()
 	c.sweep(wall)
-	h := xxhash.Sum64String(key)
+	h := uint64(key)
 	st, ok := c.series[h]
 	if ok {
 		st.seen = wall
@@ -113,7 +137,7 @@ func fresh(start, now int64) bool {
 
 // Counter returns the increment of a cumulative counter point. ok is false
 // when the point only sets the base (first point of an old series).
-func (c *Cumulative) Counter(key string, start, now int64, v float64) (inc float64, ok bool, err error) {
+func (c *Cumulative) Counter(key SeriesKey, start, now int64, v float64) (inc float64, ok bool, err error) {
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 		return 0, false, nil // a counter is never negative
 	}
@@ -141,7 +165,7 @@ func (c *Cumulative) Counter(key string, start, now int64, v float64) (inc float
 
 // Histogram turns a cumulative histogram point into increments. bounds are
 // the explicit upper bounds; counts has len(bounds)+1 entries (the last is +Inf).
-func (c *Cumulative) Histogram(key string, start, now int64, count, sum float64, bounds, counts []float64) (dCount, dSum float64, dBuckets []float64, ok bool, err error) {
+func (c *Cumulative) Histogram(key SeriesKey, start, now int64, count, sum float64, bounds, counts []float64) (dCount, dSum float64, dBuckets []float64, ok bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, isNew, err := c.state(key, start, now)
@@ -197,7 +221,7 @@ func (c *Cumulative) Len() int {
 // Native turns a cumulative exponential/native histogram point into
 // increments. A change of scale is merged by downscaling both points to the
 // coarser one; a bucket or count going down is a reset.
-func (c *Cumulative) Native(key string, start, now int64, count, sum float64, h NativeHistogram) (dCount, dSum float64, dh NativeHistogram, ok bool, err error) {
+func (c *Cumulative) Native(key SeriesKey, start, now int64, count, sum float64, h NativeHistogram) (dCount, dSum float64, dh NativeHistogram, ok bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, isNew, err := c.state(key, start, now)

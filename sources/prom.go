@@ -102,7 +102,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 		base, part := histogramPart(name, p, bases)
 		switch {
 		case part != "":
-			if !c.filter.Wants(base) {
+			if !c.filter.Wants(base) || !WantsSeries(c.filter, base, p.Labels) {
 				continue
 			}
 			if p.Type == model.MetricTypeSummary && part == "quantile" {
@@ -136,9 +136,9 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			case "sum":
 				g.sum = p.Value
 			}
-		case !c.filter.Wants(name):
+		case !c.filter.Wants(name) || !WantsSeries(c.filter, name, p.Labels):
 		case p.Type == model.MetricTypeCounter || (isUnknown(p.Type) && strings.HasSuffix(name, "_total")):
-			inc, ok, err := c.cum.Counter(name+p.Labels.String(), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+			inc, ok, err := c.cum.Counter(Key(name, "", p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
 			if err != nil {
 				drops[DropSeriesLimit]++
 				continue
@@ -165,7 +165,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 
 // histogramSeries converts one series of a classic histogram on its own.
 func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops map[string]int) (Sample, bool) {
-	inc, ok, err := c.cum.Counter(base+"_"+part+p.Labels.String(), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+	inc, ok, err := c.cum.Counter(Key(base, "_"+part, p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
 	if err != nil {
 		drops[DropSeriesLimit]++
 		return Sample{}, false
@@ -249,7 +249,7 @@ func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, 
 	if math.IsNaN(g.count) {
 		return Sample{}, false
 	}
-	dc, ds, db, ok, err := c.cum.Histogram(g.name+g.labels.String(), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
+	dc, ds, db, ok, err := c.cum.Histogram(Key(g.name, "", g.labels), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
 	if err != nil {
 		drops[DropSeriesLimit]++
 		return Sample{}, false
@@ -272,7 +272,7 @@ func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, 
 }
 
 func (c *PromConverter) native(p *PromPoint, name string, drops map[string]int) (Sample, bool) {
-	if !c.filter.Wants(name) {
+	if !c.filter.Wants(name) || !WantsSeries(c.filter, name, p.Labels) {
 		return Sample{}, false
 	}
 	h := p.Histogram
@@ -283,7 +283,7 @@ func (c *PromConverter) native(p *PromPoint, name string, drops map[string]int) 
 		s.Count, s.Sum, s.Native = h.Count, h.Sum, &nh
 		return s, true
 	}
-	dc, ds, dh, ok, err := c.cum.Native(name+ls.String(), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
+	dc, ds, dh, ok, err := c.cum.Native(Key(name, "", ls), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
 	if err != nil {
 		drops[DropSeriesLimit]++
 		return Sample{}, false

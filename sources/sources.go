@@ -122,6 +122,35 @@ type Filter interface {
 	Wants(metric string) bool
 }
 
+// SeriesFilter is an optional second look a Filter may offer, with the
+// series' labels: sources drop series no one wants (another service's, say)
+// before keeping any state for them.
+type SeriesFilter interface {
+	WantsSeries(metric string, ls Labels) bool
+}
+
+// DoorFilter is an optional interface of a Filter for decoders that see
+// labels as raw bytes: the label pairs of which a series of metric must
+// carry at least one to be wanted (nil: any series). It lets a decoder skip
+// another service's series without allocating its labels.
+type DoorFilter interface {
+	Doors(metric string) []Label
+}
+
+// Doors asks f's DoorFilter, if it has one.
+func Doors(f Filter, metric string) []Label {
+	if df, ok := f.(DoorFilter); ok {
+		return df.Doors(metric)
+	}
+	return nil
+}
+
+// WantsSeries asks f's SeriesFilter, if it has one.
+func WantsSeries(f Filter, metric string, ls Labels) bool {
+	sf, ok := f.(SeriesFilter)
+	return !ok || sf.WantsSeries(metric, ls)
+}
+
 // FilterFunc adapts a function to Filter.
 type FilterFunc func(metric string) bool
 

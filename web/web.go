@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -79,6 +80,11 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"deployments": o.Deployments.Deployments()})
 	})
 	mux.HandleFunc("POST /api/v1/deployments", a.announce)
+	// Profiles, as Prometheus serves them, behind the listener's auth.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	if o.RemoteWrite != nil {
 		mux.Handle("POST /api/v1/write", o.RemoteWrite)
 	}

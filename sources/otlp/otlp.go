@@ -311,7 +311,7 @@ func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected i
 					dps := m.Gauge().DataPoints()
 					for p := 0; p < dps.Len(); p++ {
 						dp := dps.At(p)
-						ls, ok := r.labels(res, dp.Attributes(), reject)
+						ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 						if !ok {
 							continue
 						}
@@ -332,7 +332,7 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 	dps := h.DataPoints()
 	for p := 0; p < dps.Len(); p++ {
 		dp := dps.At(p)
-		ls, ok := r.labels(res, dp.Attributes(), reject)
+		ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 		if !ok {
 			continue
 		}
@@ -348,7 +348,7 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 		s := sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram, TimeUnixNano: int64(dp.Timestamp())}
 		count, sum := float64(dp.Count()), dp.Sum()
 		if h.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
-			dc, ds, db, ok, err := r.cum.Histogram(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
+			dc, ds, db, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
 			if err != nil {
 				reject("series_limit")
 				continue
@@ -379,7 +379,7 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 	dps := sum.DataPoints()
 	for p := 0; p < dps.Len(); p++ {
 		dp := dps.At(p)
-		ls, ok := r.labels(res, dp.Attributes(), reject)
+		ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 		if !ok {
 			continue
 		}
@@ -389,7 +389,7 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 		case !sum.IsMonotonic():
 			kind = sources.KindGauge // an up-down counter reads like a gauge
 		case sum.AggregationTemporality() == pmetric.AggregationTemporalityCumulative:
-			inc, ok, err := r.cum.Counter(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
+			inc, ok, err := r.cum.Counter(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
 			if err != nil {
 				reject("series_limit")
 				continue
@@ -413,7 +413,7 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 	dps := eh.DataPoints()
 	for p := 0; p < dps.Len(); p++ {
 		dp := dps.At(p)
-		ls, ok := r.labels(res, dp.Attributes(), reject)
+		ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 		if !ok {
 			continue
 		}
@@ -425,7 +425,7 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 			Positive: expBuckets(dp.Positive()), Negative: expBuckets(dp.Negative())}
 		count, sum := float64(dp.Count()), dp.Sum()
 		if eh.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
-			dc, ds, dh, ok, err := r.cum.Native(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
+			dc, ds, dh, ok, err := r.cum.Native(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
 			if err != nil {
 				reject("series_limit")
 				continue
@@ -465,11 +465,11 @@ func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources
 	dps := m.Summary().DataPoints()
 	for p := 0; p < dps.Len(); p++ {
 		dp := dps.At(p)
-		ls, ok := r.labels(res, dp.Attributes(), reject)
+		ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 		if !ok {
 			continue
 		}
-		dc, ds, _, ok, err := r.cum.Histogram(m.Name()+ls.String(), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
+		dc, ds, _, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
 		if err != nil {
 			reject("series_limit")
 			continue
@@ -483,7 +483,7 @@ func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources
 }
 
 // labels flattens resource and point attributes, enforcing the label limits.
-func (r *Receiver) labels(res sources.Labels, pt pcommon.Map, reject func(string)) (sources.Labels, bool) {
+func (r *Receiver) labels(metric string, res sources.Labels, pt pcommon.Map, reject func(string)) (sources.Labels, bool) {
 	if len(res)+pt.Len() > r.cfg.MaxLabels {
 		reject("too_many_labels")
 		return nil, false
@@ -495,7 +495,8 @@ func (r *Receiver) labels(res sources.Labels, pt pcommon.Map, reject func(string
 			return nil, false
 		}
 	}
-	return ls, true
+	// Another service's series: accepted, and dropped before any state.
+	return ls, sources.WantsSeries(r.cfg.Filter, metric, ls)
 }
 
 func numberValue(dp pmetric.NumberDataPoint) float64 {

@@ -23,6 +23,8 @@ type batch struct {
 	// wants caches the Filter per metric name for one request: a request
 	// carries many series of few metrics, and the Filter may take a lock.
 	wants map[string]bool
+	// doors caches the Filter's door labels per metric name (see sources.DoorFilter).
+	doors map[string][]sources.Label
 	// families are the 1.0 metadata of this request.
 	families map[string]familyType
 	// buckets is what is left of MaxNativeBuckets.
@@ -30,7 +32,7 @@ type batch struct {
 }
 
 func newBatch(r *Receiver) *batch {
-	return &batch{r: r, drops: map[string]int{}, wants: map[string]bool{}, buckets: r.cfg.MaxNativeBuckets}
+	return &batch{r: r, drops: map[string]int{}, wants: map[string]bool{}, doors: map[string][]sources.Label{}, buckets: r.cfg.MaxNativeBuckets}
 }
 
 // drop counts the points of a series that is not written.
@@ -78,6 +80,44 @@ func (b *batch) decide(name string) bool {
 	}
 	b.wants[name] = w
 	return w
+}
+
+// doorsOf returns the door labels for a metric name (or its histogram base).
+func (b *batch) doorsOf(name string) []sources.Label {
+	if d, ok := b.doors[name]; ok {
+		return d
+	}
+	f := b.r.cfg.Filter
+	var d []sources.Label
+	if f.Wants(name) {
+		d = sources.Doors(f, name)
+	} else {
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && f.Wants(base) {
+				d = sources.Doors(f, base)
+				break
+			}
+		}
+	}
+	b.doors[name] = d
+	return d
+}
+
+// throughDoor reports whether a series carries one of the door labels, or
+// there are none; at(i) gives its i-th label pair without allocating.
+func throughDoor(doors []sources.Label, n int, at func(i int) (name, value []byte)) bool {
+	if doors == nil {
+		return true
+	}
+	for i := 0; i < n; i++ {
+		name, value := at(i)
+		for _, d := range doors {
+			if string(name) == d.Name && string(value) == d.Value {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // labelLimit returns the drop reason of a series whose labels break a limit,

@@ -323,7 +323,8 @@ func (r *Receiver) addV1(s *v1Series, b *batch) {
 		b.drop(sources.DropNoName, np+nh)
 		return
 	}
-	if !b.wantedBytes(name) {
+	if !b.wantedBytes(name) || !throughDoor(b.doorsOf(string(name)), len(s.names),
+		func(i int) ([]byte, []byte) { return s.names[i], s.values[i] }) {
 		b.accept(np, nh, s.exemplars)
 		return
 	}

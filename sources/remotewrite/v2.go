@@ -2,6 +2,7 @@ package remotewrite
 
 import (
 	"fmt"
+	"unsafe"
 
 	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
 	"github.com/prometheus/common/model"
@@ -87,7 +88,9 @@ func (r *Receiver) addV2(ts *writev2.TimeSeries, syms []string, b *batch) {
 		b.drop(sources.DropNoName, np+nh)
 		return
 	}
-	if !b.wanted(name) {
+	if !b.wanted(name) || !throughDoor(b.doorsOf(name), len(refs)/2, func(i int) ([]byte, []byte) {
+		return unsafeBytes(syms[refs[2*i]]), unsafeBytes(syms[refs[2*i+1]])
+	}) {
 		b.accept(np, nh, ne)
 		return
 	}
@@ -134,3 +137,6 @@ func startTimestamp(raw protoreflect.RawFields, num protowire.Number) int64 {
 	}
 	return st
 }
+
+// unsafeBytes views a string as bytes for comparison only.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

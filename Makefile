@@ -19,21 +19,27 @@ build:
 run: build
 	./$(BIN) run --config.file=configs/example.yaml --storage.path=data/
 
-## test: vet, then every test with the race detector (installs Prometheus once).
+## test: vet, every test with the race detector (installs Prometheus once),
+## then each fuzz target for a few seconds.
 test: $(PROMETHEUS)
 	$(GO) vet ./...
 	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) $(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## prometheus: build Prometheus from the Go module proxy (a few minutes, once).
 prometheus: $(PROMETHEUS)
 $(PROMETHEUS):
 	GOFLAGS= $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
 
-## fuzz: each fuzz target briefly.
+## fuzz: each fuzz target for FUZZTIME (decoders of every input surface).
+FUZZ_TARGETS := ./configs:FuzzParse ./sources/otlp:FuzzReceiver ./web:FuzzAnnounce \
+	./sources/remotewrite:FuzzRemoteWriteV1 ./sources/remotewrite:FuzzRemoteWriteV2 \
+	./sources/scrape:FuzzParseText ./sources/scrape:FuzzParseOpenMetrics ./sources/scrape:FuzzParseProtobuf
 fuzz:
-	$(GO) test ./configs -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./sources/otlp -run '^$$' -fuzz '^FuzzReceiver$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./web -run '^$$' -fuzz '^FuzzAnnounce$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME); \
+	done
 
 ## bench: the Go benchmarks with allocations, then the end-to-end ingest
 ## comparison with Prometheus (scripts/bench.sh, over loopback).

@@ -41,6 +41,9 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 			k, v := n.Content[i], n.Content[i+1]
 			ft, ok := fields[k.Value]
 			if !ok {
+				ft, ok = fields[anyKey]
+			}
+			if !ok {
 				return fmt.Errorf("%s: unknown field %q (line %d)", join(path, k.Value), k.Value, k.Line)
 			}
 			if err := checkKeys(v, ft, join(path, k.Value)); err != nil {
@@ -69,6 +72,9 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 	return nil
 }
 
+// anyKey stands in yamlFields for the keys of an inline map.
+const anyKey = "\x00any"
+
 // yamlFields maps the YAML keys of a struct (following inline fields) to their types.
 func yamlFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
@@ -86,6 +92,10 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Map { // any key, with the map's value type
+				out[anyKey] = ft.Elem()
+				continue
 			}
 			for k, v := range yamlFields(ft) {
 				out[k] = v

@@ -33,6 +33,7 @@ import (
 	"github.com/rollguard/rollguard/sources/otlp"
 	"github.com/rollguard/rollguard/sources/promql"
 	"github.com/rollguard/rollguard/sources/remotewrite"
+	"github.com/rollguard/rollguard/sources/scrape"
 	"github.com/rollguard/rollguard/web"
 )
 
@@ -57,6 +58,7 @@ type daemon struct {
 	engine   *detector.Engine
 	playbook *actions.Playbook
 	poller   *promql.Poller
+	scraper  *scrape.Manager
 	webLn    net.Listener
 	otlpLn   net.Listener // nil when OTLP/HTTP is disabled
 	grpcLn   net.Listener // nil when OTLP/gRPC is disabled
@@ -140,6 +142,11 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Registerer:          d.reg,
 	})
 
+	d.scraper = scrape.NewManager(scrape.Config{Appender: d.engine, Filter: d.engine, MaxSeries: cfg.Limits.MaxSeries,
+		Logger: d.log.Named("scrape"), Registerer: d.reg})
+	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
+		return nil, fmt.Errorf("scrape: %w", err)
+	}
 	rw := remotewrite.NewReceiver(remotewrite.Config{
 		Appender:           d.engine,
 		Filter:             d.engine,
@@ -264,6 +271,10 @@ func (d *daemon) Run(ctx context.Context) error {
 		qctx, qcancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.poller.Run(qctx) }, func(error) { qcancel() })
 	}
+	{
+		sctx, scancel := context.WithCancel(context.Background())
+		g.Add(func() error { return d.scraper.Run(sctx) }, func(error) { scancel() })
+	}
 	d.ready.Store(true)
 	d.log.Info("rollguard started", "version", version, "config", d.o.ConfigFile, "guards", len(d.cfg.Load().Guards))
 	err := g.Run()
@@ -291,6 +302,10 @@ func (d *daemon) reload() error {
 	if err := d.poller.ApplyConfig(cfg); err != nil {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
 		return err
+	}
+	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
+		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
+		return fmt.Errorf("scrape: %w", err)
 	}
 	if err := d.otlpAuth.Update(cfg.OTLP.ServerConfig); err != nil {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)

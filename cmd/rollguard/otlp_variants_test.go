@@ -67,6 +67,7 @@ func TestOTLPVariants(t *testing.T) {
 					stable.serve(t, 500)
 					canary.serve(t, 500)
 				}
+				stable.serve(t, 500) // pairs the canary's last batch
 				checkFor(t, 20*time.Second, func() error {
 					v := td.verdict("checkout")
 					if v == nil || v.Signals[0].Candidate.Total != rounds*500 {

@@ -47,19 +47,20 @@ fi
 
 echo "machine: $(nproc) cores, $(awk '/model name/{$1=$2=$3="";print;exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; load: $SERIES series, $BATCH per request, $ROUNDS rounds, $WORKERS senders"
 echo
-echo "| target | format | requests (failed) | accepted samples/s | p50 ms | p99 ms | RSS MiB |"
-echo "|---|---|---|---|---|---|---|"
+echo "| target | format | requests (failed) | accepted samples/s | p50 ms | p99 ms | RSS MiB | target CPU s per 1M samples |"
+echo "|---|---|---|---|---|---|---|---|"
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for r in rows:
     t, f = r["name"].split(" ", 1)
-    print(f"| {t} | {f} | {r['requests']} ({r['failed']}) | {r['samples_per_second']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rss_bytes']/2**20:.0f} |")
+    print(f"| {t} | {f} | {r['requests']} ({r['failed']}) | {r['samples_per_second']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rss_bytes']/2**20:.0f} | {r['cpu_seconds_per_million_samples']:.2f} |")
 by = {r["name"]: r for r in rows}
 for f in ("rw1", "rw2"):
     a, b = by.get("rollguard " + f), by.get("prometheus " + f)
     if a and b and b["samples_per_second"] > 0:
-        print(f"\n{f}: rollguard accepts {a['samples_per_second']/b['samples_per_second']:.1f}x Prometheus' samples/s", end="")
+        eff = b['cpu_seconds_per_million_samples'] / a['cpu_seconds_per_million_samples'] if a['cpu_seconds_per_million_samples'] else 0
+        print(f"\n{f}: rollguard accepts {a['samples_per_second']/b['samples_per_second']:.1f}x Prometheus' samples/s, using {eff:.1f}x less CPU per sample", end="")
 print()
 for r in rows:
     if r.get("first_error"):

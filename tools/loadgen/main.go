@@ -53,6 +53,10 @@ type result struct {
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
 	RSSBytes      float64 `json:"rss_bytes"`
+	// CPUSeconds is the target's process_cpu_seconds_total over the run.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUPerMillion is the target's CPU time per million accepted samples.
+	CPUPerMillion float64 `json:"cpu_seconds_per_million_samples"`
 }
 
 func main() {
@@ -212,6 +216,7 @@ func run(o options) (result, error) {
 	res := result{Name: o.name, Format: o.format}
 	var latencies []time.Duration
 	var wg sync.WaitGroup
+	cpu0 := readMetric(o.metricsURL, "process_cpu_seconds_total")
 	t0 := time.Now()
 	for w := 0; w < o.workers; w++ {
 		wg.Add(1)
@@ -249,7 +254,11 @@ func run(o options) (result, error) {
 		res.P99ms = float64(latencies[min(n-1, n*99/100)].Microseconds()) / 1000
 	}
 	if o.metricsURL != "" {
-		res.RSSBytes = readRSS(o.metricsURL)
+		res.RSSBytes = readMetric(o.metricsURL, "process_resident_memory_bytes")
+		res.CPUSeconds = readMetric(o.metricsURL, "process_cpu_seconds_total") - cpu0
+		if res.Samples > 0 {
+			res.CPUPerMillion = res.CPUSeconds / float64(res.Samples) * 1e6
+		}
 	}
 	return res, nil
 }
@@ -286,7 +295,10 @@ func send(c *http.Client, o options, p payload) (time.Duration, int, error) {
 	return lat, accepted, nil
 }
 
-func readRSS(url string) float64 {
+func readMetric(url, name string) float64 {
+	if url == "" {
+		return 0
+	}
 	resp, err := http.Get(url)
 	if err != nil {
 		return 0
@@ -294,8 +306,8 @@ func readRSS(url string) float64 {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "process_resident_memory_bytes ") {
-			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, "process_resident_memory_bytes "), 64)
+		if strings.HasPrefix(line, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
 			return v
 		}
 	}

@@ -22,6 +22,7 @@ import (
 // Signal types a guard can watch.
 const (
 	SignalErrorRatio = "error_ratio"
+	SignalLatency    = "latency"
 )
 
 // Defaults. The error-ratio defaults follow the OpenTelemetry HTTP semantic
@@ -214,6 +215,9 @@ type SignalConfig struct {
 	// Tolerance is how much worse the candidate may be before it counts as a
 	// regression: the null hypothesis is ratio <= 1 + tolerance.
 	Tolerance float64 `yaml:"tolerance" json:"tolerance"`
+	// Quantiles, for a latency signal: the baseline quantiles whose bucket
+	// boundary splits fast from slow requests (one test each, α split).
+	Quantiles []float64 `yaml:"quantiles" json:"quantiles,omitempty"`
 	// Query, when set, defines the signal by PromQL polled every tick
 	// instead of by pushed or scraped samples.
 	Query *QueryConfig `yaml:"query" json:"query,omitempty"`
@@ -223,10 +227,17 @@ type SignalConfig struct {
 func (c *SignalConfig) UnmarshalYAML(n *yaml.Node) error {
 	*c = DefaultSignal
 	type plain SignalConfig
-	return n.Decode((*plain)(c))
+	if err := n.Decode((*plain)(c)); err != nil {
+		return err
+	}
+	if c.Type == SignalLatency && len(c.Quantiles) == 0 {
+		c.Quantiles = []float64{0.5, 0.9, 0.99}
+	}
+	return nil
 }
 
-// SignalAlpha is the false-alarm level of each of the guard's signals.
+// SignalAlpha is the false-alarm level of each of the guard's signals (a
+// latency signal splits it again across its quantiles).
 func (g GuardConfig) SignalAlpha() float64 {
 	if len(g.Signals) == 0 {
 		return g.Alpha
@@ -431,8 +442,22 @@ func (c *Config) validate() []fieldError {
 				}
 				signals[s.Name] = j
 			}
-			if s.Type != SignalErrorRatio {
-				add(sp+".type", "unknown signal type %q (known: %s)", s.Type, SignalErrorRatio)
+			switch s.Type {
+			case SignalErrorRatio:
+				if len(s.Quantiles) > 0 {
+					add(sp+".quantiles", "only a latency signal has quantiles")
+				}
+			case SignalLatency:
+				if s.Query != nil {
+					add(sp+".query", "a latency signal reads histograms; define error ratios by query")
+				}
+				for k, q := range s.Quantiles {
+					if !(q > 0 && q < 1) {
+						add(fmt.Sprintf("%s.quantiles[%d]", sp, k), "must be between 0 and 1, like 0.99")
+					}
+				}
+			default:
+				add(sp+".type", "unknown signal type %q (known: %s, %s)", s.Type, SignalErrorRatio, SignalLatency)
 			}
 			if s.Metric == "" {
 				add(sp+".metric", "is empty")

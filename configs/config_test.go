@@ -57,7 +57,7 @@ var badConfigs = map[string]string{
 	"duplicate_signal_name.yaml":     `guards[0].signals[1].name: "errors" is already used by guards[0].signals[0] (line 6)`,
 	"empty_signals.yaml":             "guards[0].signals: needs at least one signal (line 4)",
 	"missing_signals.yaml":           "guards[0].signals: needs at least one signal (line 2)",
-	"unknown_signal_type.yaml":       `guards[0].signals[0].type: unknown signal type "latency_p99" (known: error_ratio) (line 6)`,
+	"unknown_signal_type.yaml":       `guards[0].signals[0].type: unknown signal type "latency_p99" (known: error_ratio, latency) (line 6)`,
 	"service_with_dot.yaml":          `guards[0].service: "shop.checkout" must be one NATS subject token (no '.', '*', '>' or spaces) (line 3)`,
 
 	"bad_nats_url.yaml":   `nats.url: "localhost:4222" is not a NATS URL like nats://host:4222 (line 2)`,
@@ -352,8 +352,10 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("example.yaml: %v", err)
 	}
 	// The example says every key shows its default: it must equal the
-	// defaults plus its one guard and that guard's flag.
-	g := defaultGuard("checkout", "checkout", defaultSignal("errors"))
+	// defaults plus its one guard, that guard's flag and its latency signal.
+	lat := defaultSignal("latency")
+	lat.Type, lat.Quantiles = SignalLatency, []float64{0.5, 0.99}
+	g := defaultGuard("checkout", "checkout", defaultSignal("errors"), lat)
 	g.Flags = []string{"new-checkout-flow"}
 	checkConfig(t, cfg, defaultConfig(g))
 }

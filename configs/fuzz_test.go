@@ -72,7 +72,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted guards[%d] without signals", i)
 			}
 			for j, s := range g.Signals {
-				if s.Type != SignalErrorRatio || s.Metric == "" || s.BadStatusMin < 100 || s.BadStatusMin > 599 ||
+				if (s.Type != SignalErrorRatio && s.Type != SignalLatency) || s.Metric == "" || s.BadStatusMin < 100 || s.BadStatusMin > 599 ||
 					!(s.Tolerance >= 0) || math.IsInf(s.Tolerance, 1) {
 					t.Fatalf("accepted guards[%d].signals[%d] %+v", i, j, s)
 				}

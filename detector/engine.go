@@ -9,7 +9,6 @@ import (
 	"math"
 	"reflect"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,18 +62,6 @@ type guardRun struct {
 	cfg     *configs.GuardConfig
 	signals []*signalRun
 	verdict *GuardVerdict
-}
-
-type counts struct{ total, bad float64 }
-
-type signalRun struct {
-	cfg        configs.SignalConfig
-	metric     string // the input metric its samples arrive under
-	test       *CountTest
-	cur        [2]counts    // the batch being filled, per cohort
-	lastReport [2]time.Time // last sample with traffic, per cohort
-	lastBatch  time.Time
-	evidence   Evidence
 }
 
 type engineMetrics struct {
@@ -238,24 +225,11 @@ func (e *Engine) Append(samples []sources.Sample) error {
 				e.metrics.dropped.WithLabelValues("other_version").Inc()
 				continue
 			}
-			n := s.Value
-			if s.Kind == sources.KindHistogram {
-				n = s.Count
-			}
-			if n <= 0 || s.Kind == sources.KindGauge {
-				continue
-			}
 			run := d.run(g, now)
 			for _, sr := range run.signals {
-				if sr.metric != s.Metric {
-					continue
+				if sr.metric == s.Metric {
+					sr.add(s, cohort, now)
 				}
-				c := &sr.cur[cohort]
-				c.total += n
-				if code, err := strconv.Atoi(s.Labels.Get(sr.cfg.StatusLabel)); err == nil && code >= sr.cfg.BadStatusMin {
-					c.bad += n
-				}
-				sr.lastReport[cohort] = now
 			}
 			e.metrics.routed.Inc()
 		}
@@ -337,7 +311,7 @@ func (e *Engine) promoteIfDone(d *deploymentRun, now time.Time) bool {
 	var lastBase, lastCand time.Time
 	for _, r := range d.guards {
 		for _, sr := range r.signals {
-			if sr.test.Regressed() {
+			if sr.regressed() {
 				return false
 			}
 			if sr.lastReport[baseline].After(lastBase) {
@@ -407,9 +381,7 @@ func (d *deploymentRun) run(g *configs.GuardConfig, now time.Time) *guardRun {
 	}
 	r := &guardRun{cfg: g}
 	for _, s := range g.Signals {
-		sr := &signalRun{cfg: s, metric: configs.InputMetric(*g, s), test: NewCountTest(1+s.Tolerance, g.SignalAlpha())}
-		sr.lastReport = [2]time.Time{d.StartedAt, d.StartedAt}
-		r.signals = append(r.signals, sr)
+		r.signals = append(r.signals, newSignalRun(g, s, d.StartedAt))
 	}
 	d.guards[g.Name] = r
 	return r
@@ -471,13 +443,15 @@ func (e *Engine) Evaluate() {
 			run := d.run(g, now)
 			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now}
 			for _, sr := range run.signals {
-				v.Signals = append(v.Signals, sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout)))
-				for _, st := range []State{StateRegressed, StateHealthy, StateInconclusive, StateNoData} {
-					val := 0.0
-					if st == sr.evidence.State {
-						val = 1
+				for _, ev := range sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout)) {
+					v.Signals = append(v.Signals, ev)
+					for _, st := range []State{StateRegressed, StateHealthy, StateInconclusive, StateNoData} {
+						val := 0.0
+						if st == ev.State {
+							val = 1
+						}
+						e.metrics.verdicts.WithLabelValues(g.Name, ev.Signal, string(st)).Set(val)
 					}
-					e.metrics.verdicts.WithLabelValues(g.Name, sr.cfg.Name, string(st)).Set(val)
 				}
 			}
 			v.State = combine(v.Signals)
@@ -501,54 +475,6 @@ func (e *Engine) guardsOf(service string) []*configs.GuardConfig {
 	}
 	sort.Slice(gs, func(i, j int) bool { return gs[i].Name < gs[j].Name })
 	return gs
-}
-
-// evaluate closes the batch when both cohorts have had traffic since the
-// last one. Pairing on "both reported" rather than on wall-clock ticks keeps
-// the traffic share of each batch honest when the cohorts export out of phase.
-func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData time.Duration) Evidence {
-	c, b := sr.cur[candidate], sr.cur[baseline]
-	if c.total > 0 && b.total > 0 {
-		sr.test.Observe(c.bad, c.total, b.bad, b.total)
-		sr.cur = [2]counts{}
-		sr.lastBatch = now
-	}
-	t := sr.test
-	lo, hi := t.Interval()
-	ev := Evidence{
-		Signal: sr.cfg.Name, Kind: "sequential",
-		Baseline:     cohortCounts(d.PreviousVersion, t.BaselineTotal, t.BaselineBad),
-		Candidate:    cohortCounts(d.Version, t.CandidateTotal, t.CandidateBad),
-		Estimate:     Float(t.Estimate()),
-		IntervalLow:  Float(lo),
-		IntervalHigh: Float(hi),
-		Theta0:       t.Theta0(),
-		EValue:       Float(t.EValue()),
-		PValue:       t.PValue(),
-		Threshold:    t.Threshold(),
-		Alpha:        t.alpha,
-		Ticks:        t.Ticks,
-		WindowStart:  d.StartedAt,
-		WindowEnd:    sr.lastBatch,
-	}
-	switch {
-	case t.Regressed():
-		ev.State = StateRegressed
-		ev.Reason = "e-value reached 1/alpha: the candidate's bad-event rate is above the tolerance"
-	case now.Sub(sr.lastReport[candidate]) > noData:
-		ev.State = StateNoData
-		ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
-	case now.Sub(sr.lastReport[baseline]) > noData:
-		ev.State = StateNoData
-		ev.Reason = "baseline " + d.PreviousVersion + " has had no traffic for " + now.Sub(sr.lastReport[baseline]).Round(time.Second).String()
-	case hi <= t.Theta0():
-		ev.State = StateHealthy
-		ev.Reason = "the confidence interval excludes ratios above the tolerance"
-	default:
-		ev.State = StateInconclusive
-	}
-	sr.evidence = ev
-	return ev
 }
 
 func cohortCounts(version string, total, bad float64) CohortCounts {

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,8 +63,8 @@ func (r *recorder) last(t *testing.T) GuardVerdict {
 	return r.verdicts[len(r.verdicts)-1]
 }
 
-// tick sends one tick of traffic for both versions and evaluates.
-func tick(e *Engine, c *clock, stableBad, canaryBad float64) {
+// runTick sends one tick of traffic for both versions and evaluates.
+func runTick(e *Engine, c *clock, stableBad, canaryBad float64) {
 	_ = e.Append([]sources.Sample{
 		requests("checkout", "v1", 200, 1000-stableBad), requests("checkout", "v1", 500, stableBad),
 		requests("checkout", "v2", 200, 1000-canaryBad), requests("checkout", "v2", 502, canaryBad),
@@ -80,7 +81,7 @@ func TestEngineImplicitDeploymentAndRegression(t *testing.T) {
 		t.Fatalf("deployment without a new version: %+v", deps)
 	}
 	for i := 0; i < 30 && (len(rec.verdicts) == 0 || rec.last(t).State != StateRegressed); i++ {
-		tick(e, c, 10, 50)
+		runTick(e, c, 10, 50)
 	}
 	v := rec.last(t)
 	if v.State != StateRegressed {
@@ -107,7 +108,7 @@ func TestEngineHealthyCanary(t *testing.T) {
 	e := NewEngine(cfg, EngineOptions{Handler: rec, Now: c.now})
 	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
 	for i := 0; i < 300; i++ {
-		tick(e, c, 10, 10)
+		runTick(e, c, 10, 10)
 		if rec.last(t).State == StateRegressed {
 			t.Fatalf("healthy canary regressed at tick %d", i)
 		}
@@ -121,7 +122,7 @@ func TestEngineNoData(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
 	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
-	tick(e, c, 1, 1)
+	runTick(e, c, 1, 1)
 	// Only the stable version keeps reporting: the candidate goes silent.
 	for i := 0; i < 7; i++ {
 		_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
@@ -168,16 +169,16 @@ func TestEngineApplyConfigResetsChangedGuard(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
 	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
-	tick(e, c, 10, 10)
-	tick(e, c, 10, 10)
+	runTick(e, c, 10, 10)
+	runTick(e, c, 10, 10)
 	before := rec.last(t).Signals[0].Ticks
 	e.ApplyConfig(mustParse(t, engineConfig)) // unchanged: state kept
-	tick(e, c, 10, 10)
+	runTick(e, c, 10, 10)
 	if n := rec.last(t).Signals[0].Ticks; n != before+1 {
 		t.Errorf("ticks after unchanged reload = %d, want %d", n, before+1)
 	}
 	e.ApplyConfig(mustParse(t, engineConfig+"        tolerance: 0.3\n"))
-	tick(e, c, 10, 10)
+	runTick(e, c, 10, 10)
 	if n := rec.last(t).Signals[0].Ticks; n != 1 {
 		t.Errorf("ticks after changed reload = %d, want 1 (state starts over)", n)
 	}
@@ -195,7 +196,7 @@ func TestEnginePromotion(t *testing.T) {
 	e := NewEngine(cfg, EngineOptions{Now: c.now})
 	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
 	for i := 0; i < 3; i++ {
-		tick(e, c, 1, 1)
+		runTick(e, c, 1, 1)
 	}
 	for i := 0; i < 13; i++ { // v1 gone: only v2 reports
 		_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 100)})
@@ -219,7 +220,7 @@ func TestEngineNoPromotionAfterRegression(t *testing.T) {
 	e := NewEngine(cfg, EngineOptions{Now: c.now})
 	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
 	for i := 0; i < 10; i++ {
-		tick(e, c, 10, 100)
+		runTick(e, c, 10, 100)
 	}
 	for i := 0; i < 20; i++ {
 		_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 100)})
@@ -228,5 +229,54 @@ func TestEngineNoPromotionAfterRegression(t *testing.T) {
 	}
 	if deps := e.Deployments(); len(deps) != 1 || deps[0].EndReason != "" {
 		t.Errorf("a regressed deployment was promoted: %+v", deps)
+	}
+}
+
+const latencyConfig = `
+global:
+  evaluation_interval: 10s
+  no_data_timeout: 1m
+guards:
+  - name: checkout
+    service: checkout
+    alpha: 0.01
+    signals:
+      - name: latency
+        type: latency
+        quantiles: [0.5, 0.99]
+`
+
+// hist is a classic histogram sample of n requests, a share slow of them
+// slower than 1 s.
+func hist(version string, n, slow float64) sources.Sample {
+	return sources.Sample{Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
+		Labels: sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}},
+		Buckets: []sources.Bucket{{UpperBound: 0.1, Count: n * 0.5}, {UpperBound: 1, Count: n*0.5 - n*slow}, {UpperBound: math.Inf(1), Count: n * slow}}}
+}
+
+func TestEngineLatency(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		slow      float64
+		regressed bool
+	}{{"slower", 0.05, true}, {"same", 0.005, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, rec := newClock(), &recorder{}
+			e := NewEngine(mustParse(t, latencyConfig), EngineOptions{Handler: rec, Now: c.now})
+			_ = e.Append([]sources.Sample{hist("v1", 100, 0.005)})
+			for i := 0; i < 60; i++ {
+				_ = e.Append([]sources.Sample{hist("v1", 1000, 0.005), hist("v2", 1000, tc.slow)})
+				c.advance(10 * time.Second)
+				e.Evaluate()
+			}
+			v := rec.last(t)
+			p50, p99 := v.Signals[0], v.Signals[1]
+			if p50.Boundary != 0.1 || p99.Boundary != 1 || p99.Candidate.Total < 50000 {
+				t.Fatalf("arms: %+v", v.Signals)
+			}
+			if (v.State == StateRegressed) != tc.regressed || p50.State == StateRegressed || (p99.State == StateRegressed) != tc.regressed {
+				t.Errorf("verdict %s: p50 %s, p99 %s (%s)", v.State, p50.State, p99.State, p99.Reason)
+			}
+		})
 	}
 }

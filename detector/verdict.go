@@ -35,17 +35,21 @@ type Evidence struct {
 	// Estimate is the candidate's bad-event rate over the baseline's.
 	Estimate Float `json:"ratio_estimate"`
 	// IntervalLow and IntervalHigh bound that ratio at every time, at level Alpha.
-	IntervalLow  Float     `json:"interval_low"`
-	IntervalHigh Float     `json:"interval_high"`
-	Theta0       float64   `json:"theta0"` // 1 + tolerance: the null is ratio <= theta0
-	EValue       Float     `json:"e_value"`
-	PValue       float64   `json:"p_value"`
-	Threshold    float64   `json:"threshold"` // regressed when e_value >= threshold (1/alpha)
-	Alpha        float64   `json:"alpha"`
-	Ticks        int       `json:"ticks"`
-	WindowStart  time.Time `json:"window_start"`
-	WindowEnd    time.Time `json:"window_end"`
-	Reason       string    `json:"reason,omitempty"`
+	IntervalLow  Float   `json:"interval_low"`
+	IntervalHigh Float   `json:"interval_high"`
+	Theta0       float64 `json:"theta0"` // 1 + tolerance: the null is ratio <= theta0
+	EValue       Float   `json:"e_value"`
+	PValue       float64 `json:"p_value"`
+	Threshold    float64 `json:"threshold"` // regressed when e_value >= threshold (1/alpha)
+	Alpha        float64 `json:"alpha"`
+	Ticks        int     `json:"ticks"`
+	// Quantile and Boundary, for a latency test: requests slower than
+	// Boundary (seconds; the baseline's Quantile) are the bad events.
+	Quantile    float64   `json:"quantile,omitempty"`
+	Boundary    float64   `json:"boundary,omitempty"`
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+	Reason      string    `json:"reason,omitempty"`
 }
 
 // GuardVerdict is one guard's verdict on one deployment at one evaluation.

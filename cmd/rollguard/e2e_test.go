@@ -184,6 +184,21 @@ func (td *testDaemon) verdict(guard string) *detector.GuardVerdict {
 	return nil
 }
 
+// nextEvaluation waits until the guard has been evaluated again.
+func (td *testDaemon) nextEvaluation(t *testing.T, guard string) {
+	t.Helper()
+	var before time.Time
+	if v := td.verdict(guard); v != nil {
+		before = v.At
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if v := td.verdict(guard); v == nil || !v.At.After(before) {
+			return fmt.Errorf("no evaluation of %s since %s", guard, before)
+		}
+		return nil
+	})
+}
+
 // service is a simulated HTTP service of one version, instrumented with the
 // OpenTelemetry SDK and exporting through otlpmetrichttp, as users do.
 type service struct {
@@ -192,6 +207,8 @@ type service struct {
 	ok, bad metric.MeasurementOption
 	errRate float64
 	rng     *rand.Rand
+	// latency draws one request's duration in seconds; nil is 50-150 ms.
+	latency func(r *rand.Rand) float64
 }
 
 func newService(t *testing.T, endpoint, name, version string, errRate float64, seed uint64) *service {
@@ -211,7 +228,9 @@ func newServiceWith(t *testing.T, exp sdkmetric.Exporter, name, version string, 
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res),
 		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(time.Hour))))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	hist, err := mp.Meter("checkout").Float64Histogram("http.server.request.duration", metric.WithUnit("s"))
+	// The bucket boundaries OpenTelemetry's HTTP semantic conventions advise.
+	hist, err := mp.Meter("checkout").Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +248,11 @@ func (s *service) serve(t *testing.T, n int) {
 		if s.rng.Float64() < s.errRate {
 			attrs = s.bad
 		}
-		s.hist.Record(ctx, 0.05+s.rng.Float64()*0.1, attrs)
+		d := 0.05 + s.rng.Float64()*0.1
+		if s.latency != nil {
+			d = s.latency(s.rng)
+		}
+		s.hist.Record(ctx, d, attrs)
 	}
 	if err := s.mp.ForceFlush(ctx); err != nil {
 		t.Fatalf("export: %v", err)

@@ -146,9 +146,8 @@ func (d *ThresholdRule) CheckFails(w Tick) bool {
 	if w.CandidateRequests == 0 || w.BaselineRequests == 0 {
 		return false
 	}
-	cand := float64(w.CandidateBad) / float64(w.CandidateRequests)
-	base := float64(w.BaselineBad) / float64(w.BaselineRequests)
-	return cand > d.Ratio*base
+	// cand/nc > Ratio·base/nb, cross-multiplied so that equality is exact.
+	return float64(w.CandidateBad)*float64(w.BaselineRequests) > d.Ratio*float64(w.BaselineBad)*float64(w.CandidateRequests)
 }
 
 // FixedHorizon is the Kayenta-style peer: a test designed to be run once,

@@ -87,11 +87,10 @@ func Run(ctx context.Context, scenarios []Scenario, workers int, progress func(d
 		total += sc.Runs
 	}
 	var (
-		next     atomic.Int64
-		done     int
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		canceled atomic.Bool
+		next atomic.Int64
+		done int
+		mu   sync.Mutex
+		wg   sync.WaitGroup
 	)
 	for range max(1, workers) {
 		wg.Add(1)
@@ -100,9 +99,6 @@ func Run(ctx context.Context, scenarios []Scenario, workers int, progress func(d
 			for {
 				n := int(next.Add(1)) - 1
 				if n >= len(jobs) || ctx.Err() != nil {
-					if ctx.Err() != nil {
-						canceled.Store(true)
-					}
 					return
 				}
 				j := jobs[n]
@@ -123,8 +119,8 @@ func Run(ctx context.Context, scenarios []Scenario, workers int, progress func(d
 		}()
 	}
 	wg.Wait()
-	if canceled.Load() {
-		return nil, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return results, nil
 }

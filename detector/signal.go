@@ -1,0 +1,259 @@
+package detector
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/sources"
+)
+
+// signalRun is one signal of one guard on one deployment: its per-tick
+// aggregates per cohort and its tests. An error ratio has one test; a
+// latency signal has one per quantile (α split across them), each counting
+// the requests slower than the baseline's quantile boundary.
+type signalRun struct {
+	cfg        configs.SignalConfig
+	metric     string // the input metric its samples arrive under
+	arms       []*arm
+	cur        [2]tick      // the batch being filled, per cohort
+	lastReport [2]time.Time // last sample with traffic, per cohort
+	lastBatch  time.Time
+	// base is the baseline's latency distribution over the batches consumed
+	// so far: boundaries are chosen from it before each batch is tested, so
+	// the test stays a supermartingale.
+	base     tick
+	evidence []Evidence
+}
+
+// arm is one test of a signal.
+type arm struct {
+	name     string
+	quantile float64 // latency: the baseline quantile; 0 for an error ratio
+	boundary float64 // latency: the bucket bound in use; 0 until chosen
+	test     *CountTest
+}
+
+// tick aggregates one cohort's samples of one batch.
+type tick struct {
+	total, bad float64
+	// cum: observations <= bound, for latency signals.
+	cum map[float64]float64
+}
+
+// latencyScale is the exponential-histogram scale latency is compared at:
+// finer histograms are downscaled so that every sample shares the bounds
+// (2^(1/4), about 19 % apart).
+const latencyScale = 2
+
+func newSignalRun(g *configs.GuardConfig, s configs.SignalConfig, start time.Time) *signalRun {
+	sr := &signalRun{cfg: s, metric: configs.InputMetric(*g, s), lastReport: [2]time.Time{start, start}}
+	theta0 := 1 + s.Tolerance
+	switch s.Type {
+	case configs.SignalLatency:
+		alpha := g.SignalAlpha() / float64(len(s.Quantiles))
+		for _, q := range s.Quantiles {
+			sr.arms = append(sr.arms, &arm{name: s.Name + ":p" + strconv.FormatFloat(q*100, 'f', -1, 64), quantile: q, test: NewCountTest(theta0, alpha)})
+		}
+	default:
+		sr.arms = []*arm{{name: s.Name, test: NewCountTest(theta0, g.SignalAlpha())}}
+	}
+	return sr
+}
+
+// add folds one sample into the cohort's batch.
+func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
+	t := &sr.cur[cohort]
+	n := s.Value
+	if s.Kind == sources.KindHistogram {
+		n = s.Count
+	}
+	if s.Kind == sources.KindGauge {
+		return
+	}
+	switch sr.cfg.Type {
+	case configs.SignalLatency:
+		if s.Kind != sources.KindHistogram {
+			return
+		}
+		addLatency(t, s)
+	default:
+		if code, err := strconv.Atoi(s.Labels.Get(sr.cfg.StatusLabel)); err == nil && code >= sr.cfg.BadStatusMin {
+			t.bad += n
+		}
+	}
+	if n > 0 {
+		t.total += n
+		sr.lastReport[cohort] = now
+	}
+}
+
+func addLatency(t *tick, s *sources.Sample) {
+	if t.cum == nil {
+		t.cum = map[float64]float64{}
+	}
+	switch {
+	case s.LE != nil:
+		t.cum[s.LE.UpperBound] += s.LE.Count
+	case len(s.Buckets) > 0:
+		run := 0.0
+		for _, b := range s.Buckets {
+			run += b.Count
+			t.cum[b.UpperBound] += run
+		}
+	case s.Native != nil:
+		h := s.Native.Downscale(latencyScale)
+		run := h.ZeroCount
+		for _, c := range h.Negative.Counts {
+			run += c // durations are not negative; count them as fast
+		}
+		for i, c := range h.Positive.Counts {
+			run += c
+			t.cum[sources.UpperBound(h.Scale, h.Positive.Offset+int32(i))] += run
+		}
+	}
+}
+
+// exceed is how many of the batch's observations were slower than bound,
+// or false when the batch's histograms do not have that bound.
+func (t tick) exceed(bound float64) (float64, bool) {
+	c, ok := t.cum[bound]
+	if !ok {
+		return 0, false
+	}
+	return math.Max(0, t.total-c), true
+}
+
+// boundary picks the smallest bound at or above the baseline's quantile q,
+// once the baseline has enough observations for it to mean something.
+func (t tick) boundary(q float64) float64 {
+	if t.total < 10/(1-q) {
+		return 0
+	}
+	bounds := make([]float64, 0, len(t.cum))
+	for b := range t.cum {
+		if !math.IsInf(b, 1) {
+			bounds = append(bounds, b)
+		}
+	}
+	sort.Float64s(bounds)
+	for _, b := range bounds {
+		if t.cum[b] >= q*t.total {
+			return b
+		}
+	}
+	return 0
+}
+
+func (t *tick) merge(o tick) {
+	t.total += o.total
+	t.bad += o.bad
+	if len(o.cum) > 0 && t.cum == nil {
+		t.cum = map[float64]float64{}
+	}
+	for b, c := range o.cum {
+		t.cum[b] += c
+	}
+}
+
+// evaluate closes the batch when both cohorts have had traffic since the
+// last one, tests it, and returns every arm's evidence. Pairing on "both
+// reported" rather than on wall-clock ticks keeps each batch's traffic
+// share honest when the cohorts export out of phase.
+func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData time.Duration) []Evidence {
+	c, b := sr.cur[candidate], sr.cur[baseline]
+	if c.total > 0 && b.total > 0 {
+		for _, a := range sr.arms {
+			if a.quantile == 0 {
+				a.test.Observe(c.bad, c.total, b.bad, b.total)
+				continue
+			}
+			if a.boundary == 0 {
+				a.boundary = sr.base.boundary(a.quantile)
+			}
+			if a.boundary == 0 {
+				continue // the baseline is too small yet to place the boundary
+			}
+			x, okc := c.exceed(a.boundary)
+			y, okb := b.exceed(a.boundary)
+			if okc && okb {
+				a.test.Observe(x, c.total, y, b.total)
+			}
+		}
+		sr.base.merge(b)
+		sr.cur = [2]tick{}
+		sr.lastBatch = now
+	}
+	sr.evidence = sr.evidence[:0]
+	for _, a := range sr.arms {
+		sr.evidence = append(sr.evidence, a.evidence(sr, d, now, noData))
+	}
+	return sr.evidence
+}
+
+func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData time.Duration) Evidence {
+	t := a.test
+	lo, hi := t.Interval()
+	ev := Evidence{
+		Signal: a.name, Kind: "sequential",
+		Baseline:     cohortCounts(d.PreviousVersion, t.BaselineTotal, t.BaselineBad),
+		Candidate:    cohortCounts(d.Version, t.CandidateTotal, t.CandidateBad),
+		Estimate:     Float(t.Estimate()),
+		IntervalLow:  Float(lo),
+		IntervalHigh: Float(hi),
+		Theta0:       t.Theta0(),
+		EValue:       Float(t.EValue()),
+		PValue:       t.PValue(),
+		Threshold:    t.Threshold(),
+		Alpha:        t.alpha,
+		Ticks:        t.Ticks,
+		Quantile:     a.quantile,
+		Boundary:     a.boundary,
+		WindowStart:  d.StartedAt,
+		WindowEnd:    sr.lastBatch,
+	}
+	what := "bad-event rate"
+	if a.quantile > 0 {
+		what = fmt.Sprintf("share of requests slower than %s (the baseline's p%s)", seconds(a.boundary), strconv.FormatFloat(a.quantile*100, 'f', -1, 64))
+	}
+	switch {
+	case t.Regressed():
+		ev.State = StateRegressed
+		ev.Reason = fmt.Sprintf("e-value reached 1/alpha: the candidate's %s is above the tolerance (%.3g%% against %.3g%%)",
+			what, 100*ev.Candidate.Ratio, 100*ev.Baseline.Ratio)
+	case now.Sub(sr.lastReport[candidate]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+	case now.Sub(sr.lastReport[baseline]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "baseline " + d.PreviousVersion + " has had no traffic for " + now.Sub(sr.lastReport[baseline]).Round(time.Second).String()
+	case a.quantile > 0 && a.boundary == 0:
+		ev.State = StateInconclusive
+		ev.Reason = "waiting for enough baseline observations to place the quantile boundary"
+	case hi <= t.Theta0():
+		ev.State = StateHealthy
+		ev.Reason = "the confidence interval excludes ratios above the tolerance"
+	default:
+		ev.State = StateInconclusive
+	}
+	return ev
+}
+
+func seconds(s float64) string {
+	if s < 1 {
+		return strconv.FormatFloat(s*1000, 'g', 4, 64) + " ms"
+	}
+	return strconv.FormatFloat(s, 'g', 4, 64) + " s"
+}
+
+func (sr *signalRun) regressed() bool {
+	for _, a := range sr.arms {
+		if a.test.Regressed() {
+			return true
+		}
+	}
+	return false
+}

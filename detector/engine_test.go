@@ -250,7 +250,7 @@ guards:
 // slower than 1 s.
 func hist(version string, n, slow float64) sources.Sample {
 	return sources.Sample{Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
-		Labels: sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}},
+		Labels:  sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}},
 		Buckets: []sources.Bucket{{UpperBound: 0.1, Count: n * 0.5}, {UpperBound: 1, Count: n*0.5 - n*slow}, {UpperBound: math.Inf(1), Count: n * slow}}}
 }
 

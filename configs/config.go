@@ -19,6 +19,37 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// Baseline modes.
+const (
+	// BaselineAuto compares against the stable version while it reports
+	// (cohort) and falls back to before/after when it does not: an
+	// all-at-once or blue/green release, or a stable version gone silent.
+	BaselineAuto = "auto"
+	// BaselineCohort compares the candidate with the stable version over the same ticks.
+	BaselineCohort = "cohort"
+	// BaselineBeforeAfter compares the candidate with the service's own
+	// window before the deployment.
+	BaselineBeforeAfter = "before_after"
+)
+
+// BaselineConfig says what a candidate is compared against.
+type BaselineConfig struct {
+	Mode string `yaml:"mode" json:"mode"`
+	// Window is the stretch before the deployment a before/after
+	// comparison uses; it assumes that window is representative.
+	Window Duration `yaml:"window" json:"window"`
+	// MinRequests is the smallest pre-deployment window worth comparing
+	// with; a smaller one is no_data, never a pass.
+	MinRequests float64 `yaml:"min_requests" json:"min_requests"`
+}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *BaselineConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultBaseline
+	type plain BaselineConfig
+	return n.Decode((*plain)(c))
+}
+
 // Signal types a guard can watch.
 const (
 	SignalErrorRatio = "error_ratio"
@@ -48,10 +79,16 @@ var (
 		MaxLabelValueLength: 2048,
 		MaxSeries:           200_000,
 	}
+	DefaultBaseline = BaselineConfig{
+		Mode:        BaselineAuto,
+		Window:      Duration(30 * time.Minute),
+		MinRequests: 1000,
+	}
 	DefaultGuard = GuardConfig{
 		ServiceLabel: "service.name",
 		VersionLabel: "service.version",
 		Alpha:        0.01,
+		Baseline:     DefaultBaseline,
 	}
 	DefaultSignal = SignalConfig{
 		Type:         SignalErrorRatio,
@@ -192,8 +229,10 @@ type GuardConfig struct {
 	// Alpha is the guard's false-alarm level, split evenly across its signals.
 	Alpha float64 `yaml:"alpha" json:"alpha"`
 	// Flags are killed on a regression when the deployment declares none.
-	Flags   []string       `yaml:"flags" json:"flags"`
-	Signals []SignalConfig `yaml:"signals" json:"signals"`
+	Flags []string `yaml:"flags" json:"flags"`
+	// Baseline says what the candidate is compared against.
+	Baseline BaselineConfig `yaml:"baseline" json:"baseline"`
+	Signals  []SignalConfig `yaml:"signals" json:"signals"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -427,6 +466,17 @@ func (c *Config) validate() []fieldError {
 		}
 		if len(g.Signals) == 0 {
 			add(p+".signals", "needs at least one signal")
+		}
+		switch g.Baseline.Mode {
+		case BaselineAuto, BaselineCohort, BaselineBeforeAfter:
+		default:
+			add(p+".baseline.mode", "%q must be one of auto, cohort, before_after", g.Baseline.Mode)
+		}
+		if g.Baseline.Window <= 0 {
+			add(p+".baseline.window", "must be > 0")
+		}
+		if !(g.Baseline.MinRequests >= 0) {
+			add(p+".baseline.min_requests", "must be >= 0")
 		}
 		signals := map[string]int{}
 		for j, s := range g.Signals {

@@ -162,6 +162,7 @@ func defaultGuard(name, service string, signals ...SignalConfig) GuardConfig {
 		ServiceLabel: "service.name",
 		VersionLabel: "service.version",
 		Alpha:        0.01,
+		Baseline:     DefaultBaseline,
 		Signals:      signals,
 	}
 }
@@ -205,7 +206,7 @@ func TestParseValues(t *testing.T) {
 	full := defaultConfig(
 		GuardConfig{
 			Name: "checkout", Service: "checkout", ServiceLabel: "app", VersionLabel: "version",
-			Alpha: 0.05, Flags: []string{"new-checkout-flow", "fast-pay"},
+			Alpha: 0.05, Flags: []string{"new-checkout-flow", "fast-pay"}, Baseline: DefaultBaseline,
 			Signals: []SignalConfig{
 				{Name: "errors", Type: "error_ratio", Metric: "http_requests_total", StatusLabel: "code", BadStatusMin: 400, Tolerance: 0},
 				defaultSignal("server-errors"),

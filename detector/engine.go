@@ -45,6 +45,7 @@ type Engine struct {
 	byMetric    map[string][]*configs.GuardConfig
 	stable      map[string]string // service -> stable version
 	deployments map[string]*deploymentRun
+	histories   map[string]*history // by guard name
 	ended       []Deployment
 	routes      atomic.Pointer[map[string][]*configs.GuardConfig] // byMetric, for lock-free filtering
 	handler     VerdictHandler
@@ -56,6 +57,21 @@ type Engine struct {
 type deploymentRun struct {
 	Deployment
 	guards map[string]*guardRun
+	// pre is each guard signal's traffic in the window before the
+	// deployment, for before/after comparisons.
+	pre map[string][]tick
+}
+
+// history keeps a guard's stable traffic per tick while no deployment is
+// under way: the before of a before/after comparison.
+type history struct {
+	signals []*signalRun // aggregators only: cur[baseline] is the open tick
+	ring    [][]stampedTick
+}
+
+type stampedTick struct {
+	at time.Time
+	t  tick
 }
 
 type guardRun struct {
@@ -129,6 +145,7 @@ func NewEngine(cfg *configs.Config, o EngineOptions) *Engine {
 	e := &Engine{
 		stable:      map[string]string{},
 		deployments: map[string]*deploymentRun{},
+		histories:   map[string]*history{},
 		handler:     o.Handler,
 		now:         o.Now,
 		log:         o.Logger,
@@ -161,6 +178,11 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 			if ng, ok := guards[name]; !ok || !reflect.DeepEqual(*ng, *run.cfg) {
 				delete(d.guards, name)
 			}
+		}
+	}
+	for name := range e.histories {
+		if ng, ok := guards[name]; !ok || !reflect.DeepEqual(ng.Signals, e.guards[name].Signals) {
+			delete(e.histories, name)
 		}
 	}
 	e.global, e.guards, e.byMetric = cfg.Global, guards, byMetric
@@ -214,6 +236,9 @@ func (e *Engine) Append(samples []sources.Sample) error {
 			e.observeVersion(g, version, now)
 			d := e.deployments[g.Service]
 			if d == nil {
+				if version == e.stable[g.Service] {
+					e.historyOf(g).add(s)
+				}
 				continue // no deployment under way: nothing to compare
 			}
 			cohort := candidate
@@ -259,6 +284,54 @@ func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time
 	e.open(d)
 }
 
+func (e *Engine) historyOf(g *configs.GuardConfig) *history {
+	h := e.histories[g.Name]
+	if h == nil {
+		h = &history{}
+		for _, s := range g.Signals {
+			h.signals = append(h.signals, newSignalRun(g, s, time.Time{}))
+		}
+		h.ring = make([][]stampedTick, len(g.Signals))
+		e.histories[g.Name] = h
+	}
+	return h
+}
+
+func (h *history) add(s *sources.Sample) {
+	for _, sr := range h.signals {
+		if sr.metric == s.Metric {
+			sr.add(s, baseline, time.Time{})
+		}
+	}
+}
+
+// close ends the open tick of every signal and forgets ticks older than window.
+func (h *history) close(now time.Time, window time.Duration) {
+	for i, sr := range h.signals {
+		if sr.cur[baseline].total > 0 {
+			h.ring[i] = append(h.ring[i], stampedTick{at: now, t: sr.cur[baseline]})
+		}
+		sr.cur[baseline] = tick{}
+		k := 0
+		for k < len(h.ring[i]) && now.Sub(h.ring[i][k].at) > window {
+			k++
+		}
+		h.ring[i] = h.ring[i][k:]
+	}
+}
+
+// snapshot merges the window before at, per signal.
+func (h *history) snapshot(at time.Time, window time.Duration) []tick {
+	out := make([]tick, len(h.signals))
+	h.close(at, window)
+	for i := range h.signals {
+		for _, st := range h.ring[i] {
+			out[i].merge(st.t)
+		}
+	}
+	return out
+}
+
 // serviceFlags are the flags declared by every guard of the service.
 func (e *Engine) serviceFlags(service string) []string {
 	var flags []string
@@ -287,7 +360,14 @@ func (e *Engine) open(d Deployment) {
 		e.end(old, "superseded", d.StartedAt)
 		e.log.Info("deployment superseded", "deployment", old.ID, "by", d.ID)
 	}
-	e.deployments[d.Service] = &deploymentRun{Deployment: d, guards: map[string]*guardRun{}}
+	run := &deploymentRun{Deployment: d, guards: map[string]*guardRun{}, pre: map[string][]tick{}}
+	for _, g := range e.guardsOf(d.Service) {
+		if h := e.histories[g.Name]; h != nil {
+			run.pre[g.Name] = h.snapshot(d.StartedAt, time.Duration(g.Baseline.Window))
+			delete(e.histories, g.Name) // the next deployment's before starts after this one
+		}
+	}
+	e.deployments[d.Service] = run
 	e.metrics.deployments.WithLabelValues(d.Source).Inc()
 	e.log.Info("deployment opened", "deployment", d.ID, "service", d.Service,
 		"version", d.Version, "previous_version", d.PreviousVersion, "source", d.Source, "flags", d.Flags)
@@ -380,8 +460,15 @@ func (d *deploymentRun) run(g *configs.GuardConfig, now time.Time) *guardRun {
 		return r
 	}
 	r := &guardRun{cfg: g}
-	for _, s := range g.Signals {
-		r.signals = append(r.signals, newSignalRun(g, s, d.StartedAt))
+	pre := d.pre[g.Name]
+	for i, s := range g.Signals {
+		sr := newSignalRun(g, s, d.StartedAt)
+		if i < len(pre) {
+			sr.pre = pre[i]
+		}
+		sr.baseline = g.Baseline
+		sr.alpha = g.SignalAlpha()
+		r.signals = append(r.signals, sr)
 	}
 	d.guards[g.Name] = r
 	return r
@@ -429,6 +516,11 @@ func (e *Engine) Evaluate() {
 	now := e.now()
 	e.metrics.evaluations.Inc()
 	var out []GuardVerdict
+	for name, h := range e.histories {
+		if g := e.guards[name]; g != nil && e.deployments[g.Service] == nil {
+			h.close(now, time.Duration(g.Baseline.Window))
+		}
+	}
 	services := make([]string, 0, len(e.deployments))
 	for s := range e.deployments {
 		services = append(services, s)
@@ -443,7 +535,7 @@ func (e *Engine) Evaluate() {
 			run := d.run(g, now)
 			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now}
 			for _, sr := range run.signals {
-				for _, ev := range sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout)) {
+				for _, ev := range sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout), time.Duration(e.global.EvaluationInterval)) {
 					v.Signals = append(v.Signals, ev)
 					for _, st := range []State{StateRegressed, StateHealthy, StateInconclusive, StateNoData} {
 						val := 0.0

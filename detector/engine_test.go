@@ -280,3 +280,60 @@ func TestEngineLatency(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineBeforeAfter: an all-at-once release (v1 gone, v2 alone) is
+// compared with the service's own window before the deployment.
+func TestEngineBeforeAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		canaryBad float64
+		preTicks  int
+		want      State
+		kind      string
+	}{
+		{"worse", 40, 30, StateRegressed, "before_after"},
+		{"same", 10, 30, StateInconclusive, "before_after"},
+		{"window too small", 40, 0, StateNoData, "before_after"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, rec := newClock(), &recorder{}
+			e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+			_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1)})
+			for i := 0; i < tc.preTicks; i++ { // 30 ticks of v1 at 1 %: the before-window
+				_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 990), requests("checkout", "v1", 500, 10)})
+				c.advance(10 * time.Second)
+				e.Evaluate()
+			}
+			for i := 0; i < 60; i++ { // v2 replaces v1 entirely
+				_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 1000-tc.canaryBad), requests("checkout", "v2", 503, tc.canaryBad)})
+				c.advance(10 * time.Second)
+				e.Evaluate()
+				if rec.last(t).State == StateRegressed {
+					break
+				}
+			}
+			v := rec.last(t)
+			ev := v.Signals[0]
+			if v.State != tc.want || ev.Kind != tc.kind {
+				t.Fatalf("verdict %s (%s): %+v", v.State, ev.Kind, ev)
+			}
+			if tc.preTicks > 0 && (ev.Baseline.Total != float64(tc.preTicks*1000+1) || ev.Baseline.Version != "v1 (before)") {
+				t.Errorf("before-window = %+v", ev.Baseline)
+			}
+		})
+	}
+}
+
+// The cohort twin: while the stable version keeps reporting, auto stays on
+// the cohort comparison.
+func TestEngineAutoStaysCohort(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1)})
+	for i := 0; i < 5; i++ {
+		runTick(e, c, 10, 10)
+	}
+	if ev := rec.last(t).Signals[0]; ev.Kind != "sequential" {
+		t.Errorf("kind %s, want the cohort test", ev.Kind)
+	}
+}

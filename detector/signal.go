@@ -27,6 +27,13 @@ type signalRun struct {
 	// the test stays a supermartingale.
 	base     tick
 	evidence []Evidence
+
+	// Before/after: pre is the service's traffic in the window before the
+	// deployment; mode is decided once (cohort or before_after).
+	baseline configs.BaselineConfig
+	alpha    float64
+	pre      tick
+	mode     string
 }
 
 // arm is one test of a signal.
@@ -35,6 +42,9 @@ type arm struct {
 	quantile float64 // latency: the baseline quantile; 0 for an error ratio
 	boundary float64 // latency: the bucket bound in use; 0 until chosen
 	test     *CountTest
+	// Before/after: the candidate against the before-window's rate.
+	rate    *RateTest
+	preRate float64 // the before-window's observed rate
 }
 
 // tick aggregates one cohort's samples of one batch.
@@ -163,7 +173,10 @@ func (t *tick) merge(o tick) {
 // last one, tests it, and returns every arm's evidence. Pairing on "both
 // reported" rather than on wall-clock ticks keeps each batch's traffic
 // share honest when the cohorts export out of phase.
-func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData time.Duration) []Evidence {
+func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval time.Duration) []Evidence {
+	if sr.decideMode(d, now, interval); sr.mode == configs.BaselineBeforeAfter {
+		return sr.evaluateBeforeAfter(d, now, noData)
+	}
 	c, b := sr.cur[candidate], sr.cur[baseline]
 	if c.total > 0 && b.total > 0 {
 		for _, a := range sr.arms {
@@ -190,6 +203,114 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData time.Durat
 	sr.evidence = sr.evidence[:0]
 	for _, a := range sr.arms {
 		sr.evidence = append(sr.evidence, a.evidence(sr, d, now, noData))
+	}
+	return sr.evidence
+}
+
+// decideMode settles, once, whether the candidate is compared with the
+// stable version (cohort) or with the service's own before-window. auto
+// takes before/after for an all-at-once or blue/green release, or when the
+// stable version has not reported for two ticks after the deployment began
+// while the candidate has.
+func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.Duration) {
+	if sr.mode != "" {
+		return
+	}
+	switch sr.baseline.Mode {
+	case configs.BaselineCohort:
+		sr.mode = configs.BaselineCohort
+	case configs.BaselineBeforeAfter:
+		sr.mode = configs.BaselineBeforeAfter
+	default:
+		switch {
+		case d.Strategy == "all_at_once" || d.Strategy == "blue_green":
+			sr.mode = configs.BaselineBeforeAfter
+		case sr.lastReport[baseline].After(d.StartedAt):
+			sr.mode = configs.BaselineCohort
+		case sr.lastReport[candidate].After(d.StartedAt) && now.Sub(d.StartedAt) >= 2*interval:
+			sr.mode = configs.BaselineBeforeAfter
+		default:
+			return // undecided yet: keep filling the batch
+		}
+	}
+	if sr.mode != configs.BaselineBeforeAfter {
+		return
+	}
+	// The before-window's rate is estimated: test against its upper
+	// confidence bound at α/2, with the other α/2 for the sequential test,
+	// so that a false alarm needs one of two events of probability α/2.
+	for _, a := range sr.arms {
+		alpha := a.test.alpha / 2
+		bad, total := sr.pre.bad, sr.pre.total
+		if a.quantile > 0 {
+			a.boundary = sr.pre.boundary(a.quantile)
+			x, ok := sr.pre.exceed(a.boundary)
+			if a.boundary == 0 || !ok {
+				continue
+			}
+			bad = x
+		}
+		if total < sr.baseline.MinRequests || total == 0 {
+			continue
+		}
+		a.preRate = bad / total
+		p0 := math.Min((1+sr.cfg.Tolerance)*rateUpperBound(bad, total, alpha), 0.999)
+		a.rate = NewRateTest(p0, alpha)
+	}
+}
+
+// evaluateBeforeAfter tests the candidate's batches against the before-window.
+func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData time.Duration) []Evidence {
+	c := sr.cur[candidate]
+	if c.total > 0 {
+		for _, a := range sr.arms {
+			if a.rate == nil {
+				continue
+			}
+			x := c.bad
+			if a.quantile > 0 {
+				var ok bool
+				if x, ok = c.exceed(a.boundary); !ok {
+					continue
+				}
+			}
+			a.rate.Observe(x, c.total)
+		}
+		sr.cur = [2]tick{}
+		sr.lastBatch = now
+	}
+	sr.evidence = sr.evidence[:0]
+	for _, a := range sr.arms {
+		ev := Evidence{Signal: a.name, Kind: "before_after", Theta0: 1 + sr.cfg.Tolerance, Alpha: a.test.alpha,
+			Quantile: a.quantile, Boundary: a.boundary, WindowStart: d.StartedAt, WindowEnd: sr.lastBatch,
+			Baseline:     cohortCounts(d.PreviousVersion+" (before)", sr.pre.total, a.preRate*sr.pre.total),
+			IntervalHigh: Float(math.Inf(1)), EValue: 1, PValue: 1}
+		switch {
+		case a.rate == nil:
+			ev.State = StateNoData
+			ev.Reason = fmt.Sprintf("the window before the deployment has %.0f requests, fewer than baseline.min_requests (%.0f): before/after cannot compare", sr.pre.total, sr.baseline.MinRequests)
+			sr.evidence = append(sr.evidence, ev)
+			continue
+		}
+		r := a.rate
+		ev.Candidate = cohortCounts(d.Version, r.Total, r.Bad)
+		ev.EValue, ev.PValue, ev.Threshold, ev.Ticks = Float(r.EValue()), r.PValue(), 1/r.alpha, r.Ticks
+		ev.Estimate = Float(math.NaN())
+		if a.preRate > 0 && r.Total > 0 {
+			ev.Estimate = Float(r.Bad / r.Total / a.preRate)
+		}
+		switch {
+		case r.Regressed():
+			ev.State = StateRegressed
+			ev.Reason = fmt.Sprintf("e-value reached 1/alpha: the candidate's rate %.3g%% is above the tolerance over the %.3g%% of the window before the deployment (assumed representative)",
+				100*ev.Candidate.Ratio, 100*a.preRate)
+		case now.Sub(sr.lastReport[candidate]) > noData:
+			ev.State = StateNoData
+			ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+		default:
+			ev.State = StateInconclusive
+		}
+		sr.evidence = append(sr.evidence, ev)
 	}
 	return sr.evidence
 }
@@ -251,7 +372,7 @@ func seconds(s float64) string {
 
 func (sr *signalRun) regressed() bool {
 	for _, a := range sr.arms {
-		if a.test.Regressed() {
+		if a.test.Regressed() || (a.rate != nil && a.rate.Regressed()) {
 			return true
 		}
 	}

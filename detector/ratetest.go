@@ -1,0 +1,96 @@
+package detector
+
+import "math"
+
+// RateTest is the before/after test: the candidate's rate of bad events
+// against a fixed reference rate p0, anytime-valid. Each tick's x bad of n
+// is Binomial(n, p); the e-value against p <= p0 mixes the likelihood ratio
+// over p = p0·θ for the grid points θ > 1, a supermartingale under the null.
+type RateTest struct {
+	p0    float64
+	alpha float64
+	grid  []float64 // θ values > 1
+	logL  []float64
+	maxE  float64
+	Bad   float64
+	Total float64
+	Ticks int
+}
+
+// NewRateTest tests p <= p0 at level alpha.
+func NewRateTest(p0, alpha float64) *RateTest {
+	var grid []float64
+	for k := 1; k <= gridSteps; k++ {
+		th := math.Pow(2, float64(k)/gridPerStep)
+		if p0*th >= 1 {
+			break
+		}
+		grid = append(grid, th)
+	}
+	return &RateTest{p0: p0, alpha: alpha, grid: grid, logL: make([]float64, len(grid)), maxE: 1}
+}
+
+// Observe adds a tick of x bad events out of n.
+func (t *RateTest) Observe(x, n float64) {
+	t.Bad += x
+	t.Total += n
+	t.Ticks++
+	if n <= 0 || len(t.grid) == 0 {
+		return
+	}
+	for i, th := range t.grid {
+		p := t.p0 * th
+		t.logL[i] += x*math.Log(th) + (n-x)*(math.Log1p(-p)-math.Log1p(-t.p0))
+	}
+	if e := t.EValue(); e > t.maxE {
+		t.maxE = e
+	}
+}
+
+// EValue is the mixture likelihood ratio against p <= p0.
+func (t *RateTest) EValue() float64 {
+	if len(t.grid) == 0 {
+		return 1
+	}
+	return math.Exp(logMeanExp(t.logL))
+}
+
+// Regressed reports whether the e-value has ever reached 1/α.
+func (t *RateTest) Regressed() bool { return t.maxE >= 1/t.alpha }
+
+// PValue is the always-valid p-value.
+func (t *RateTest) PValue() float64 { return math.Min(1, 1/t.maxE) }
+
+// rateUpperBound is an upper confidence bound, at level delta, for a
+// binomial rate of which bad of n were seen: the largest p with
+// n·KL(bad/n ‖ p) <= log(1/delta) (Chernoff), found by bisection.
+func rateUpperBound(bad, n, delta float64) float64 {
+	if n <= 0 {
+		return 1
+	}
+	phat := bad / n
+	limit := math.Log(1/delta) / n
+	lo, hi := phat, 1.0
+	for i := 0; i < 60; i++ {
+		mid := (lo + hi) / 2
+		if klBernoulli(phat, mid) > limit {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return lo
+}
+
+func klBernoulli(p, q float64) float64 {
+	const eps = 1e-15
+	q = math.Min(math.Max(q, eps), 1-eps)
+	var k float64
+	if p > 0 {
+		k += p * math.Log(p/q)
+	}
+	if p < 1 {
+		k += (1 - p) * math.Log((1-p)/(1-q))
+	}
+	return k
+}

@@ -54,7 +54,33 @@ func (c *BaselineConfig) UnmarshalYAML(n *yaml.Node) error {
 const (
 	SignalErrorRatio = "error_ratio"
 	SignalLatency    = "latency"
+	// SignalSLO checks the candidate's error ratio against an absolute
+	// objective with the multiwindow, multi-burn-rate rule.
+	SignalSLO = "slo"
 )
+
+// RuleConfig makes a signal a rule-based check, as Argo Rollouts and
+// Flagger users know them: every interval the candidate fails the check if
+// its value is above Max, or above MaxRatio times the baseline's; the
+// signal regresses after FailureLimit failed checks (consecutive or in
+// total). Its false-alarm rate is not controlled: see docs/detection.md.
+type RuleConfig struct {
+	Max          float64  `yaml:"max" json:"max,omitempty"`
+	MaxRatio     float64  `yaml:"max_ratio" json:"max_ratio,omitempty"`
+	Interval     Duration `yaml:"interval" json:"interval"`
+	FailureLimit int      `yaml:"failure_limit" json:"failure_limit"`
+	Consecutive  bool     `yaml:"consecutive" json:"consecutive"`
+}
+
+// DefaultRule is Argo's usual analysis: 3 consecutive failed 1-minute checks.
+var DefaultRule = RuleConfig{Interval: Duration(time.Minute), FailureLimit: 3, Consecutive: true}
+
+// UnmarshalYAML sets the defaults before decoding.
+func (c *RuleConfig) UnmarshalYAML(n *yaml.Node) error {
+	*c = DefaultRule
+	type plain RuleConfig
+	return n.Decode((*plain)(c))
+}
 
 // Defaults. The error-ratio defaults follow the OpenTelemetry HTTP semantic
 // conventions, so the common case needs no query.
@@ -257,6 +283,10 @@ type SignalConfig struct {
 	// Quantiles, for a latency signal: the baseline quantiles whose bucket
 	// boundary splits fast from slow requests (one test each, α split).
 	Quantiles []float64 `yaml:"quantiles" json:"quantiles,omitempty"`
+	// Rule, when set, replaces the sequential test by a rule-based check.
+	Rule *RuleConfig `yaml:"rule" json:"rule,omitempty"`
+	// Objective, for an slo signal: the share of good requests promised, like 0.999.
+	Objective float64 `yaml:"objective" json:"objective,omitempty"`
 	// Query, when set, defines the signal by PromQL polled every tick
 	// instead of by pushed or scraped samples.
 	Query *QueryConfig `yaml:"query" json:"query,omitempty"`
@@ -506,8 +536,32 @@ func (c *Config) validate() []fieldError {
 						add(fmt.Sprintf("%s.quantiles[%d]", sp, k), "must be between 0 and 1, like 0.99")
 					}
 				}
+			case SignalSLO:
+				if !(s.Objective > 0 && s.Objective < 1) {
+					add(sp+".objective", "must be between 0 and 1, like 0.999")
+				}
+				if s.Rule != nil {
+					add(sp+".rule", "an slo signal has its own burn-rate rule")
+				}
 			default:
-				add(sp+".type", "unknown signal type %q (known: %s, %s)", s.Type, SignalErrorRatio, SignalLatency)
+				add(sp+".type", "unknown signal type %q (known: %s, %s, %s)", s.Type, SignalErrorRatio, SignalLatency, SignalSLO)
+			}
+			if s.Type != SignalSLO && s.Objective != 0 {
+				add(sp+".objective", "only an slo signal has an objective")
+			}
+			if r := s.Rule; r != nil {
+				if r.Max <= 0 && r.MaxRatio <= 0 {
+					add(sp+".rule", "set max, max_ratio or both")
+				}
+				if r.Max < 0 || r.MaxRatio < 0 {
+					add(sp+".rule", "max and max_ratio must be >= 0")
+				}
+				if r.Interval <= 0 {
+					add(sp+".rule.interval", "must be > 0")
+				}
+				if r.FailureLimit < 1 {
+					add(sp+".rule.failure_limit", "must be >= 1")
+				}
 			}
 			if s.Metric == "" {
 				add(sp+".metric", "is empty")

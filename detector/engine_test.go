@@ -337,3 +337,38 @@ func TestEngineAutoStaysCohort(t *testing.T) {
 		t.Errorf("kind %s, want the cohort test", ev.Kind)
 	}
 }
+
+// TestEngineRuleAndSLO: Argo-style rule checks and the SLO burn-rate rule,
+// labelled rule-based, each with its healthy twin.
+func TestEngineRuleAndSLO(t *testing.T) {
+	cfg := func(signal string) string {
+		return strings.Replace(engineConfig, "      - name: errors\n", signal, 1)
+	}
+	rule := cfg("      - name: errors\n        rule: {max_ratio: 1.5, interval: 1m, failure_limit: 3}\n")
+	slo := cfg("      - name: availability\n        type: slo\n        objective: 0.999\n")
+	for _, tc := range []struct {
+		name, config string
+		canaryBad    float64
+		want         State
+		reason       string
+	}{
+		{"rule fails", rule, 30, StateRegressed, "rule-based: 3 consecutive failed checks of 1m0s"},
+		{"rule passes", rule, 10, StateInconclusive, "rule-based: 0 of"},
+		{"slo burns", slo, 50, StateRegressed, "rule-based SLO burn"},
+		{"slo within budget", slo, 0, StateInconclusive, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, rec := newClock(), &recorder{}
+			e := NewEngine(mustParse(t, tc.config), EngineOptions{Handler: rec, Now: c.now})
+			_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1)})
+			for i := 0; i < 40; i++ { // 400 s: six rule checks, the 5-minute window full
+				runTick(e, c, 10, tc.canaryBad)
+			}
+			v := rec.last(t)
+			ev := v.Signals[0]
+			if v.State != tc.want || ev.Kind != "rule" || !strings.HasPrefix(ev.Reason, tc.reason) {
+				t.Errorf("verdict %s, evidence %s: %q", v.State, ev.Kind, ev.Reason)
+			}
+		})
+	}
+}

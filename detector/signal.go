@@ -34,6 +34,10 @@ type signalRun struct {
 	alpha    float64
 	pre      tick
 	mode     string
+
+	// SLO: the candidate's ticks over the longest burn window.
+	slo      []stampedTick
+	sloFired bool
 }
 
 // arm is one test of a signal.
@@ -45,6 +49,20 @@ type arm struct {
 	// Before/after: the candidate against the before-window's rate.
 	rate    *RateTest
 	preRate float64 // the before-window's observed rate
+	// rule, when the signal is a rule-based check instead of the test.
+	rule *ruleState
+}
+
+// ruleState is an Argo/Flagger-style check: every interval, fail when the
+// candidate's value is above max or above max_ratio times the baseline's.
+type ruleState struct {
+	cfg                   configs.RuleConfig
+	from                  time.Time
+	acc                   [2]tick
+	checks, failures, run int
+	lastCand, lastBase    float64
+	failed                bool
+	totals                [2]tick
 }
 
 // tick aggregates one cohort's samples of one batch.
@@ -70,6 +88,11 @@ func newSignalRun(g *configs.GuardConfig, s configs.SignalConfig, start time.Tim
 		}
 	default:
 		sr.arms = []*arm{{name: s.Name, test: NewCountTest(theta0, g.SignalAlpha())}}
+	}
+	if s.Rule != nil {
+		for _, a := range sr.arms {
+			a.rule = &ruleState{cfg: *s.Rule, from: start}
+		}
 	}
 	return sr
 }
@@ -174,12 +197,20 @@ func (t *tick) merge(o tick) {
 // reported" rather than on wall-clock ticks keeps each batch's traffic
 // share honest when the cohorts export out of phase.
 func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval time.Duration) []Evidence {
+	if sr.cfg.Type == configs.SignalSLO {
+		return sr.evaluateSLO(d, now, noData)
+	}
 	if sr.decideMode(d, now, interval); sr.mode == configs.BaselineBeforeAfter {
 		return sr.evaluateBeforeAfter(d, now, noData)
 	}
 	c, b := sr.cur[candidate], sr.cur[baseline]
 	if c.total > 0 && b.total > 0 {
 		for _, a := range sr.arms {
+			if a.rule != nil {
+				a.rule.acc[candidate].merge(c)
+				a.rule.acc[baseline].merge(b)
+				continue
+			}
 			if a.quantile == 0 {
 				a.test.Observe(c.bad, c.total, b.bad, b.total)
 				continue
@@ -202,8 +233,149 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 	}
 	sr.evidence = sr.evidence[:0]
 	for _, a := range sr.arms {
+		if a.rule != nil {
+			a.rule.check(a.quantile, now)
+			sr.evidence = append(sr.evidence, a.ruleEvidence(sr, d, now, noData))
+			continue
+		}
 		sr.evidence = append(sr.evidence, a.evidence(sr, d, now, noData))
 	}
+	return sr.evidence
+}
+
+// value is what a rule compares: the bad ratio, or for a latency arm the
+// quantile's bucket bound (seconds); ok is false without enough data.
+func ruleValue(t tick, quantile float64) (float64, bool) {
+	if t.total <= 0 {
+		return 0, false
+	}
+	if quantile == 0 {
+		return t.bad / t.total, true
+	}
+	b := t.boundary(quantile)
+	return b, b > 0
+}
+
+// check runs the checks whose interval has passed.
+func (r *ruleState) check(quantile float64, now time.Time) {
+	if now.Sub(r.from) < time.Duration(r.cfg.Interval) {
+		return
+	}
+	r.from = now
+	cand, okc := ruleValue(r.acc[candidate], quantile)
+	base, okb := ruleValue(r.acc[baseline], quantile)
+	r.totals[candidate].merge(r.acc[candidate])
+	r.totals[baseline].merge(r.acc[baseline])
+	r.acc = [2]tick{}
+	if !okc || !okb {
+		return // no traffic this interval: no check
+	}
+	r.checks++
+	r.lastCand, r.lastBase = cand, base
+	fail := (r.cfg.Max > 0 && cand > r.cfg.Max) || (r.cfg.MaxRatio > 0 && cand > r.cfg.MaxRatio*base)
+	if fail {
+		r.failures++
+		r.run++
+	} else {
+		r.run = 0
+	}
+	n := r.failures
+	if r.cfg.Consecutive {
+		n = r.run
+	}
+	if n >= r.cfg.FailureLimit {
+		r.failed = true
+	}
+}
+
+func (a *arm) ruleEvidence(sr *signalRun, d *deploymentRun, now time.Time, noData time.Duration) Evidence {
+	r := a.rule
+	ev := Evidence{Signal: a.name, Kind: "rule", Quantile: a.quantile, Ticks: r.checks,
+		Baseline:  cohortCounts(d.PreviousVersion, r.totals[baseline].total, r.totals[baseline].bad),
+		Candidate: cohortCounts(d.Version, r.totals[candidate].total, r.totals[candidate].bad),
+		Threshold: float64(r.cfg.FailureLimit),
+		Estimate:  Float(r.lastCand), EValue: 1, PValue: 1, IntervalHigh: Float(math.Inf(1)),
+		WindowStart: d.StartedAt, WindowEnd: sr.lastBatch}
+	kind := "total"
+	if r.cfg.Consecutive {
+		kind = "consecutive"
+	}
+	switch {
+	case r.failed:
+		ev.State = StateRegressed
+		ev.Reason = fmt.Sprintf("rule-based: %d %s failed checks of %s (last: candidate %.4g against baseline %.4g; max %g, max_ratio %g)",
+			r.cfg.FailureLimit, kind, time.Duration(r.cfg.Interval), r.lastCand, r.lastBase, r.cfg.Max, r.cfg.MaxRatio)
+	case now.Sub(sr.lastReport[candidate]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+	case now.Sub(sr.lastReport[baseline]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "baseline " + d.PreviousVersion + " has had no traffic for " + now.Sub(sr.lastReport[baseline]).Round(time.Second).String()
+	default:
+		ev.State = StateInconclusive
+		ev.Reason = fmt.Sprintf("rule-based: %d of %d checks failed", r.failures, r.checks)
+	}
+	return ev
+}
+
+// The multiwindow, multi-burn-rate rule of the Google SRE workbook: page
+// when the error budget burns 14.4 times too fast over both 1 h and 5 m,
+// or 6 times over both 6 h and 30 m.
+var burnRules = []struct {
+	long, short time.Duration
+	rate        float64
+}{{time.Hour, 5 * time.Minute, 14.4}, {6 * time.Hour, 30 * time.Minute, 6}}
+
+// evaluateSLO checks the candidate alone against the absolute objective.
+func (sr *signalRun) evaluateSLO(d *deploymentRun, now time.Time, noData time.Duration) []Evidence {
+	if c := sr.cur[candidate]; c.total > 0 {
+		sr.slo = append(sr.slo, stampedTick{at: now, t: c})
+		sr.cur = [2]tick{}
+		sr.lastBatch = now
+	}
+	for len(sr.slo) > 0 && now.Sub(sr.slo[0].at) > burnRules[len(burnRules)-1].long {
+		sr.slo = sr.slo[1:]
+	}
+	budget := 1 - sr.cfg.Objective
+	burn := func(w time.Duration) (float64, tick) {
+		var t tick
+		for _, st := range sr.slo {
+			if now.Sub(st.at) <= w {
+				t.merge(st.t)
+			}
+		}
+		if t.total == 0 {
+			return 0, t
+		}
+		return t.bad / t.total / budget, t
+	}
+	var total tick
+	for _, st := range sr.slo {
+		total.merge(st.t)
+	}
+	ev := Evidence{Signal: sr.cfg.Name, Kind: "rule", Theta0: sr.cfg.Objective, EValue: 1, PValue: 1,
+		Candidate:    cohortCounts(d.Version, total.total, total.bad),
+		IntervalHigh: Float(math.Inf(1)), WindowStart: d.StartedAt, WindowEnd: sr.lastBatch, Ticks: len(sr.slo)}
+	ev.State = StateInconclusive
+	for _, r := range burnRules {
+		long, _ := burn(r.long)
+		short, _ := burn(r.short)
+		if long >= r.rate && short >= r.rate {
+			ev.State, ev.Estimate, ev.Threshold = StateRegressed, Float(short), r.rate
+			ev.Reason = fmt.Sprintf("rule-based SLO burn: the error budget of objective %g burns %.1fx over %s and %.1fx over %s, at or above %gx",
+				sr.cfg.Objective, long, r.long, short, r.short, r.rate)
+			sr.sloFired = true
+			break
+		}
+	}
+	if sr.sloFired && ev.State != StateRegressed {
+		ev.State, ev.Reason = StateRegressed, "rule-based SLO burn fired earlier in this deployment"
+	}
+	if ev.State != StateRegressed && now.Sub(sr.lastReport[candidate]) > noData {
+		ev.State = StateNoData
+		ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+	}
+	sr.evidence = append(sr.evidence[:0], ev)
 	return sr.evidence
 }
 
@@ -371,8 +543,11 @@ func seconds(s float64) string {
 }
 
 func (sr *signalRun) regressed() bool {
+	if sr.sloFired {
+		return true
+	}
 	for _, a := range sr.arms {
-		if a.test.Regressed() || (a.rate != nil && a.rate.Regressed()) {
+		if a.test.Regressed() || (a.rate != nil && a.rate.Regressed()) || (a.rule != nil && a.rule.failed) {
 			return true
 		}
 	}

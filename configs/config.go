@@ -57,6 +57,13 @@ const (
 	// SignalSLO checks the candidate's error ratio against an absolute
 	// objective with the multiwindow, multi-burn-rate rule.
 	SignalSLO = "slo"
+	// SignalSaturation counts a gauge's readings above Level (a pool in use,
+	// a queue's depth) against all its readings.
+	SignalSaturation = "saturation"
+	// SignalDataIntegrity counts data-integrity failures (partial writes,
+	// failed transactions: a counter, Metric) per request (TotalMetric's
+	// count); the playbook asks for a data audit when it moves.
+	SignalDataIntegrity = "data_integrity"
 )
 
 // RuleConfig makes a signal a rule-based check, as Argo Rollouts and
@@ -287,6 +294,11 @@ type SignalConfig struct {
 	Rule *RuleConfig `yaml:"rule" json:"rule,omitempty"`
 	// Objective, for an slo signal: the share of good requests promised, like 0.999.
 	Objective float64 `yaml:"objective" json:"objective,omitempty"`
+	// Level, for a saturation signal: readings above it are saturated.
+	Level float64 `yaml:"level" json:"level,omitempty"`
+	// TotalMetric, for a data_integrity signal: the histogram or counter of
+	// requests the failures are counted against.
+	TotalMetric string `yaml:"total_metric" json:"total_metric,omitempty"`
 	// Query, when set, defines the signal by PromQL polled every tick
 	// instead of by pushed or scraped samples.
 	Query *QueryConfig `yaml:"query" json:"query,omitempty"`
@@ -543,8 +555,20 @@ func (c *Config) validate() []fieldError {
 				if s.Rule != nil {
 					add(sp+".rule", "an slo signal has its own burn-rate rule")
 				}
+			case SignalSaturation:
+				if s.Level == 0 {
+					add(sp+".level", "is required: readings above it count as saturated")
+				}
+			case SignalDataIntegrity:
+				if s.TotalMetric == "" {
+					add(sp+".total_metric", "is required: the requests the failures are counted against")
+				}
+				if s.Metric == DefaultSignal.Metric {
+					add(sp+".metric", "must name the counter of integrity failures (like db.client.failed_writes), not the request histogram")
+				}
 			default:
-				add(sp+".type", "unknown signal type %q (known: %s, %s, %s)", s.Type, SignalErrorRatio, SignalLatency, SignalSLO)
+				add(sp+".type", "unknown signal type %q (known: %s)", s.Type,
+					strings.Join([]string{SignalErrorRatio, SignalLatency, SignalSLO, SignalSaturation, SignalDataIntegrity}, ", "))
 			}
 			if s.Type != SignalSLO && s.Objective != 0 {
 				add(sp+".objective", "only an slo signal has an objective")

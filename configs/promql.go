@@ -71,6 +71,15 @@ func InputMetric(g GuardConfig, s SignalConfig) string {
 	return s.Metric
 }
 
+// InputMetrics are all the metrics a signal reads: its input metric, and
+// for a data-integrity signal the metric that counts its requests.
+func InputMetrics(g GuardConfig, s SignalConfig) []string {
+	if s.Type == SignalDataIntegrity && s.Query == nil {
+		return []string{s.Metric, s.TotalMetric}
+	}
+	return []string{InputMetric(g, s)}
+}
+
 func (c *Config) validatePromQL() []fieldError {
 	var errs []fieldError
 	uses := false

@@ -167,9 +167,11 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 		guards[g.Name] = &g
 		seen := map[string]bool{}
 		for _, s := range g.Signals {
-			if m := configs.InputMetric(g, s); !seen[m] {
-				byMetric[m] = append(byMetric[m], &g)
-				seen[m] = true
+			for _, m := range configs.InputMetrics(g, s) {
+				if !seen[m] {
+					byMetric[m] = append(byMetric[m], &g)
+					seen[m] = true
+				}
 			}
 		}
 	}
@@ -252,7 +254,7 @@ func (e *Engine) Append(samples []sources.Sample) error {
 			}
 			run := d.run(g, now)
 			for _, sr := range run.signals {
-				if sr.metric == s.Metric {
+				if sr.reads(s.Metric) {
 					sr.add(s, cohort, now)
 				}
 			}
@@ -299,7 +301,7 @@ func (e *Engine) historyOf(g *configs.GuardConfig) *history {
 
 func (h *history) add(s *sources.Sample) {
 	for _, sr := range h.signals {
-		if sr.metric == s.Metric {
+		if sr.reads(s.Metric) {
 			sr.add(s, baseline, time.Time{})
 		}
 	}

@@ -372,3 +372,58 @@ func TestEngineRuleAndSLO(t *testing.T) {
 		})
 	}
 }
+
+func gauge(version string, v float64) sources.Sample {
+	return sources.Sample{Metric: "db.client.connection.count", Kind: sources.KindGauge, Value: v,
+		Labels: sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
+}
+
+func failedWrites(version string, v float64) sources.Sample {
+	return sources.Sample{Metric: "db.client.failed_writes", Kind: sources.KindCounter, Value: v,
+		Labels: sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
+}
+
+// TestEngineSaturationAndIntegrity: a connection pool saturated more often
+// on the candidate, and data-integrity failures per request, each with its
+// healthy twin.
+func TestEngineSaturationAndIntegrity(t *testing.T) {
+	sat := strings.Replace(engineConfig, "      - name: errors\n",
+		"      - name: pool\n        type: saturation\n        metric: db.client.connection.count\n        level: 90\n", 1)
+	integ := strings.Replace(engineConfig, "      - name: errors\n",
+		"      - name: writes\n        type: data_integrity\n        metric: db.client.failed_writes\n        total_metric: http.server.request.duration\n", 1)
+	for _, tc := range []struct {
+		name, config string
+		bad          bool
+	}{{"saturation worse", sat, true}, {"saturation same", sat, false}, {"integrity worse", integ, true}, {"integrity same", integ, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, rec := newClock(), &recorder{}
+			e := NewEngine(mustParse(t, tc.config), EngineOptions{Handler: rec, Now: c.now})
+			_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1), gauge("v1", 10)})
+			for i := 0; i < 60 && (len(rec.verdicts) == 0 || rec.last(t).State != StateRegressed); i++ {
+				var batch []sources.Sample
+				for k := 0; k < 20; k++ { // 20 instances' readings a tick
+					v1, v2 := 50.0, 50.0
+					if k < 2 {
+						v1, v2 = 95, 95 // 10 % saturated
+					}
+					if tc.bad && k < 8 {
+						v2 = 95 // 40 % saturated
+					}
+					batch = append(batch, gauge("v1", v1), gauge("v2", v2))
+				}
+				fails := 2.0
+				if tc.bad {
+					fails = 10
+				}
+				batch = append(batch, requests("checkout", "v1", 200, 1000), requests("checkout", "v2", 200, 1000),
+					failedWrites("v1", 2), failedWrites("v2", fails))
+				_ = e.Append(batch)
+				c.advance(10 * time.Second)
+				e.Evaluate()
+			}
+			if v := rec.last(t); (v.State == StateRegressed) != tc.bad {
+				t.Errorf("verdict %s: %+v", v.State, v.Signals[0])
+			}
+		})
+	}
+}

@@ -97,6 +97,11 @@ func newSignalRun(g *configs.GuardConfig, s configs.SignalConfig, start time.Tim
 	return sr
 }
 
+// reads reports whether the signal reads metric.
+func (sr *signalRun) reads(metric string) bool {
+	return metric == sr.metric || (sr.cfg.Type == configs.SignalDataIntegrity && metric == sr.cfg.TotalMetric)
+}
+
 // add folds one sample into the cohort's batch.
 func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
 	t := &sr.cur[cohort]
@@ -104,10 +109,31 @@ func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
 	if s.Kind == sources.KindHistogram {
 		n = s.Count
 	}
+	switch sr.cfg.Type {
+	case configs.SignalSaturation:
+		if s.Kind != sources.KindGauge || math.IsNaN(s.Value) {
+			return
+		}
+		// Each reading is a trial; a saturated one is a bad event.
+		t.total++
+		if s.Value > sr.cfg.Level {
+			t.bad++
+		}
+		sr.lastReport[cohort] = now
+		return
+	case configs.SignalDataIntegrity:
+		if s.Metric == sr.metric && s.Metric != sr.cfg.TotalMetric {
+			if s.Kind == sources.KindCounter && s.Value > 0 {
+				t.bad += s.Value
+			}
+			return
+		}
+	}
 	if s.Kind == sources.KindGauge {
 		return
 	}
 	switch sr.cfg.Type {
+	case configs.SignalDataIntegrity:
 	case configs.SignalLatency:
 		if s.Kind != sources.KindHistogram {
 			return

@@ -8,7 +8,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 PROMETHEUS_VERSION := v0.316.0
 PROMETHEUS := $(GOBIN)/prometheus
 
-.PHONY: all build run test fuzz bench lint clean prometheus
+.PHONY: all build run test fuzz bench bench-detect lint clean prometheus
 
 all: build
 
@@ -46,6 +46,11 @@ fuzz:
 bench: $(PROMETHEUS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	PROMETHEUS=$(PROMETHEUS) ./scripts/bench.sh
+
+## bench-detect: the detection benchmark of DETECTION.md (1–2.5 min on 2
+## cores, fixed seeds); writes docs/detection.md.
+bench-detect:
+	$(GO) run ./tools/detectbench -out docs/detection.md
 
 clean:
 	rm -rf bin data

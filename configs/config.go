@@ -601,6 +601,8 @@ func (c *Config) validate() []fieldError {
 				add(sp+".tolerance", "must be >= 0")
 			case math.IsInf(s.Tolerance, 1):
 				add(sp+".tolerance", "must be finite")
+			case s.Tolerance >= 31:
+				add(sp+".tolerance", "must be below 31: a candidate 32 times worse is the most the test resolves")
 			}
 		}
 	}

@@ -15,21 +15,27 @@ import (
 // hundred floats.
 //
 // The e-value against the null θ ≤ θ₀ is the likelihood ratio mixed with a
-// uniform prior over the grid points above θ₀; it is a non-negative
+// prior over the grid points above θ₀ (weight ∝ 1/j on the j-th); it is a non-negative
 // supermartingale under the null, so by Ville's inequality it crosses 1/α
 // with probability at most α however often it is looked at.
 //
 // The same construction, for each grid point as a null, gives a confidence
-// sequence for θ (valid at all times at level α): the interval reported is
+// sequence for θ, each end valid at all times at level α: the interval reported is
 // bounded by the neighbours of the outermost grid points not rejected, which
 // keeps its coverage when the true θ falls between grid points.
 type CountTest struct {
-	theta0 float64
-	alpha  float64
-	grid   []float64
-	i0     int // index of theta0 in grid
-	logL   []float64
-	maxE   float64
+	theta0  float64
+	alpha   float64
+	grid    []float64
+	logGrid []float64
+	i0      int // index of theta0 in grid
+	logL    []float64
+	// logW are the prior's log-weights on the alternatives above θ₀: the
+	// j-th gets weight ∝ 1/j (j <= maxAlternatives), which puts most mass
+	// on the moderate effects that matter and still catches large ones in
+	// a tick or two.
+	logW []float64
+	maxE float64
 
 	// Running sums since the test began.
 	CandidateBad, BaselineBad     float64
@@ -41,6 +47,8 @@ type CountTest struct {
 const (
 	gridSteps   = 48
 	gridPerStep = 8
+	// maxAlternatives bounds the prior's support above θ₀ (32 steps: θ₀·16).
+	maxAlternatives = 32
 )
 
 // NewCountTest builds a test of θ ≤ theta0 at level alpha.
@@ -55,7 +63,20 @@ func NewCountTest(theta0, alpha float64) *CountTest {
 		copy(grid[i0+1:], grid[i0:])
 		grid[i0] = theta0
 	}
-	return &CountTest{theta0: theta0, alpha: alpha, grid: grid, i0: i0, logL: make([]float64, len(grid)), maxE: 1}
+	t := &CountTest{theta0: theta0, alpha: alpha, grid: grid, i0: i0, logL: make([]float64, len(grid)), maxE: 1}
+	t.logGrid = make([]float64, len(grid))
+	for i, th := range grid {
+		t.logGrid[i] = math.Log(th)
+	}
+	n := min(maxAlternatives, len(grid)-1-i0)
+	var h float64
+	for j := 1; j <= n; j++ {
+		h += 1 / float64(j)
+	}
+	for j := 1; j <= n; j++ {
+		t.logW = append(t.logW, -math.Log(float64(j)*h))
+	}
+	return t
 }
 
 // Observe adds one tick.
@@ -68,10 +89,12 @@ func (t *CountTest) Observe(x, nc, y, nb float64) {
 	if nc <= 0 || nb <= 0 || x+y <= 0 {
 		return // no information about θ in this tick
 	}
+	// log q(θ)^x (1−q(θ))^y = x·log θ − (x+y)·log(1 + ρ(θ−1)) + terms
+	// the same for every θ, which cancel in every ratio read from logL.
 	rho := nc / (nc + nb)
+	e := x + y
 	for i, th := range t.grid {
-		q := rho * th / (rho*th + 1 - rho)
-		t.logL[i] += x*math.Log(q) + y*math.Log1p(-q)
+		t.logL[i] += x*t.logGrid[i] - e*math.Log1p(rho*(th-1))
 	}
 	if e := t.EValue(); e > t.maxE {
 		t.maxE = e
@@ -80,8 +103,18 @@ func (t *CountTest) Observe(x, nc, y, nb float64) {
 
 // EValue is the mixture likelihood ratio against θ ≤ θ₀.
 func (t *CountTest) EValue() float64 {
-	alt := t.logL[t.i0+1:]
-	return math.Exp(logMeanExp(alt) - t.logL[t.i0])
+	if len(t.logW) == 0 {
+		return 1 // no alternative above θ₀ on the grid
+	}
+	mx := math.Inf(-1)
+	for j, w := range t.logW {
+		mx = math.Max(mx, t.logL[t.i0+1+j]+w)
+	}
+	var s float64
+	for j, w := range t.logW {
+		s += math.Exp(t.logL[t.i0+1+j] + w - mx)
+	}
+	return math.Exp(mx + math.Log(s) - t.logL[t.i0])
 }
 
 // PValue is the always-valid p-value: min(1, 1/max e-value so far).

@@ -64,6 +64,11 @@ const (
 	// failed transactions: a counter, Metric) per request (TotalMetric's
 	// count); the playbook asks for a data audit when it moves.
 	SignalDataIntegrity = "data_integrity"
+	// SignalThroughput compares the candidate's share of successful
+	// requests with the traffic weight its deployment declares: a canary
+	// that serves less than its share (crashing, failing health checks,
+	// taken out of the load balancer) has regressed.
+	SignalThroughput = "throughput"
 )
 
 // RuleConfig makes a signal a rule-based check, as Argo Rollouts and
@@ -566,9 +571,13 @@ func (c *Config) validate() []fieldError {
 				if s.Metric == DefaultSignal.Metric {
 					add(sp+".metric", "must name the counter of integrity failures (like db.client.failed_writes), not the request histogram")
 				}
+			case SignalThroughput:
+				if s.Rule != nil {
+					add(sp+".rule", "a throughput signal has no rule form")
+				}
 			default:
 				add(sp+".type", "unknown signal type %q (known: %s)", s.Type,
-					strings.Join([]string{SignalErrorRatio, SignalLatency, SignalSLO, SignalSaturation, SignalDataIntegrity}, ", "))
+					strings.Join([]string{SignalErrorRatio, SignalLatency, SignalSLO, SignalSaturation, SignalDataIntegrity, SignalThroughput}, ", "))
 			}
 			if s.Type != SignalSLO && s.Objective != 0 {
 				add(sp+".objective", "only an slo signal has an objective")

@@ -57,7 +57,7 @@ var badConfigs = map[string]string{
 	"duplicate_signal_name.yaml":     `guards[0].signals[1].name: "errors" is already used by guards[0].signals[0] (line 6)`,
 	"empty_signals.yaml":             "guards[0].signals: needs at least one signal (line 4)",
 	"missing_signals.yaml":           "guards[0].signals: needs at least one signal (line 2)",
-	"unknown_signal_type.yaml":       `guards[0].signals[0].type: unknown signal type "latency_p99" (known: error_ratio, latency, slo, saturation, data_integrity) (line 6)`,
+	"unknown_signal_type.yaml":       `guards[0].signals[0].type: unknown signal type "latency_p99" (known: error_ratio, latency, slo, saturation, data_integrity, throughput) (line 6)`,
 	"service_with_dot.yaml":          `guards[0].service: "shop.checkout" must be one NATS subject token (no '.', '*', '>' or spaces) (line 3)`,
 
 	"bad_nats_url.yaml":   `nats.url: "localhost:4222" is not a NATS URL like nats://host:4222 (line 2)`,

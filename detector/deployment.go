@@ -20,17 +20,20 @@ const (
 // Deployment is service Service moving from PreviousVersion (stable) to
 // Version (candidate).
 type Deployment struct {
-	ID              string    `json:"id"`
-	Service         string    `json:"service"`
-	Version         string    `json:"version"`
-	PreviousVersion string    `json:"previous_version"`
-	Commit          string    `json:"commit,omitempty"`
-	PreviousCommit  string    `json:"previous_commit,omitempty"`
-	Flags           []string  `json:"flags"`
-	Migration       string    `json:"migration"`
-	Strategy        string    `json:"strategy,omitempty"`
-	Source          string    `json:"source"` // "api" or "implicit"
-	StartedAt       time.Time `json:"started_at"`
+	ID              string   `json:"id"`
+	Service         string   `json:"service"`
+	Version         string   `json:"version"`
+	PreviousVersion string   `json:"previous_version"`
+	Commit          string   `json:"commit,omitempty"`
+	PreviousCommit  string   `json:"previous_commit,omitempty"`
+	Flags           []string `json:"flags"`
+	Migration       string   `json:"migration"`
+	Strategy        string   `json:"strategy,omitempty"`
+	// Weight is the percent of traffic routed to the candidate, when the
+	// deploy tool knows it; throughput signals need it.
+	Weight    float64   `json:"weight,omitempty"`
+	Source    string    `json:"source"` // "api" or "implicit"
+	StartedAt time.Time `json:"started_at"`
 	// SupersededBy is set when a newer deployment of the service replaced this one.
 	SupersededBy string `json:"superseded_by,omitempty"`
 	// EndedAt and EndReason (superseded, promoted) are set once it is over.
@@ -75,6 +78,9 @@ func (d *Deployment) validate() error {
 	case "", "canary", "blue_green", "rolling", "all_at_once":
 	default:
 		return invalid("strategy %q must be one of canary, blue_green, rolling, all_at_once", d.Strategy)
+	}
+	if !(d.Weight >= 0 && d.Weight < 100) {
+		return invalid("weight %v must be a percent of traffic, >= 0 and < 100", d.Weight)
 	}
 	for i, f := range d.Flags {
 		if strings.TrimSpace(f) == "" {

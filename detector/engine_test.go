@@ -427,3 +427,31 @@ func TestEngineSaturationAndIntegrity(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineThroughput: a canary at a declared 10 % weight that serves only
+// 5 % of the successful requests has regressed; one serving its share has not.
+func TestEngineThroughput(t *testing.T) {
+	cfg := strings.Replace(engineConfig, "      - name: errors\n", "      - name: served\n        type: throughput\n", 1)
+	for _, tc := range []struct {
+		name   string
+		canary float64
+		weight float64
+		want   State
+	}{{"drop", 50, 10, StateRegressed}, {"share kept", 100, 10, StateInconclusive}, {"no weight", 50, 0, StateNoData}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, rec := newClock(), &recorder{}
+			e := NewEngine(mustParse(t, cfg), EngineOptions{Handler: rec, Now: c.now})
+			if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Weight: tc.weight}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 60; i++ {
+				_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 900), requests("checkout", "v2", 200, tc.canary)})
+				c.advance(10 * time.Second)
+				e.Evaluate()
+			}
+			if v := rec.last(t); v.State != tc.want {
+				t.Errorf("verdict %s: %+v", v.State, v.Signals[0])
+			}
+		})
+	}
+}

@@ -121,6 +121,20 @@ func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
 		}
 		sr.lastReport[cohort] = now
 		return
+	case configs.SignalThroughput:
+		if s.Kind == sources.KindGauge {
+			return
+		}
+		// Successful requests are the events; their split between the
+		// cohorts is compared with the declared weight.
+		if code, err := strconv.Atoi(s.Labels.Get(sr.cfg.StatusLabel)); err != nil || code < sr.cfg.BadStatusMin {
+			t.bad += n
+		}
+		if n > 0 {
+			t.total += n
+			sr.lastReport[cohort] = now
+		}
+		return
 	case configs.SignalDataIntegrity:
 		if s.Metric == sr.metric && s.Metric != sr.cfg.TotalMetric {
 			if s.Kind == sources.KindCounter && s.Value > 0 {
@@ -225,6 +239,9 @@ func (t *tick) merge(o tick) {
 func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval time.Duration) []Evidence {
 	if sr.cfg.Type == configs.SignalSLO {
 		return sr.evaluateSLO(d, now, noData)
+	}
+	if sr.cfg.Type == configs.SignalThroughput {
+		return sr.evaluateThroughput(d, now, noData)
 	}
 	if sr.decideMode(d, now, interval); sr.mode == configs.BaselineBeforeAfter {
 		return sr.evaluateBeforeAfter(d, now, noData)
@@ -400,6 +417,50 @@ func (sr *signalRun) evaluateSLO(d *deploymentRun, now time.Time, noData time.Du
 	if ev.State != StateRegressed && now.Sub(sr.lastReport[candidate]) > noData {
 		ev.State = StateNoData
 		ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+	}
+	sr.evidence = append(sr.evidence[:0], ev)
+	return sr.evidence
+}
+
+// evaluateThroughput tests whether the baseline serves more of the
+// successful requests than the weight gives it — the candidate less: the
+// count test with the cohorts' roles swapped and the declared weight as
+// the traffic share.
+func (sr *signalRun) evaluateThroughput(d *deploymentRun, now time.Time, noData time.Duration) []Evidence {
+	a := sr.arms[0]
+	w := d.Weight / 100
+	c, b := sr.cur[candidate], sr.cur[baseline]
+	if w > 0 && (c.total > 0 || b.total > 0) && now.Sub(sr.lastBatch) >= 0 {
+		a.test.Observe(b.bad, 1-w, c.bad, w)
+		sr.cur = [2]tick{}
+		sr.lastBatch = now
+	}
+	t := a.test
+	ev := Evidence{Signal: a.name, Kind: "sequential", Theta0: t.Theta0(), Alpha: t.alpha, Threshold: t.Threshold(),
+		// Totals are successful requests; Ratio is each version's share of them.
+		Baseline:  CohortCounts{Version: d.PreviousVersion, Total: t.CandidateBad},
+		Candidate: CohortCounts{Version: d.Version, Total: t.BaselineBad},
+		EValue:    Float(t.EValue()), PValue: t.PValue(), Ticks: t.Ticks, Estimate: Float(math.NaN()),
+		IntervalHigh: Float(math.Inf(1)), WindowStart: d.StartedAt, WindowEnd: sr.lastBatch}
+	succ := t.CandidateBad + t.BaselineBad
+	share := 0.0
+	if succ > 0 {
+		share = t.BaselineBad / succ
+		ev.Candidate.Ratio, ev.Baseline.Ratio = share, 1-share
+	}
+	switch {
+	case w == 0:
+		ev.State = StateNoData
+		ev.Reason = "the deployment declares no traffic weight: announce it with weight to check throughput"
+	case t.Regressed():
+		ev.State = StateRegressed
+		ev.Reason = fmt.Sprintf("the candidate served %.3g%% of successful requests where its weight of %g%% predicts more", 100*share, d.Weight)
+	case now.Sub(sr.lastReport[baseline]) > noData && now.Sub(sr.lastReport[candidate]) > noData:
+		ev.State = StateNoData
+		ev.Reason = "no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
+	default:
+		ev.State = StateInconclusive
+		ev.Reason = fmt.Sprintf("the candidate served %.3g%% of successful requests at a weight of %g%%", 100*share, d.Weight)
 	}
 	sr.evidence = append(sr.evidence[:0], ev)
 	return sr.evidence

@@ -115,6 +115,7 @@ type announcement struct {
 	Flags           []string `json:"flags"`
 	Migration       string   `json:"migration"`
 	Strategy        string   `json:"strategy"`
+	Weight          float64  `json:"weight"`
 }
 
 func (a *api) announce(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +173,7 @@ func DecodeAnnouncement(r io.Reader) (detector.Deployment, error) {
 	return detector.Deployment{
 		ID: body.ID, Service: body.Service, Version: body.Version, PreviousVersion: body.PreviousVersion,
 		Commit: body.Commit, PreviousCommit: body.PreviousCommit, Flags: body.Flags,
-		Migration: body.Migration, Strategy: body.Strategy,
+		Migration: body.Migration, Strategy: body.Strategy, Weight: body.Weight,
 	}, nil
 }
 

@@ -54,6 +54,9 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	depMigration := deployCmd.Flag("migration", "Database migration: none, reversible or irreversible.").Default("none").Enum("none", "reversible", "irreversible")
 	depStrategy := deployCmd.Flag("strategy", "canary, blue_green, rolling or all_at_once.").Enum("canary", "blue_green", "rolling", "all_at_once")
 	depID := deployCmd.Flag("id", "An id of your own (default: derived from service and versions).").String()
+	depWeight := deployCmd.Flag("weight", "Percent of traffic routed to the new version (throughput signals need it).").Float64()
+
+	replayCmd, replay := addReplayCommand(app)
 
 	versionCmd := app.Command("version", "Print the version.")
 
@@ -99,11 +102,16 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		if len(*depFlags) > 0 {
 			do.body["flags"] = *depFlags
 		}
+		if *depWeight > 0 {
+			do.body["weight"] = *depWeight
+		}
 		if err := announce(do, stdout); err != nil {
 			fmt.Fprintf(stderr, "rollguard: %v\n", err)
 			return 1
 		}
 		return 0
+	case replayCmd.FullCommand():
+		return replay(stdout, stderr)
 	case versionCmd.FullCommand():
 		fmt.Fprintf(stdout, "rollguard %s\n", version)
 		return 0

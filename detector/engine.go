@@ -537,7 +537,11 @@ func (e *Engine) Evaluate() {
 			run := d.run(g, now)
 			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now}
 			for _, sr := range run.signals {
-				for _, ev := range sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout), time.Duration(e.global.EvaluationInterval)) {
+				evs := sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout), time.Duration(e.global.EvaluationInterval))
+				if sr.lastBatch.Equal(now) {
+					sr.record(now, evs)
+				}
+				for _, ev := range evs {
 					v.Signals = append(v.Signals, ev)
 					for _, st := range []State{StateRegressed, StateHealthy, StateInconclusive, StateNoData} {
 						val := 0.0
@@ -616,6 +620,32 @@ func (e *Engine) Guards() []GuardStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// SignalSeries is one signal's chart history on the active deployment.
+type SignalSeries struct {
+	Signal string  `json:"signal"`
+	Points []Point `json:"points"`
+}
+
+// Series returns the chart history of every signal of a guard on its
+// active deployment; ok is false for an unknown guard.
+func (e *Engine) Series(guard string) (out []SignalSeries, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g := e.guards[guard]
+	if g == nil {
+		return nil, false
+	}
+	out = []SignalSeries{}
+	if d := e.deployments[g.Service]; d != nil {
+		if r := d.guards[guard]; r != nil {
+			for _, sr := range r.signals {
+				out = append(out, SignalSeries{Signal: sr.cfg.Name, Points: append([]Point(nil), sr.points...)})
+			}
+		}
+	}
+	return out, true
 }
 
 // Deployments returns the active deployments, then the recently ended ones.

@@ -38,6 +38,44 @@ type signalRun struct {
 	// SLO: the candidate's ticks over the longest burn window.
 	slo      []stampedTick
 	sloFired bool
+
+	// points is the evidence after each tested batch, for charts.
+	points []Point
+}
+
+// Point is a signal's evidence after one tested batch: running counts and
+// e-values per test, from which charts draw baseline against candidate
+// over time.
+type Point struct {
+	At   time.Time  `json:"at"`
+	Arms []ArmPoint `json:"arms"`
+}
+
+// ArmPoint is one test's running counts at a Point.
+type ArmPoint struct {
+	Signal    string       `json:"signal"`
+	State     State        `json:"state"`
+	Candidate CohortCounts `json:"candidate"`
+	Baseline  CohortCounts `json:"baseline"`
+	EValue    Float        `json:"e_value"`
+	Threshold float64      `json:"threshold"`
+}
+
+// maxPoints bounds a signal's chart history (two hours of 10 s ticks).
+const maxPoints = 720
+
+// record keeps the evidence of a tested batch.
+func (sr *signalRun) record(now time.Time, evs []Evidence) {
+	p := Point{At: now}
+	for _, ev := range evs {
+		p.Arms = append(p.Arms, ArmPoint{Signal: ev.Signal, State: ev.State, Candidate: ev.Candidate,
+			Baseline: ev.Baseline, EValue: ev.EValue, Threshold: ev.Threshold})
+	}
+	if len(sr.points) == maxPoints {
+		copy(sr.points, sr.points[1:])
+		sr.points = sr.points[:maxPoints-1]
+	}
+	sr.points = append(sr.points, p)
 }
 
 // arm is one test of a signal.

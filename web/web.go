@@ -25,6 +25,7 @@ type Deployments interface {
 	Announce(detector.Deployment) (detector.Deployment, error)
 	Deployments() []detector.Deployment
 	Guards() []detector.GuardStatus
+	Series(guard string) ([]detector.SignalSeries, bool)
 }
 
 // Incidents is what the API needs of the playbook.
@@ -75,6 +76,14 @@ func Handler(o Options) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/v1/guards", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"guards": o.Deployments.Guards()})
+	})
+	mux.HandleFunc("GET /api/v1/guards/{name}/series", func(w http.ResponseWriter, r *http.Request) {
+		series, ok := o.Deployments.Series(r.PathValue("name"))
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no guard %q", r.PathValue("name")))
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"guard": r.PathValue("name"), "series": series})
 	})
 	mux.HandleFunc("GET /api/v1/deployments", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"deployments": o.Deployments.Deployments()})

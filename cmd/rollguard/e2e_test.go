@@ -335,8 +335,23 @@ func TestRegressionPublishesOneFlagKill(t *testing.T) {
 	if e.Candidate.Ratio <= e.Baseline.Ratio || float64(e.IntervalLow) <= 1 {
 		t.Errorf("evidence says candidate %.4f vs baseline %.4f, interval low %v", e.Candidate.Ratio, e.Baseline.Ratio, e.IntervalLow)
 	}
+	// The chart history: one point per tested batch, the last regressed.
+	var series struct {
+		Series []detector.SignalSeries
+	}
+	code, b := td.get("/api/v1/guards/checkout/series")
+	if err := json.Unmarshal(b, &series); code != 200 || err != nil || len(series.Series) != 1 || len(series.Series[0].Points) == 0 {
+		t.Fatalf("series: %d %s", code, b)
+	}
+	pts := series.Series[0].Points
+	if last := pts[len(pts)-1].Arms[0]; last.Signal != "errors" || last.State != detector.StateRegressed || last.Candidate.Bad == 0 {
+		t.Errorf("last point = %+v", last)
+	}
+	if code, _ := td.get("/api/v1/guards/nope/series"); code != 404 {
+		t.Errorf("unknown guard's series: %d, want 404", code)
+	}
 	// The incident is visible in the API.
-	code, b := td.get("/api/v1/incidents")
+	code, b = td.get("/api/v1/incidents")
 	if code != 200 || !strings.Contains(string(b), `"id": "inc-`+d.ID+`"`) {
 		t.Errorf("incidents: %d %s", code, b)
 	}

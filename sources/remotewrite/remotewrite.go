@@ -108,6 +108,7 @@ type Receiver struct {
 	metrics  *metrics
 	log      hclog.Logger
 	bufs     sync.Pool // *[]byte, for compressed and decoded bodies
+	batches  sync.Pool // *batch
 }
 
 type metrics struct {
@@ -367,7 +368,8 @@ func readAll(rd io.Reader, buf []byte, size int64) ([]byte, error) {
 // write decodes a whole request, and only then converts and appends it, so a
 // malformed request changes nothing.
 func (r *Receiver) write(msg string, body []byte) (written, error) {
-	b := newBatch(r)
+	b := r.getBatch()
+	defer r.putBatch(b)
 	var err error
 	if msg == messageV2 {
 		err = r.decodeV2(body, b)
@@ -385,9 +387,11 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 	// Floats and native histograms are converted apart so that the
 	// converter's drops can be told apart in the written counts. Classic
 	// histograms are floats: their series stay together.
-	floatDrops, histDrops := map[string]int{}, map[string]int{}
+	floatDrops, histDrops := b.floatDrops, b.histDrops
 	samples := r.conv.Convert(b.floats, floatDrops)
-	samples = append(samples, r.conv.Convert(b.hists, histDrops)...)
+	if len(b.hists) > 0 {
+		samples = append(samples, r.conv.Convert(b.hists, histDrops)...)
+	}
 	wr := b.written
 	wr.samples -= lost(floatDrops)
 	wr.histograms -= lost(histDrops)

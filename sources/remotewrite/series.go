@@ -1,6 +1,7 @@
 package remotewrite
 
 import (
+	"encoding/binary"
 	"math"
 	"strings"
 	"sync"
@@ -25,14 +26,68 @@ type batch struct {
 	wants map[string]bool
 	// doors caches the Filter's door labels per metric name (see sources.DoorFilter).
 	doors map[string][]sources.Label
+	// names caches, for 1.0, what the Filter says of metric names (views
+	// into the request), in sets of two chosen by a hash of a few of their
+	// bytes: cheaper than the maps, which hash the whole name.
+	names     [128][2]nameEntry
+	namesUsed []uint8 // the sets to clear
 	// families are the 1.0 metadata of this request.
 	families map[string]familyType
 	// buckets is what is left of MaxNativeBuckets.
 	buckets int64
+	// labels holds the labels of the points: they are only read until the
+	// converter has made its samples (with labels of their own), so the
+	// space is reused by the next request.
+	labels []sources.Label
+	// floatDrops and histDrops count the converter's drops.
+	floatDrops, histDrops map[string]int
+	// The decoders' state, kept with its buffers from request to request.
+	v1 v1Series
+	v2 v2State
 }
 
-func newBatch(r *Receiver) *batch {
-	return &batch{r: r, drops: map[string]int{}, wants: map[string]bool{}, doors: map[string][]sources.Label{}, buckets: r.cfg.MaxNativeBuckets}
+// getBatch takes a batch for a request from the pool; putBatch returns it.
+func (r *Receiver) getBatch() *batch {
+	if b, ok := r.batches.Get().(*batch); ok {
+		b.buckets = r.cfg.MaxNativeBuckets
+		return b
+	}
+	return &batch{r: r, drops: map[string]int{}, wants: map[string]bool{}, doors: map[string][]sources.Label{},
+		floatDrops: map[string]int{}, histDrops: map[string]int{}, buckets: r.cfg.MaxNativeBuckets}
+}
+
+// maxPooledNames bounds the names a pooled batch keeps in its maps.
+const maxPooledNames = 1 << 12
+
+func (r *Receiver) putBatch(b *batch) {
+	clear(b.floats)
+	clear(b.hists)
+	clear(b.labels)
+	b.floats, b.hists, b.labels = shrink(b.floats), shrink(b.hists), shrink(b.labels)
+	for _, m := range []map[string]int{b.drops, b.floatDrops, b.histDrops} {
+		clear(m)
+	}
+	if len(b.wants) > maxPooledNames {
+		b.wants, b.doors = map[string]bool{}, map[string][]sources.Label{}
+	}
+	clear(b.wants)
+	clear(b.doors)
+	b.families = nil
+	for _, i := range b.namesUsed {
+		b.names[i] = [2]nameEntry{}
+	}
+	b.namesUsed = b.namesUsed[:0]
+	b.written = written{}
+	b.v1.release()
+	b.v2.release()
+	r.batches.Put(b)
+}
+
+// newLabels returns room for a series' n labels.
+func (b *batch) newLabels(n int) sources.Labels {
+	start := len(b.labels)
+	b.labels = append(b.labels, make([]sources.Label, n)...)
+	return b.labels[start : start+n : start+n]
 }
 
 // drop counts the points of a series that is not written.
@@ -82,6 +137,43 @@ func (b *batch) decide(name string) bool {
 	return w
 }
 
+type nameEntry struct {
+	name  []byte
+	want  bool
+	doors []sources.Label
+}
+
+// decisionOf is wanted and doorsOf for a name (not empty) not yet made a
+// string.
+func (b *batch) decisionOf(name []byte) (want bool, doors []sources.Label) {
+	// The first and last eight bytes tell most names apart.
+	var h uint64
+	if n := len(name); n >= 8 {
+		h = binary.LittleEndian.Uint64(name)*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(name[n-8:])*0xc2b2ae3d27d4eb4f
+	} else {
+		h = uint64(name[0])<<16 | uint64(name[n-1])<<8
+	}
+	i := uint8((h ^ uint64(len(name))) * 0x9e3779b97f4a7c15 >> 57)
+	set := &b.names[i]
+	for j := range set {
+		if e := &set[j]; e.name != nil && string(e.name) == string(name) {
+			return e.want, e.doors
+		}
+	}
+	want = b.wantedBytes(name)
+	if want {
+		var ok bool
+		if doors, ok = b.doors[string(name)]; !ok {
+			doors = b.doorsOf(string(name))
+		}
+	}
+	if set[0].name == nil {
+		b.namesUsed = append(b.namesUsed, i)
+	}
+	set[1], set[0] = set[0], nameEntry{name: name, want: want, doors: doors}
+	return want, doors
+}
+
 // doorsOf returns the door labels for a metric name (or its histogram base).
 func (b *batch) doorsOf(name string) []sources.Label {
 	if d, ok := b.doors[name]; ok {
@@ -103,50 +195,23 @@ func (b *batch) doorsOf(name string) []sources.Label {
 	return d
 }
 
-// throughDoor reports whether a series carries one of the door labels, or
-// there are none; at(i) gives its i-th label pair without allocating.
-func throughDoor(doors []sources.Label, n int, at func(i int) (name, value []byte)) bool {
-	if doors == nil {
-		return true
-	}
-	for i := 0; i < n; i++ {
-		name, value := at(i)
-		for _, d := range doors {
-			if string(name) == d.Name && string(value) == d.Value {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// labelLimit returns the drop reason of a series whose labels break a limit,
-// or "". n is the number of labels, and names and values their lengths.
-func (r *Receiver) labelLimit(n int, nameLen, valueLen func(i int) int) string {
-	if n > r.cfg.MaxLabelsPerSeries {
-		return DropLabelCount
-	}
-	for i := 0; i < n; i++ {
-		if nameLen(i) > r.cfg.MaxLabelNameBytes {
-			return DropLabelName
-		}
-		if valueLen(i) > r.cfg.MaxLabelValueBytes {
-			return DropLabelValue
-		}
-	}
-	return ""
-}
-
 // finishLabels validates and normalises a series' labels in place: names must
 // be non-empty UTF-8 and values UTF-8; a label with an empty value is no
 // label (as in PromQL); the result is sorted. ok is false for invalid labels.
 func finishLabels(ls sources.Labels) (sources.Labels, bool) {
-	out := ls[:0]
-	sorted := true
 	for _, l := range ls {
 		if l.Name == "" || !utf8.ValidString(l.Name) || !utf8.ValidString(l.Value) {
 			return nil, false
 		}
+	}
+	return normaliseLabels(ls), true
+}
+
+// normaliseLabels is finishLabels for labels known to be valid.
+func normaliseLabels(ls sources.Labels) sources.Labels {
+	out := ls[:0]
+	sorted := true
+	for _, l := range ls {
 		if l.Value == "" {
 			continue
 		}
@@ -156,9 +221,30 @@ func finishLabels(ls sources.Labels) (sources.Labels, bool) {
 		out = append(out, l)
 	}
 	if !sorted {
-		out = out.Sort()
+		out = sortLabels(out)
 	}
-	return out, true
+	return out
+}
+
+// sortLabels is sources.Labels.Sort (stable by name, the last of a name
+// kept), by insertion (stable too) for the few labels of most series.
+func sortLabels(ls sources.Labels) sources.Labels {
+	if len(ls) > 32 {
+		return ls.Sort()
+	}
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	out := ls[:0]
+	for i, l := range ls {
+		if i+1 < len(ls) && ls[i+1].Name == l.Name {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // staleNaN is Prometheus' stale marker (value.StaleNaN).

@@ -1,8 +1,10 @@
 package remotewrite
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"unicode/utf8"
 
 	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
@@ -103,26 +105,80 @@ type v1Sample struct {
 	v float64
 }
 
-// v1Series is one TimeSeries, its labels still views into the request. It
-// is reused from series to series.
+// v1Series is one TimeSeries: buf is its message, and labels are where its
+// label names and values are in it. It is reused from series to series, and
+// series holds where the request's series are between the two passes.
+// Offsets rather than views: they hold no pointers, so storing them costs
+// the garbage collector nothing.
 type v1Series struct {
-	names, values [][]byte
-	samples       []v1Sample
-	hists         []*writev2.Histogram
-	exemplars     int
+	buf       []byte
+	labels    []v1Label
+	samples   []v1Sample
+	hists     []*writev2.Histogram
+	exemplars int
+	series    []span
+}
+
+type v1Label struct{ name, value span }
+
+func (s *v1Series) name(i int) []byte  { return s.buf[s.labels[i].name.start:s.labels[i].name.end] }
+func (s *v1Series) value(i int) []byte { return s.buf[s.labels[i].value.start:s.labels[i].value.end] }
+
+// The one-byte tags of the common layout, read without the generic path.
+const (
+	tagV1Timeseries = v1RequestTimeseries<<3 | 2
+	tagV1Labels     = v1SeriesLabels<<3 | 2
+	tagV1Samples    = v1SeriesSamples<<3 | 2
+	tagV1Value      = v1SampleValue<<3 | 1
+	tagV1Timestamp  = v1SampleTimestamp<<3 | 0
+)
+
+// shortBytes reads a length-delimited field of a one-byte tag at the start
+// of b whose length has one or two bytes, and is there: the value and what
+// follows. ok is false for anything else, which the generic path reads
+// (with the same result, or the error).
+func shortBytes(b []byte) (v, rest []byte, ok bool) {
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n, h := int(b[1]), 2
+	if n >= 0x80 {
+		if len(b) < 3 || b[2] >= 0x80 {
+			return nil, nil, false
+		}
+		n, h = n&0x7f|int(b[2])<<7, 3
+	}
+	if n > len(b)-h {
+		return nil, nil, false
+	}
+	return b[h : h+n], b[h+n:], true
 }
 
 func (r *Receiver) decodeV1(buf []byte, b *batch) error {
 	// Metadata first, so that it types the series of its request wherever it is.
-	var nSeries, nMeta int
+	s := &b.v1
+	series := s.series[:0]
+	nMeta := 0
 	f := fields{b: buf}
-	for fl, ok := f.next(); ok; fl, ok = f.next() {
+	for len(f.b) > 0 {
+		if f.b[0] == tagV1Timeseries {
+			if v, rest, ok := shortBytes(f.b); ok {
+				end := len(buf) - len(rest)
+				series, f.b = append(series, span{end - len(v), end}), rest
+				continue
+			}
+		}
+		fl, ok := f.next()
+		if !ok {
+			break
+		}
 		switch fl.num {
 		case v1RequestTimeseries:
 			if err := fl.want(protowire.BytesType, "timeseries"); err != nil {
 				return err
 			}
-			nSeries++
+			end := len(buf) - len(f.b)
+			series = append(series, span{end - len(fl.b), end})
 		case v1RequestMetadata:
 			if err := fl.want(protowire.BytesType, "metadata"); err != nil {
 				return err
@@ -133,24 +189,15 @@ func (r *Receiver) decodeV1(buf []byte, b *batch) error {
 			nMeta++
 		}
 	}
+	s.series = series
 	if f.err != nil {
 		return fmt.Errorf("write request: %w", f.err)
 	}
-	if nSeries == 0 {
-		return nil
-	}
-	var s v1Series
-	i := 0
-	f = fields{b: buf}
-	for fl, ok := f.next(); ok; fl, ok = f.next() {
-		if fl.num != v1RequestTimeseries {
-			continue
-		}
-		if err := s.parse(fl.b); err != nil {
+	for i, sp := range series {
+		if err := s.parse(buf[sp.start:sp.end]); err != nil {
 			return fmt.Errorf("timeseries[%d]: %w", i, err)
 		}
-		r.addV1(&s, b)
-		i++
+		r.addV1(s, b)
 	}
 	return nil
 }
@@ -189,20 +236,54 @@ func (b *batch) metadataV1(buf []byte) error {
 	return nil
 }
 
+// release drops the request body, and what a large request would leave pinned.
+func (s *v1Series) release() {
+	s.buf, s.hists = nil, nil
+	s.labels, s.samples, s.series = shrink(s.labels), shrink(s.samples), shrink(s.series)
+}
+
 func (s *v1Series) parse(buf []byte) error {
-	s.names, s.values, s.samples, s.hists, s.exemplars = s.names[:0], s.values[:0], s.samples[:0], nil, 0
+	s.buf, s.labels, s.samples, s.exemplars = buf, s.labels[:0], s.samples[:0], 0
+	if s.hists != nil {
+		s.hists = nil
+	}
 	f := fields{b: buf}
-	for fl, ok := f.next(); ok; fl, ok = f.next() {
+	for len(f.b) > 0 {
+		// The common layout first.
+		switch f.b[0] {
+		case tagV1Labels:
+			if v, rest, ok := shortBytes(f.b); ok {
+				l, err := parseLabelAt(v, len(buf)-len(rest)-len(v))
+				if err != nil {
+					return fmt.Errorf("labels[%d]: %w", len(s.labels), err)
+				}
+				s.labels, f.b = append(s.labels, l), rest
+				continue
+			}
+		case tagV1Samples:
+			if v, rest, ok := shortBytes(f.b); ok {
+				sm, err := parseSample(v)
+				if err != nil {
+					return fmt.Errorf("samples[%d]: %w", len(s.samples), err)
+				}
+				s.samples, f.b = append(s.samples, sm), rest
+				continue
+			}
+		}
+		fl, ok := f.next()
+		if !ok {
+			break
+		}
 		switch fl.num {
 		case v1SeriesLabels:
 			if err := fl.want(protowire.BytesType, "labels"); err != nil {
 				return err
 			}
-			name, value, err := parseLabel(fl.b)
+			l, err := parseLabelAt(fl.b, len(buf)-len(f.b)-len(fl.b))
 			if err != nil {
-				return fmt.Errorf("labels[%d]: %w", len(s.names), err)
+				return fmt.Errorf("labels[%d]: %w", len(s.labels), err)
 			}
-			s.names, s.values = append(s.names, name), append(s.values, value)
+			s.labels = append(s.labels, l)
 		case v1SeriesSamples:
 			if err := fl.want(protowire.BytesType, "samples"); err != nil {
 				return err
@@ -234,34 +315,43 @@ func (s *v1Series) parse(buf []byte) error {
 	return f.err
 }
 
-func parseLabel(buf []byte) (name, value []byte, err error) {
+// parseLabelAt parses a Label message that is at offset base of its
+// series: the label is where its name and value are in the series.
+func parseLabelAt(buf []byte, base int) (l v1Label, err error) {
 	// The common layout first: name then value, each shorter than 128
 	// bytes (a one-byte length), and nothing else.
 	if len(buf) >= 4 && buf[0] == 0x0a && buf[1] < 0x80 {
 		n := 2 + int(buf[1])
 		if len(buf) >= n+2 && buf[n] == 0x12 && buf[n+1] < 0x80 && len(buf) == n+2+int(buf[n+1]) {
-			return buf[2:n], buf[n+2:], nil
+			return v1Label{span{base + 2, base + n}, span{base + n + 2, base + len(buf)}}, nil
 		}
 	}
 	f := fields{b: buf}
 	for fl, ok := f.next(); ok; fl, ok = f.next() {
+		end := base + len(buf) - len(f.b)
 		switch fl.num {
 		case v1LabelName:
 			if err := fl.want(protowire.BytesType, "name"); err != nil {
-				return nil, nil, err
+				return v1Label{}, err
 			}
-			name = fl.b
+			l.name = span{end - len(fl.b), end}
 		case v1LabelValue:
 			if err := fl.want(protowire.BytesType, "value"); err != nil {
-				return nil, nil, err
+				return v1Label{}, err
 			}
-			value = fl.b
+			l.value = span{end - len(fl.b), end}
 		}
 	}
-	return name, value, f.err
+	return l, f.err
 }
 
 func parseSample(buf []byte) (v1Sample, error) {
+	// The common layout first: the value, then the timestamp, and nothing else.
+	if len(buf) >= 11 && buf[0] == tagV1Value && buf[9] == tagV1Timestamp {
+		if t, n := protowire.ConsumeVarint(buf[10:]); n == len(buf)-10 {
+			return v1Sample{t: int64(t), v: math.Float64frombits(binary.LittleEndian.Uint64(buf[1:9]))}, nil
+		}
+	}
 	var s v1Sample
 	f := fields{b: buf}
 	for fl, ok := f.next(); ok; fl, ok = f.next() {
@@ -290,7 +380,7 @@ func checkExemplar(buf []byte) error {
 		switch fl.num {
 		case v1ExemplarLabels:
 			if err = fl.want(protowire.BytesType, "labels"); err == nil {
-				_, _, err = parseLabel(fl.b)
+				_, err = parseLabelAt(fl.b, 0)
 			}
 		case v1ExemplarValue:
 			err = fl.want(protowire.Fixed64Type, "value")
@@ -307,32 +397,20 @@ func checkExemplar(buf []byte) error {
 // addV1 adds one decoded series to the batch, or counts why not.
 func (r *Receiver) addV1(s *v1Series, b *batch) {
 	np, nh := len(s.samples), len(s.hists)
-	if reason := r.labelLimit(len(s.names),
-		func(i int) int { return len(s.names[i]) },
-		func(i int) int { return len(s.values[i]) }); reason != "" {
+	name, reason := r.labelLimitV1(s)
+	if reason != "" {
 		b.drop(reason, np+nh)
 		return
-	}
-	var name []byte
-	for i, n := range s.names {
-		if string(n) == model.MetricNameLabel {
-			name = s.values[i] // the last one wins, as in Labels.Sort
-		}
 	}
 	if len(name) == 0 {
 		b.drop(sources.DropNoName, np+nh)
 		return
 	}
-	if !b.wantedBytes(name) || !throughDoor(b.doorsOf(string(name)), len(s.names),
-		func(i int) ([]byte, []byte) { return s.names[i], s.values[i] }) {
+	if want, doors := b.decisionOf(name); !want || !s.throughDoor(doors) {
 		b.accept(np, nh, s.exemplars)
 		return
 	}
-	ls := make(sources.Labels, len(s.names))
-	for i := range s.names {
-		ls[i] = sources.Label{Name: string(s.names[i]), Value: string(s.values[i])}
-	}
-	ls, ok := finishLabels(ls)
+	ls, ok := finishLabels(s.copyLabels(b))
 	if !ok {
 		b.drop(DropInvalidLabel, np+nh)
 		return
@@ -346,6 +424,67 @@ func (r *Receiver) addV1(s *v1Series, b *batch) {
 		b.addHistogram(ls, typ, 0, h)
 	}
 	b.written.exemplars += s.exemplars
+}
+
+// labelLimitV1 returns the drop reason of a series whose labels break a
+// limit, or "", and its metric name (the value of its last __name__ label).
+func (r *Receiver) labelLimitV1(s *v1Series) (name []byte, reason string) {
+	if len(s.labels) > r.cfg.MaxLabelsPerSeries {
+		return nil, DropLabelCount
+	}
+	maxName, maxValue := r.cfg.MaxLabelNameBytes, r.cfg.MaxLabelValueBytes
+	for _, l := range s.labels {
+		if l.name.end-l.name.start > maxName {
+			return nil, DropLabelName
+		}
+		if l.value.end-l.value.start > maxValue {
+			return nil, DropLabelValue
+		}
+		if n := s.buf[l.name.start:l.name.end]; string(n) == model.MetricNameLabel {
+			name = s.buf[l.value.start:l.value.end] // the last one wins, as in Labels.Sort
+		}
+	}
+	return name, ""
+}
+
+// throughDoor reports whether the series carries one of the door labels,
+// or there are none (see sources.DoorFilter).
+func (s *v1Series) throughDoor(doors []sources.Label) bool {
+	if doors == nil {
+		return true
+	}
+	for _, l := range s.labels {
+		n := s.buf[l.name.start:l.name.end]
+		for _, d := range doors {
+			if string(n) == d.Name && string(s.buf[l.value.start:l.value.end]) == d.Value {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// copyLabels copies the series' labels out of the request, into one
+// string (one allocation), in the batch's label space.
+func (s *v1Series) copyLabels(b *batch) sources.Labels {
+	n := 0
+	for _, l := range s.labels {
+		n += l.name.end - l.name.start + l.value.end - l.value.start
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for i := range s.labels {
+		sb.Write(s.name(i))
+		sb.Write(s.value(i))
+	}
+	all := sb.String()
+	ls := b.newLabels(len(s.labels))
+	for i, l := range s.labels {
+		n, v := l.name.end-l.name.start, l.value.end-l.value.start
+		ls[i] = sources.Label{Name: all[:n], Value: all[n : n+v]}
+		all = all[n+v:]
+	}
+	return ls
 }
 
 // addHistogram adds one native histogram sample, or counts why not.

@@ -184,6 +184,29 @@ func (td *testDaemon) verdict(guard string) *detector.GuardVerdict {
 	return nil
 }
 
+// expectOutcome waits until guard has evaluated candidateTotal canary
+// requests, then checks that exactly commands commands were published and
+// that the verdict is regressed exactly when one was.
+func (td *testDaemon) expectOutcome(t *testing.T, guard string, candidateTotal float64, commands int) {
+	t.Helper()
+	checkFor(t, 20*time.Second, func() error {
+		v := td.verdict(guard)
+		if v == nil || v.Signals[0].Candidate.Total != candidateTotal {
+			return fmt.Errorf("not all requests evaluated yet: %+v", v)
+		}
+		return nil
+	})
+	checkFor(t, 10*time.Second, func() error {
+		if n := len(td.commands()); n != commands {
+			return fmt.Errorf("%d commands, want %d", n, commands)
+		}
+		return nil
+	})
+	if got := td.verdict(guard).State; (got == detector.StateRegressed) != (commands == 1) {
+		t.Errorf("verdict %s", got)
+	}
+}
+
 // nextEvaluation waits until the guard has been evaluated again.
 func (td *testDaemon) nextEvaluation(t *testing.T, guard string) {
 	t.Helper()

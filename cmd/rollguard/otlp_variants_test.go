@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-
-	"github.com/rollguard/rollguard/detector"
 )
 
 // TestOTLPVariants runs the bad canary and its healthy twin through every
@@ -68,22 +64,7 @@ func TestOTLPVariants(t *testing.T) {
 					canary.serve(t, 500)
 				}
 				stable.serve(t, 500) // pairs the canary's last batch
-				checkFor(t, 20*time.Second, func() error {
-					v := td.verdict("checkout")
-					if v == nil || v.Signals[0].Candidate.Total != rounds*500 {
-						return fmt.Errorf("not all requests evaluated yet: %+v", v)
-					}
-					return nil
-				})
-				checkFor(t, 10*time.Second, func() error {
-					if n := len(td.commands()); n != tc.commands {
-						return fmt.Errorf("%d commands, want %d", n, tc.commands)
-					}
-					return nil
-				})
-				if got := td.verdict("checkout").State; (got == detector.StateRegressed) != (tc.commands == 1) {
-					t.Errorf("verdict %s", got)
-				}
+				td.expectOutcome(t, "checkout", rounds*500, tc.commands)
 			})
 		}
 	}

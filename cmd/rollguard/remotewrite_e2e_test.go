@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -10,8 +9,6 @@ import (
 
 	remote "github.com/prometheus/client_golang/exp/api/remote"
 	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
-
-	"github.com/rollguard/rollguard/detector"
 )
 
 // promGuard guards checkout by Prometheus naming: job and version labels,
@@ -97,22 +94,7 @@ func TestRemoteWriteCanary(t *testing.T) {
 				canary.serve(t, 500)
 			}
 			stable.serve(t, 500) // pairs the canary's last batch
-			checkFor(t, 20*time.Second, func() error {
-				v := td.verdict("checkout-prom")
-				if v == nil || v.Signals[0].Candidate.Total != rounds*500 {
-					return fmt.Errorf("not all requests evaluated yet: %+v", v)
-				}
-				return nil
-			})
-			checkFor(t, 10*time.Second, func() error {
-				if n := len(td.commands()); n != tc.commands {
-					return fmt.Errorf("%d commands, want %d", n, tc.commands)
-				}
-				return nil
-			})
-			if got := td.verdict("checkout-prom").State; (got == detector.StateRegressed) != (tc.commands == 1) {
-				t.Errorf("verdict %s", got)
-			}
+			td.expectOutcome(t, "checkout-prom", rounds*500, tc.commands)
 		})
 	}
 }

@@ -22,6 +22,19 @@ func (s Subjects) Incident(service string) string {
 	return fmt.Sprintf("%s.incident.%s", s.Prefix, service)
 }
 
+// Result is rollguard.result.<action>.<service>.
+func (s Subjects) Result(action, service string) string {
+	return fmt.Sprintf("%s.result.%s.%s", s.Prefix, action, service)
+}
+
+// Results matches every result.
+func (s Subjects) Results() string { return s.Prefix + ".result.>" }
+
+// Status is rollguard.status.<service>.
+func (s Subjects) Status(service string) string {
+	return fmt.Sprintf("%s.status.%s", s.Prefix, service)
+}
+
 // Stream lists the subjects the JetStream stream holds.
 func (s Subjects) Stream() []string {
 	return []string{s.Prefix + ".cmd.>", s.Prefix + ".result.>", s.Prefix + ".status.>", s.Prefix + ".incident.>"}
@@ -57,6 +70,9 @@ func (p JetStreamPublisher) Publish(ctx context.Context, m Message) error {
 	msg.Data = m.Data
 	msg.Header.Set(jetstream.MsgIDHeader, m.ID)
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
+	for k, v := range m.Header {
+		msg.Header.Set(k, v)
+	}
 	if _, err := p.JS.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("publish %s: %w", m.Subject, err)
 	}

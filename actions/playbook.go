@@ -18,41 +18,15 @@ import (
 
 // Message is one event ready for the wire.
 type Message struct {
-	Subject string
-	ID      string
-	Data    []byte
+	Subject string            `json:"subject"`
+	ID      string            `json:"id"`
+	Data    []byte            `json:"data"`
+	Header  map[string]string `json:"header,omitempty"` // besides Nats-Msg-Id and Content-Type
 }
 
 // Publisher delivers a message; an error means it was not stored and must be retried.
 type Publisher interface {
 	Publish(ctx context.Context, m Message) error
-}
-
-// Incident states.
-const (
-	IncidentContaining = "containing"
-)
-
-// Incident is the playbook's record of one regressed deployment.
-type Incident struct {
-	ID         string              `json:"id"`
-	Guard      string              `json:"guard"`
-	Service    string              `json:"service"`
-	State      string              `json:"state"`
-	OpenedAt   time.Time           `json:"opened_at"`
-	Deployment detector.Deployment `json:"deployment"`
-	Evidence   []detector.Evidence `json:"evidence"`
-	Commands   []CommandRecord     `json:"commands"`
-}
-
-// CommandRecord is one command of an incident and whether it reached NATS.
-type CommandRecord struct {
-	ID          string    `json:"id"`
-	Action      string    `json:"action"`
-	Subject     string    `json:"subject"`
-	Target      Target    `json:"target"`
-	PublishedAt time.Time `json:"published_at,omitempty"`
-	msg         Message
 }
 
 // PlaybookOptions are the playbook's dependencies and settings.
@@ -165,9 +139,10 @@ func (p *Playbook) act(v detector.GuardVerdict) {
 	}
 	now := p.o.Now()
 	d := v.Deployment
-	inc := &Incident{ID: IncidentID(d.ID), Guard: v.Guard, Service: d.Service, State: IncidentContaining,
-		OpenedAt: now, Deployment: d, Evidence: v.Signals}
+	inc := &Incident{ID: IncidentID(d.ID), Guard: v.Guard, Service: d.Service, State: StateContaining,
+		OpenedAt: now, Deployment: d}
 	p.incidents[d.ID] = inc
+	inc.Trigger = v.Signals
 	log := p.o.Logger.With("incident", inc.ID, "deployment", d.ID, "service", d.Service)
 	log.Warn("regression detected: opening incident", "guard", v.Guard,
 		"version", d.Version, "previous_version", d.PreviousVersion)
@@ -188,9 +163,8 @@ func (p *Playbook) act(v detector.GuardVerdict) {
 			log.Error("encode command", "command", rec.ID, "error", err)
 			continue
 		}
-		rec.msg = message(rec.Subject, ev)
 		inc.Commands = append(inc.Commands, rec)
-		p.pending = append(p.pending, rec.msg)
+		p.pending = append(p.pending, message(rec.Subject, ev))
 		log.Info("command queued", "command", rec.ID, "subject", rec.Subject, "flag", flag)
 	}
 	ids := make([]string, 0, len(inc.Commands))
@@ -242,7 +216,8 @@ func (p *Playbook) markPublished(id string) {
 	for _, inc := range p.incidents {
 		for i := range inc.Commands {
 			if inc.Commands[i].ID == id {
-				inc.Commands[i].PublishedAt = p.o.Now()
+				t := p.o.Now()
+				inc.Commands[i].Published = &t
 			}
 		}
 	}
@@ -264,9 +239,7 @@ func (p *Playbook) Incidents() []Incident {
 	defer p.mu.Unlock()
 	out := make([]Incident, 0, len(p.incidents))
 	for _, inc := range p.incidents {
-		c := *inc
-		c.Commands = append([]CommandRecord(nil), inc.Commands...)
-		out = append(out, c)
+		out = append(out, inc.Clone())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].OpenedAt.After(out[j].OpenedAt) })
 	return out

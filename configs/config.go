@@ -147,6 +147,9 @@ type Config struct {
 	PromQL        PromQLConfig   `yaml:"promql"`
 	ScrapeConfigs []ScrapeConfig `yaml:"scrape_configs"`
 	Guards        []GuardConfig  `yaml:"guards"`
+	// PlaybookDefaults is the playbook every guard runs unless its own
+	// playbook block overrides part of it.
+	PlaybookDefaults GlobalPlaybookConfig `yaml:"playbook"`
 }
 
 // GlobalConfig holds settings shared by every guard.
@@ -271,6 +274,8 @@ type GuardConfig struct {
 	// Baseline says what the candidate is compared against.
 	Baseline BaselineConfig `yaml:"baseline" json:"baseline"`
 	Signals  []SignalConfig `yaml:"signals" json:"signals"`
+	// Playbook overrides the global playbook settings for this guard.
+	Playbook *GuardPlaybookConfig `yaml:"playbook" json:"-"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -372,7 +377,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits, PromQL: DefaultPromQL}
+	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits, PromQL: DefaultPromQL, PlaybookDefaults: DefaultPlaybook}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("configuration is empty")
 	}
@@ -478,6 +483,7 @@ func (c *Config) validate() []fieldError {
 	}
 	errs = append(errs, c.validateScrape()...)
 	errs = append(errs, c.validatePromQL()...)
+	errs = append(errs, c.validatePlaybook()...)
 	names := map[string]int{}
 	for i, g := range c.Guards {
 		p := fmt.Sprintf("guards[%d]", i)

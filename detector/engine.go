@@ -60,6 +60,17 @@ type deploymentRun struct {
 	// pre is each guard signal's traffic in the window before the
 	// deployment, for before/after comparisons.
 	pre map[string][]tick
+	// testFrom, when after StartedAt, restarts the tests: only data from
+	// then on counts (verification after a mitigation, or a restart).
+	testFrom time.Time
+}
+
+// from is the start of the data the tests use.
+func (d *deploymentRun) from() time.Time {
+	if d.testFrom.After(d.StartedAt) {
+		return d.testFrom
+	}
+	return d.StartedAt
 }
 
 // history keeps a guard's stable traffic per tick while no deployment is
@@ -447,6 +458,45 @@ func (e *Engine) Announce(d Deployment) (Deployment, error) {
 	return d, nil
 }
 
+// Verify restarts the tests of an active deployment on data from from on,
+// keeping its before window: after a mitigation the verdicts then say
+// whether the candidate is back at its baseline. It reports whether the
+// deployment is active.
+func (e *Engine) Verify(deploymentID string, from time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, d := range e.deployments {
+		if d.ID == deploymentID {
+			d.testFrom = from
+			d.guards = map[string]*guardRun{}
+			e.log.Info("deployment tests restarted for verification", "deployment", d.ID, "from", from)
+			return true
+		}
+	}
+	return false
+}
+
+// Resume reopens a deployment known from before a restart (an open
+// incident's), with its id and start, testing data from from on. A newer
+// deployment of the service already under way is left alone.
+func (e *Engine) Resume(d Deployment, from time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cur := e.deployments[d.Service]; cur != nil {
+		if cur.ID == d.ID && cur.testFrom.Before(from) {
+			cur.testFrom = from
+			cur.guards = map[string]*guardRun{}
+		}
+		return
+	}
+	if !e.guarded(d.Service) || d.EndedAt != nil {
+		return
+	}
+	e.stable[d.Service] = d.PreviousVersion
+	e.open(d)
+	e.deployments[d.Service].testFrom = from
+}
+
 func (e *Engine) guarded(service string) bool {
 	for _, g := range e.guards {
 		if g.Service == service {
@@ -464,7 +514,7 @@ func (d *deploymentRun) run(g *configs.GuardConfig, now time.Time) *guardRun {
 	r := &guardRun{cfg: g}
 	pre := d.pre[g.Name]
 	for i, s := range g.Signals {
-		sr := newSignalRun(g, s, d.StartedAt)
+		sr := newSignalRun(g, s, d.from())
 		if i < len(pre) {
 			sr.pre = pre[i]
 		}
@@ -535,7 +585,7 @@ func (e *Engine) Evaluate() {
 		}
 		for _, g := range e.guardsOf(svc) {
 			run := d.run(g, now)
-			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now}
+			v := GuardVerdict{Guard: g.Name, Deployment: d.Deployment, At: now, Since: d.from()}
 			for _, sr := range run.signals {
 				evs := sr.evaluate(d, now, time.Duration(e.global.NoDataTimeout), time.Duration(e.global.EvaluationInterval))
 				if sr.lastBatch.Equal(now) {

@@ -376,7 +376,7 @@ func (a *arm) ruleEvidence(sr *signalRun, d *deploymentRun, now time.Time, noDat
 		Candidate: cohortCounts(d.Version, r.totals[candidate].total, r.totals[candidate].bad),
 		Threshold: float64(r.cfg.FailureLimit),
 		Estimate:  Float(r.lastCand), EValue: 1, PValue: 1, IntervalHigh: Float(math.Inf(1)),
-		WindowStart: d.StartedAt, WindowEnd: sr.lastBatch}
+		WindowStart: d.from(), WindowEnd: sr.lastBatch}
 	kind := "total"
 	if r.cfg.Consecutive {
 		kind = "consecutive"
@@ -436,7 +436,7 @@ func (sr *signalRun) evaluateSLO(d *deploymentRun, now time.Time, noData time.Du
 	}
 	ev := Evidence{Signal: sr.cfg.Name, Kind: "rule", Theta0: sr.cfg.Objective, EValue: 1, PValue: 1,
 		Candidate:    cohortCounts(d.Version, total.total, total.bad),
-		IntervalHigh: Float(math.Inf(1)), WindowStart: d.StartedAt, WindowEnd: sr.lastBatch, Ticks: len(sr.slo)}
+		IntervalHigh: Float(math.Inf(1)), WindowStart: d.from(), WindowEnd: sr.lastBatch, Ticks: len(sr.slo)}
 	ev.State = StateInconclusive
 	for _, r := range burnRules {
 		long, _ := burn(r.long)
@@ -479,7 +479,7 @@ func (sr *signalRun) evaluateThroughput(d *deploymentRun, now time.Time, noData 
 		Baseline:  CohortCounts{Version: d.PreviousVersion, Total: t.CandidateBad},
 		Candidate: CohortCounts{Version: d.Version, Total: t.BaselineBad},
 		EValue:    Float(t.EValue()), PValue: t.PValue(), Ticks: t.Ticks, Estimate: Float(math.NaN()),
-		IntervalHigh: Float(math.Inf(1)), WindowStart: d.StartedAt, WindowEnd: sr.lastBatch}
+		IntervalHigh: Float(math.Inf(1)), WindowStart: d.from(), WindowEnd: sr.lastBatch}
 	succ := t.CandidateBad + t.BaselineBad
 	share := 0.0
 	if succ > 0 {
@@ -522,9 +522,9 @@ func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.D
 		switch {
 		case d.Strategy == "all_at_once" || d.Strategy == "blue_green":
 			sr.mode = configs.BaselineBeforeAfter
-		case sr.lastReport[baseline].After(d.StartedAt):
+		case sr.lastReport[baseline].After(d.from()):
 			sr.mode = configs.BaselineCohort
-		case sr.lastReport[candidate].After(d.StartedAt) && now.Sub(d.StartedAt) >= 2*interval:
+		case sr.lastReport[candidate].After(d.from()) && now.Sub(d.from()) >= 2*interval:
 			sr.mode = configs.BaselineBeforeAfter
 		default:
 			return // undecided yet: keep filling the batch
@@ -579,7 +579,7 @@ func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData
 	sr.evidence = sr.evidence[:0]
 	for _, a := range sr.arms {
 		ev := Evidence{Signal: a.name, Kind: "before_after", Theta0: 1 + sr.cfg.Tolerance, Alpha: a.test.alpha,
-			Quantile: a.quantile, Boundary: a.boundary, WindowStart: d.StartedAt, WindowEnd: sr.lastBatch,
+			Quantile: a.quantile, Boundary: a.boundary, WindowStart: d.from(), WindowEnd: sr.lastBatch,
 			Baseline:     cohortCounts(d.PreviousVersion+" (before)", sr.pre.total, a.preRate*sr.pre.total),
 			IntervalHigh: Float(math.Inf(1)), EValue: 1, PValue: 1}
 		switch {
@@ -630,7 +630,7 @@ func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData ti
 		Ticks:        t.Ticks,
 		Quantile:     a.quantile,
 		Boundary:     a.boundary,
-		WindowStart:  d.StartedAt,
+		WindowStart:  d.from(),
 		WindowEnd:    sr.lastBatch,
 	}
 	what := "bad-event rate"

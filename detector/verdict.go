@@ -58,7 +58,10 @@ type GuardVerdict struct {
 	Deployment Deployment `json:"deployment"`
 	State      State      `json:"state"`
 	At         time.Time  `json:"at"`
-	Signals    []Evidence `json:"signals"`
+	// Since is the start of the data behind the verdict: the deployment's
+	// start, or when its tests were restarted (verification, restart).
+	Since   time.Time  `json:"since"`
+	Signals []Evidence `json:"signals"`
 }
 
 // Float is a float64 that encodes NaN and ±Inf as JSON strings, since JSON

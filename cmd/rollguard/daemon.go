@@ -57,6 +57,7 @@ type daemon struct {
 	nc       *nats.Conn
 	engine   *detector.Engine
 	playbook *actions.Playbook
+	js       jetstream.JetStream
 	poller   *promql.Poller
 	scraper  *scrape.Manager
 	webLn    net.Listener
@@ -113,17 +114,37 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		return nil, err
 	}
 
-	d.playbook = actions.NewPlaybook(actions.PlaybookOptions{
-		Publisher:  actions.JetStreamPublisher{JS: js},
-		Subjects:   subjects,
-		Logger:     d.log.Named("playbook"),
-		Registerer: d.reg,
-	})
+	if err := os.MkdirAll(o.StoragePath, 0o755); err != nil {
+		return nil, fmt.Errorf("storage path: %w", err)
+	}
+	signer, err := actions.LoadSigner(cfg.PlaybookDefaults.Signing.SeedFile, o.StoragePath)
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("commands are signed", "key", signer.PublicKey())
+	store, err := actions.NewKVStore(ctx, js, cfg.NATS.Stream+"_INCIDENTS")
+	if err != nil {
+		return nil, err
+	}
 	d.engine = detector.NewEngine(cfg, detector.EngineOptions{
-		Handler:    d.playbook,
+		Handler:    detector.VerdictFunc(func(v detector.GuardVerdict) { d.playbook.HandleVerdict(v) }),
 		Logger:     d.log.Named("detector"),
 		Registerer: d.reg,
 	})
+	d.playbook = actions.NewPlaybook(actions.PlaybookOptions{
+		Publisher:  actions.JetStreamPublisher{JS: js},
+		Subjects:   subjects,
+		Store:      store,
+		Signer:     signer,
+		Detector:   d.engine,
+		Config:     cfg,
+		Logger:     d.log.Named("playbook"),
+		Registerer: d.reg,
+	})
+	if err := d.playbook.Restore(ctx); err != nil {
+		d.log.Error("incidents not fully restored", "error", err)
+	}
+	d.js = js
 	d.poller = promql.New(promql.Config{Appender: d.engine, Cohorts: d.engine, Logger: d.log.Named("promql"), Registerer: d.reg})
 	if err := d.poller.ApplyConfig(cfg); err != nil {
 		return nil, err
@@ -268,6 +289,14 @@ func (d *daemon) Run(ctx context.Context) error {
 		g.Add(func() error { return d.playbook.Run(pctx) }, func(error) { pcancel() })
 	}
 	{
+		rctx, rcancel := context.WithCancel(context.Background())
+		cfg := d.cfg.Load()
+		g.Add(func() error {
+			return actions.ConsumeResults(rctx, d.js, cfg.NATS.Stream, "rollguard-playbook", actions.Subjects{Prefix: cfg.NATS.SubjectPrefix},
+				d.playbook.HandleResult, func(err error) { d.log.Named("playbook").Warn("results", "error", err) })
+		}, func(error) { rcancel() })
+	}
+	{
 		qctx, qcancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.poller.Run(qctx) }, func(error) { qcancel() })
 	}
@@ -316,6 +345,7 @@ func (d *daemon) reload() error {
 		return fmt.Errorf("web: %w", err)
 	}
 	d.engine.ApplyConfig(cfg)
+	d.playbook.ApplyConfig(cfg)
 	d.cfg.Store(cfg)
 	d.log.Info("configuration reloaded", "file", d.o.ConfigFile, "guards", len(cfg.Guards))
 	return nil

@@ -1,0 +1,120 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// KVStore keeps incidents in a JetStream KV bucket, one key per incident id,
+// so a restarted rollguard (or another replica) continues them.
+type KVStore struct {
+	kv jetstream.KeyValue
+}
+
+// NewKVStore creates or opens the bucket.
+func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KVStore, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "rollguard incidents",
+		Storage:     jetstream.FileStorage,
+		History:     1,
+		TTL:         90 * 24 * time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("incident store %s: %w", bucket, err)
+	}
+	return &KVStore{kv: kv}, nil
+}
+
+// Put saves an incident.
+func (s *KVStore) Put(ctx context.Context, inc *Incident) error {
+	b, err := json.Marshal(inc)
+	if err != nil {
+		return fmt.Errorf("encode incident %s: %w", inc.ID, err)
+	}
+	if _, err := s.kv.Put(ctx, inc.ID, b); err != nil {
+		return fmt.Errorf("save incident %s: %w", inc.ID, err)
+	}
+	return nil
+}
+
+// Load returns every stored incident. An entry that does not decode is
+// skipped with its key in the error, after the others are returned.
+func (s *KVStore) Load(ctx context.Context) ([]Incident, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list incidents: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	var out []Incident
+	var errs []error
+	for _, k := range keys {
+		e, err := s.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load incident %s: %w", k, err)
+		}
+		var inc Incident
+		if err := json.Unmarshal(e.Value(), &inc); err != nil {
+			errs = append(errs, fmt.Errorf("incident %s does not decode: %w", k, err))
+			continue
+		}
+		out = append(out, inc)
+	}
+	return out, errors.Join(errs...)
+}
+
+// ConsumeResults feeds actuators' results to handle through a durable
+// JetStream consumer, so results published while rollguard was down are
+// read when it is back. A message is acknowledged once handle returns nil;
+// one that does not decode is terminated (it can never be read).
+func ConsumeResults(ctx context.Context, js jetstream.JetStream, stream, durable string, subj Subjects,
+	handle func(context.Context, ResultData) error, onError func(error)) error {
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "rollguard playbook: actuator results",
+		FilterSubject: subj.Results(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1000,
+	})
+	if err != nil {
+		return fmt.Errorf("results consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		var ev Event
+		var r ResultData
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			onError(fmt.Errorf("result on %s is not a CloudEvent: %w", msg.Subject(), err))
+			_ = msg.Term()
+			return
+		}
+		if err := json.Unmarshal(ev.Data, &r); err != nil || r.CommandID == "" {
+			onError(fmt.Errorf("result %s on %s has no valid data (command_id required): %v", ev.ID, msg.Subject(), err))
+			_ = msg.Term()
+			return
+		}
+		if err := handle(ctx, r); err != nil {
+			_ = msg.Nak()
+			return
+		}
+		_ = msg.Ack()
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { onError(err) }))
+	if err != nil {
+		return fmt.Errorf("results consumer: %w", err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}

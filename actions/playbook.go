@@ -417,13 +417,23 @@ func (p *Playbook) takeRung(inc *Incident, i int, now time.Time, why string) {
 		state = StateRollingBack
 	}
 	held := p.issue(inc, recs, now)
-	if held != "" && inc.State == StateWatching {
-		p.entry(inc, TimelineEntry{At: now, Kind: EntryState, Reason: why + "; " + held})
-		inc.Reason = held
-		p.status(inc, now)
-		return
+	sent := false
+	for _, c := range inc.Commands {
+		sent = sent || (c.Step == i && c.Action == inc.Ladder[i] && c.Status != CommandHeld)
 	}
-	p.transition(inc, state, now, why)
+	switch {
+	case sent || held == "":
+		p.transition(inc, state, now, why)
+	case inc.State == StateWatching || inc.State == StateEscalated:
+		// Nothing went out: the incident waits for a person.
+		p.entry(inc, TimelineEntry{At: now, Kind: EntryState, Reason: why + "; " + held})
+		if inc.State == StateWatching {
+			inc.Reason = held
+			p.status(inc, now)
+		}
+	default:
+		p.transition(inc, state, now, why+"; "+held)
+	}
 }
 
 // command builds the record of one command of the incident.

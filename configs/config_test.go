@@ -63,6 +63,11 @@ var badConfigs = map[string]string{
 	"bad_nats_url.yaml":   `nats.url: "localhost:4222" is not a NATS URL like nats://host:4222 (line 2)`,
 	"token_and_user.yaml": "nats.token: set either token, user/password or credentials_file, not several (line 5)",
 	"tls_ca_twice.yaml":   "nats.tls: at most one of ca, ca_file & ca_ref must be configured (line 3)",
+
+	"playbook_bad_template.yaml":     "playbook.templates.customer: template: customer:1: unclosed action (line 3)",
+	"playbook_data_audit.yaml":       `playbook.data_audit: "sometimes" must be one of on_integrity, always, never (line 2)`,
+	"playbook_hold_too_long.yaml":    "playbook.healthy_hold: must be shorter than containment_timeout (5m), or a flag kill could never be seen to work (line 2)",
+	"playbook_unknown_approval.yaml": `guards[0].playbook.approval[0]: "rolback" is not an action (known: flag_kill, rollback, data_audit) (line 5)`,
 }
 
 // knownBugs are bad files for which Parse returns a wrong message (or none)

@@ -4,6 +4,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +35,12 @@ type Deployments interface {
 // Incidents is what the API needs of the playbook.
 type Incidents interface {
 	Incidents() []actions.Incident
+	// Incident returns one incident by its id ("inc-d-…").
+	Incident(id string) (actions.Incident, bool)
+	// Approve releases held commands: id is a command id, or an incident
+	// id for every command it holds. It fails with actions.ErrNotFound or
+	// actions.ErrNothingToApprove.
+	Approve(id, by string) ([]string, error)
 }
 
 // Options are the handler's dependencies.
@@ -47,6 +57,8 @@ type Options struct {
 	MaxBodyBytes int64
 	// RemoteWrite serves POST /api/v1/write when set.
 	RemoteWrite http.Handler
+	// Now is the clock post-mortem drafts are dated by; time.Now if nil.
+	Now func() time.Time
 }
 
 // Handler builds the HTTP handler.
@@ -59,6 +71,9 @@ func Handler(o Options) http.Handler {
 	}
 	if o.Ready == nil {
 		o.Ready = func() bool { return true }
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	a := &api{o: o}
 	mux := http.NewServeMux()
@@ -100,7 +115,112 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"incidents": o.Incidents.Incidents()})
 	})
+	mux.HandleFunc("GET /api/v1/incidents/{id}", a.incident)
+	mux.HandleFunc("GET /api/v1/incidents/{id}/postmortem", a.postmortem)
+	// Approvals change what rollguard does: like every path but the
+	// probes, they sit behind the web listener's Authenticator (see
+	// Authenticator.Wrap), the same credentials as POST /api/v1/deployments.
+	mux.HandleFunc("POST /api/v1/approvals", a.approve)
 	return mux
+}
+
+func (a *api) incident(w http.ResponseWriter, r *http.Request) {
+	inc, ok := a.o.Incidents.Incident(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no incident %q", r.PathValue("id")))
+		return
+	}
+	writeJSON(w, http.StatusOK, inc)
+}
+
+func (a *api) postmortem(w http.ResponseWriter, r *http.Request) {
+	inc, ok := a.o.Incidents.Incident(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no incident %q", r.PathValue("id")))
+		return
+	}
+	var b bytes.Buffer
+	if err := actions.RenderPostmortem(&b, inc, a.o.Now()); err != nil {
+		writeError(w, http.StatusInternalServerError, "render post-mortem: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+	_, _ = w.Write(b.Bytes())
+}
+
+// approval is the body of POST /api/v1/approvals.
+type approval struct {
+	ID string `json:"id"`
+	By string `json:"by"`
+}
+
+// maxApprover bounds the "by" of an approval, which is kept in the incident.
+const maxApprover = 128
+
+func (a *api) approve(w http.ResponseWriter, r *http.Request) {
+	body, err := decodeApproval(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ids, err := a.o.Incidents.Approve(body.ID, body.By)
+	switch {
+	case errors.Is(err, actions.ErrNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no incident or command %q", body.ID))
+		return
+	case errors.Is(err, actions.ErrNothingToApprove):
+		writeError(w, http.StatusConflict, fmt.Sprintf("nothing is waiting for approval in %q: it was approved already or never held", body.ID))
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "approve: "+err.Error())
+		return
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	a.o.Logger.Info("commands approved", "id", body.ID, "by", body.By, "approved", strings.Join(ids, ","))
+	writeJSON(w, http.StatusOK, map[string]any{"approved": ids})
+}
+
+// decodeApproval reads one approval: a JSON object with no unknown fields,
+// an id, and who approves.
+func decodeApproval(r io.Reader) (approval, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var body approval
+	if err := dec.Decode(&body); err != nil {
+		var te *json.UnmarshalTypeError
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return approval{}, err
+		case errors.Is(err, io.EOF):
+			return approval{}, errors.New(`the body is empty: send a JSON object like {"id":"inc-d-3fa2b1c0d4e5","by":"alice"}`)
+		case errors.As(err, &te) && te.Field != "":
+			return approval{}, fmt.Errorf("decode approval: %s must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return approval{}, errors.New("decode approval: " + strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return approval{}, errors.New("decode approval: trailing data after the JSON object")
+	}
+	body.ID, body.By = strings.TrimSpace(body.ID), strings.TrimSpace(body.By)
+	switch {
+	case body.ID == "":
+		return approval{}, errors.New("id is required: a command id (d-…/action/target) or an incident id (inc-d-…)")
+	case body.By == "":
+		return approval{}, errors.New("by is required: say who approves, it is recorded in the incident")
+	case len(body.By) > maxApprover:
+		return approval{}, fmt.Errorf("by is longer than %d bytes", maxApprover)
+	case strings.IndexFunc(body.By, unicode.IsControl) >= 0 || !utf8.ValidString(body.By):
+		return approval{}, errors.New("by must be printable UTF-8 text")
+	}
+	return body, nil
 }
 
 type api struct{ o Options }

@@ -1,19 +1,24 @@
 package web_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	commoncfg "github.com/prometheus/common/config"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/configs"
@@ -462,4 +467,365 @@ func TestReload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// incidentConfig holds flag kills for approval, so an incident waits with
+// two held commands until someone approves them.
+const incidentConfig = `
+playbook:
+  approval: [flag_kill]
+guards:
+  - name: checkout
+    service: checkout
+    signals:
+      - name: errors
+`
+
+// incidentServer is web.Handler over a running actions.Playbook with one
+// incident open: checkout v1 → v2 regressed on errors, flag kills of
+// "fast-pay" and "new-checkout" held for approval.
+type incidentServer struct {
+	*apiServer
+	playbook *actions.Playbook
+	incident actions.Incident
+	now      time.Time // the post-mortem clock
+}
+
+func newIncidentServer(t *testing.T, auth *configs.ServerConfig) *incidentServer {
+	t.Helper()
+	cfg, err := configs.Parse([]byte(incidentConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	detected := apiNow.Add(3 * time.Minute)
+	pb := actions.NewPlaybook(actions.PlaybookOptions{Publisher: discard{}, Subjects: actions.Subjects{Prefix: "rollguard"},
+		Config: cfg, Tick: 10 * time.Millisecond, Now: func() time.Time { return detected }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pb.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	d := detector.Deployment{ID: "d-9efbd2039229", Service: "checkout", Version: "v2", PreviousVersion: "v1",
+		Flags: []string{"new-checkout", "fast-pay"}, Migration: "none", Source: "api", StartedAt: apiNow}
+	pb.HandleVerdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: detected, Since: apiNow,
+		Signals: []detector.Evidence{{Signal: "errors", Kind: "sequential", State: detector.StateRegressed,
+			Baseline:  detector.CohortCounts{Version: "v1", Total: 10000, Bad: 50, Ratio: 0.005},
+			Candidate: detector.CohortCounts{Version: "v2", Total: 1000, Bad: 40, Ratio: 0.04},
+			Estimate:  8, IntervalLow: 4, IntervalHigh: 15, Theta0: 1, EValue: 5000, Threshold: 1000, Alpha: 0.001, Ticks: 12}}})
+	var inc actions.Incident
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var ok bool
+		if inc, ok = pb.Incident("inc-d-9efbd2039229"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the playbook opened no incident within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	s := &incidentServer{apiServer: &apiServer{}, playbook: pb, incident: inc, now: apiNow.Add(time.Hour)}
+	h := web.Handler(web.Options{Deployments: detector.NewEngine(cfg, detector.EngineOptions{}), Incidents: pb,
+		Gatherer: prometheus.NewRegistry(), Now: func() time.Time { return s.now }})
+	if auth != nil {
+		a, err := web.NewAuthenticator(*auth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h = a.Wrap(h, "/-/healthy", "/-/ready") // as the daemon serves it
+	}
+	s.srv = httptest.NewServer(h)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+type discard struct{}
+
+func (discard) Publish(context.Context, actions.Message) error { return nil }
+
+const (
+	incidentID = "inc-d-9efbd2039229"
+	killFast   = "d-9efbd2039229/flag_kill/fast-pay"
+	killNew    = "d-9efbd2039229/flag_kill/new-checkout"
+)
+
+func TestIncidentEndpoint(t *testing.T) {
+	s := newIncidentServer(t, nil)
+	r := s.do(t, http.MethodGet, "/api/v1/incidents/"+incidentID, "")
+	if r.code != http.StatusOK || r.ct != "application/json" {
+		t.Fatalf("GET incident: %d %q %s", r.code, r.ct, r.body)
+	}
+	var got actions.Incident
+	if err := json.Unmarshal([]byte(r.body), &got); err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for _, c := range got.Commands {
+		if c.Status == actions.CommandHeld {
+			held = append(held, c.ID)
+		}
+	}
+	if got.ID != incidentID || got.State != actions.StateWatching || got.Deployment.Version != "v2" ||
+		len(got.Trigger) != 1 || got.Trigger[0].Signal != "errors" || !reflect.DeepEqual(held, []string{killFast, killNew}) {
+		t.Errorf("incident %+v", got)
+	}
+	if !strings.Contains(r.body, `"id": "`+incidentID+`"`) || !strings.Contains(r.body, `"ratio_estimate": 8`) {
+		t.Errorf("body is not the incident's JSON:\n%s", r.body)
+	}
+
+	list := jsonBody(t, s.do(t, http.MethodGet, "/api/v1/incidents", ""))
+	if incs, _ := list["incidents"].([]any); len(incs) != 1 || incs[0].(map[string]any)["id"] != incidentID {
+		t.Errorf("GET /api/v1/incidents = %v", list)
+	}
+
+	for _, tc := range []struct{ path, msg string }{
+		{"/api/v1/incidents/inc-d-000000000000", `no incident "inc-d-000000000000"`},
+		{"/api/v1/incidents/" + url.PathEscape("d-9efbd2039229"), `no incident "d-9efbd2039229"`},
+		{"/api/v1/incidents/" + url.PathEscape("<x>\"y"), `no incident "<x>\"y"`},
+	} {
+		checkError(t, s.do(t, http.MethodGet, tc.path, ""), http.StatusNotFound, tc.msg)
+	}
+	if r := s.do(t, http.MethodPost, "/api/v1/incidents/"+incidentID, "{}"); r.code != http.StatusMethodNotAllowed {
+		t.Errorf("POST incident: %d, want 405", r.code)
+	}
+}
+
+func TestPostmortemEndpoint(t *testing.T) {
+	s := newIncidentServer(t, nil)
+	r := s.do(t, http.MethodGet, "/api/v1/incidents/"+incidentID+"/postmortem", "")
+	if r.code != http.StatusOK || r.ct != "text/markdown; charset=utf-8" {
+		t.Fatalf("GET postmortem: %d %q %s", r.code, r.ct, r.body)
+	}
+	var want strings.Builder
+	if err := actions.RenderPostmortem(&want, s.incident, s.now); err != nil {
+		t.Fatal(err)
+	}
+	if r.body != want.String() {
+		t.Errorf("the endpoint's Markdown differs from RenderPostmortem:\n got: %s\nwant: %s", r.body, want.String())
+	}
+	for _, line := range []string{
+		"# Post-mortem draft: checkout — " + incidentID + "\n",
+		"- Time to detect: **3m** (",
+		"*Draft written by rollguard at 2030-01-02 04:04:05 UTC",
+		"| " + killFast + " | flag_kill | flag fast-pay → 0% | no | held (awaiting approval (rollguard approve " + killFast + ")) |",
+	} {
+		if !strings.Contains(r.body, line) {
+			t.Errorf("post-mortem lacks %q:\n%s", line, r.body)
+		}
+	}
+	checkError(t, s.do(t, http.MethodGet, "/api/v1/incidents/inc-nope/postmortem", ""), http.StatusNotFound, `no incident "inc-nope"`)
+}
+
+func TestApprovals(t *testing.T) {
+	t.Run("bad bodies", func(t *testing.T) {
+		s := newIncidentServer(t, nil)
+		for _, tc := range []struct{ name, body, msg string }{
+			{"empty", "", `the body is empty: send a JSON object like {"id":"inc-d-3fa2b1c0d4e5","by":"alice"}`},
+			{"malformed", `{"id":`, "decode approval: unexpected EOF"},
+			{"not an object", `["x"]`, "decode approval: cannot unmarshal array into Go value of type web.approval"},
+			{"unknown field", `{"id":"` + killFast + `","by":"alice","force":true}`, `decode approval: unknown field "force"`},
+			{"id of the wrong type", `{"id":5,"by":"alice"}`, "decode approval: id must be a string, not number"},
+			{"trailing data", `{"id":"` + killFast + `","by":"alice"} {}`, "decode approval: trailing data after the JSON object"},
+			{"missing id", `{"by":"alice"}`, "id is required: a command id (d-…/action/target) or an incident id (inc-d-…)"},
+			{"blank id", `{"id":"  ","by":"alice"}`, "id is required: a command id (d-…/action/target) or an incident id (inc-d-…)"},
+			{"missing by", `{"id":"` + killFast + `"}`, "by is required: say who approves, it is recorded in the incident"},
+			{"by with a newline", `{"id":"` + killFast + `","by":"alice\nbob"}`, "by must be printable UTF-8 text"},
+			{"by too long", `{"id":"` + killFast + `","by":"` + strings.Repeat("a", 129) + `"}`, "by is longer than 128 bytes"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				checkError(t, s.do(t, http.MethodPost, "/api/v1/approvals", tc.body), http.StatusBadRequest, tc.msg)
+			})
+		}
+		r := s.do(t, http.MethodPost, "/api/v1/approvals", `{"id":"`+killFast+`","by":"`+strings.Repeat("a", 2<<20)+`"}`)
+		checkError(t, r, http.StatusRequestEntityTooLarge, "body larger than 1048576 bytes")
+		if inc, _ := s.playbook.Incident(incidentID); inc.Commands[0].Status != actions.CommandHeld || inc.Commands[1].Status != actions.CommandHeld {
+			t.Errorf("a refused approval released a command: %+v", inc.Commands)
+		}
+	})
+
+	t.Run("command, then incident, then nothing left", func(t *testing.T) {
+		s := newIncidentServer(t, nil)
+		for _, step := range []struct {
+			name, id string
+			code     int
+			approved []any
+			msg      string
+		}{
+			{"unknown command", "d-9efbd2039229/flag_kill/nope", http.StatusNotFound, nil, `no incident or command "d-9efbd2039229/flag_kill/nope"`},
+			{"unknown incident", "inc-d-000000000000", http.StatusNotFound, nil, `no incident or command "inc-d-000000000000"`},
+			{"one command by its id", killNew, http.StatusOK, []any{killNew}, ""},
+			{"the same command again", killNew, http.StatusConflict, nil, `nothing is waiting for approval in "` + killNew + `": it was approved already or never held`},
+			{"the rest by the incident id", incidentID, http.StatusOK, []any{killFast}, ""},
+			{"the incident again", incidentID, http.StatusConflict, nil, `nothing is waiting for approval in "` + incidentID + `": it was approved already or never held`},
+		} {
+			r := s.do(t, http.MethodPost, "/api/v1/approvals", `{"id":"`+step.id+`","by":"alice"}`)
+			if step.code != http.StatusOK {
+				checkError(t, r, step.code, step.msg)
+				continue
+			}
+			if r.code != http.StatusOK {
+				t.Fatalf("%s: %d %s", step.name, r.code, r.body)
+			}
+			if got := jsonBody(t, r); !reflect.DeepEqual(got, map[string]any{"approved": step.approved}) {
+				t.Errorf("%s: body %v, want approved %v", step.name, got, step.approved)
+			}
+		}
+		inc, _ := s.playbook.Incident(incidentID)
+		for _, c := range inc.Commands {
+			if c.ApprovedBy != "alice" || c.Status == actions.CommandHeld {
+				t.Errorf("command %s: status %s, approved by %q", c.ID, c.Status, c.ApprovedBy)
+			}
+		}
+		if inc.State != actions.StateContaining {
+			t.Errorf("state %s after approval, want %s", inc.State, actions.StateContaining)
+		}
+	})
+	t.Run("GET is not allowed", func(t *testing.T) {
+		s := newIncidentServer(t, nil)
+		if r := s.do(t, http.MethodGet, "/api/v1/approvals", ""); r.code != http.StatusMethodNotAllowed {
+			t.Errorf("GET /api/v1/approvals: %d, want 405", r.code)
+		}
+	})
+}
+
+// TestApprovalsAuth: with credentials on the web listener, approving needs
+// them as announcing a deployment does; reading incidents does too.
+func TestApprovalsAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		auth      configs.ServerConfig
+		good, bad func(*http.Request)
+	}{
+		{"bearer", configs.ServerConfig{Authorization: &commoncfg.Authorization{Credentials: "s3cret"}},
+			func(r *http.Request) { r.Header.Set("Authorization", "Bearer s3cret") },
+			func(r *http.Request) { r.Header.Set("Authorization", "Bearer guess") }},
+		{"basic", configs.ServerConfig{BasicAuth: &commoncfg.BasicAuth{Username: "ops", Password: "hunter2"}},
+			func(r *http.Request) { r.SetBasicAuth("ops", "hunter2") },
+			func(r *http.Request) { r.SetBasicAuth("ops", "guess") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newIncidentServer(t, &tc.auth)
+			send := func(method, path, body string, auth func(*http.Request)) (int, string) {
+				req, _ := http.NewRequest(method, s.srv.URL+path, strings.NewReader(body))
+				if auth != nil {
+					auth(req)
+				}
+				resp, err := s.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			body := `{"id":"` + incidentID + `","by":"alice"}`
+			for _, req := range []struct {
+				method, path, body string
+			}{
+				{http.MethodPost, "/api/v1/approvals", body},
+				{http.MethodPost, "/api/v1/deployments", `{"service":"checkout","version":"v2","previous_version":"v1"}`},
+				{http.MethodGet, "/api/v1/incidents/" + incidentID, ""},
+				{http.MethodGet, "/api/v1/incidents/" + incidentID + "/postmortem", ""},
+			} {
+				for name, auth := range map[string]func(*http.Request){"none": nil, "wrong": tc.bad} {
+					code, b := send(req.method, req.path, req.body, auth)
+					if code != http.StatusUnauthorized || !strings.Contains(b, "missing or invalid credentials") {
+						t.Errorf("%s %s with %s credentials: %d %s, want 401", req.method, req.path, name, code, b)
+					}
+				}
+			}
+			if inc, _ := s.playbook.Incident(incidentID); inc.Commands[0].Status != actions.CommandHeld {
+				t.Fatalf("an unauthenticated approval released %s", inc.Commands[0].ID)
+			}
+			code, b := send(http.MethodPost, "/api/v1/approvals", body, tc.good)
+			if code != http.StatusOK || !strings.Contains(b, killFast) || !strings.Contains(b, killNew) {
+				t.Errorf("approval with credentials: %d %s", code, b)
+			}
+			if code, _ := send(http.MethodGet, "/api/v1/incidents/"+incidentID+"/postmortem", "", tc.good); code != http.StatusOK {
+				t.Errorf("post-mortem with credentials: %d", code)
+			}
+		})
+	}
+}
+
+// approvalsOnly answers approvals without state, so a fuzz input's outcome
+// depends on the input alone: one command id approves, the incident id has
+// nothing held, anything else is unknown.
+type approvalsOnly struct{ by chan string }
+
+func (approvalsOnly) Incidents() []actions.Incident            { return nil }
+func (approvalsOnly) Incident(string) (actions.Incident, bool) { return actions.Incident{}, false }
+func (a approvalsOnly) Approve(id, by string) ([]string, error) {
+	a.by <- by
+	switch id {
+	case killNew:
+		return []string{killNew}, nil
+	case incidentID:
+		return nil, actions.ErrNothingToApprove
+	}
+	return nil, actions.ErrNotFound
+}
+
+// FuzzApprovals posts arbitrary bodies to POST /api/v1/approvals: never a
+// panic nor a 5xx; a refusal is the JSON error shape; what reaches the
+// playbook has an id and a short, printable approver.
+func FuzzApprovals(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"` + killNew + `","by":"alice"}`,
+		`{"id":"` + incidentID + `","by":"alice"}`,
+		`{"id":"nope","by":"alice"}`,
+		`{"id":"` + killNew + `"}`,
+		`{"id":"","by":"alice"}`,
+		`{"id":"` + killNew + `","by":"a\u0000b"}`,
+		`{"id":"` + killNew + `","by":"alice","x":1}`,
+		`{"id":5}`,
+		`{"id":"a"} {}`,
+		"{\"id\":\"a\",\"by\":\"\xff\"}",
+		`null`,
+		`[]`,
+		``,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		by := make(chan string, 1)
+		srv := httptest.NewServer(web.Handler(web.Options{Incidents: approvalsOnly{by: by}, MaxBodyBytes: 4096}))
+		defer srv.Close()
+		resp, err := srv.Client().Post(srv.URL+"/api/v1/approvals", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("status %d, body %q is not JSON", resp.StatusCode, b)
+		}
+		switch resp.StatusCode {
+		case http.StatusOK:
+			if !reflect.DeepEqual(m, map[string]any{"approved": []any{killNew}}) {
+				t.Errorf("200 with %v", m)
+			}
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge:
+			if msg, _ := m["error"].(string); m["status"] != "error" || msg == "" {
+				t.Errorf("%d with %v", resp.StatusCode, m)
+			}
+		default:
+			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		}
+		select {
+		case who := <-by:
+			if resp.StatusCode == http.StatusBadRequest {
+				t.Errorf("a refused body reached the playbook")
+			}
+			if who == "" || len(who) > 128 || !utf8.ValidString(who) || strings.IndexFunc(who, unicode.IsControl) >= 0 {
+				t.Errorf("approver %q reached the playbook", who)
+			}
+		default:
+			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Errorf("status %d without asking the playbook", resp.StatusCode)
+			}
+		}
+	})
 }

@@ -57,6 +57,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	depWeight := deployCmd.Flag("weight", "Percent of traffic routed to the new version (throughput signals need it).").Float64()
 
 	replayCmd, replay := addReplayCommand(app)
+	incidentCmds := addIncidentCommands(app)
 
 	versionCmd := app.Command("version", "Print the version.")
 
@@ -64,6 +65,9 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "rollguard: %v (try --help)\n", err)
 		return 2
+	}
+	if run, ok := incidentCmds[cmd]; ok {
+		return run(stdout, stderr)
 	}
 	switch cmd {
 	case runCmd.FullCommand():

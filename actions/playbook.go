@@ -332,12 +332,14 @@ func (p *Playbook) recovered(inc *Incident, v detector.GuardVerdict) bool {
 		return false
 	}
 	rolledBack := p.rungAction(inc) == ActionRollback
+	hold := time.Duration(p.settings(inc.Guard).HealthyHold)
 	for _, ev := range v.Signals {
 		switch {
 		case ev.State == detector.StateRegressed:
 			return false
-		case rolledBack && ev.Candidate.Total == 0 && ev.Baseline.Total > 0:
-			// the candidate is gone, as a rollback intends
+		case rolledBack && !ev.CandidateSeen.After(*inc.VerifyFrom) && ev.BaselineSeen.After(v.At.Add(-hold)):
+			// the candidate is gone, as a rollback intends, and the stable
+			// version serves
 		case ev.State == detector.StateNoData:
 			return false
 		case ev.Candidate.Total == 0:

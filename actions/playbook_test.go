@@ -336,8 +336,10 @@ func TestPlaybookRollbackAfterFlagKillFails(t *testing.T) {
 			// After the rollback the candidate serves nothing; the baseline does.
 			gone := evidence(detector.StateNoData, 0, 0.01)
 			gone[0].Candidate = detector.CohortCounts{Version: "v2"}
+			gone[0].CandidateSeen = h.now
 			for i := 0; i < 13; i++ {
 				h.advance(10 * time.Second)
+				gone[0].BaselineSeen = h.now
 				h.verdict(detector.StateNoData, gone)
 			}
 			h.wantState(StateStabilized)

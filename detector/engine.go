@@ -592,6 +592,7 @@ func (e *Engine) Evaluate() {
 					sr.record(now, evs)
 				}
 				for _, ev := range evs {
+					ev.CandidateSeen, ev.BaselineSeen = sr.lastReport[candidate], sr.lastReport[baseline]
 					v.Signals = append(v.Signals, ev)
 					for _, st := range []State{StateRegressed, StateHealthy, StateInconclusive, StateNoData} {
 						val := 0.0

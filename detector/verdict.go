@@ -49,7 +49,11 @@ type Evidence struct {
 	Boundary    float64   `json:"boundary,omitempty"`
 	WindowStart time.Time `json:"window_start"`
 	WindowEnd   time.Time `json:"window_end"`
-	Reason      string    `json:"reason,omitempty"`
+	// CandidateSeen and BaselineSeen are when each cohort last reported
+	// traffic (the window start when it has not since).
+	CandidateSeen time.Time `json:"candidate_seen"`
+	BaselineSeen  time.Time `json:"baseline_seen"`
+	Reason        string    `json:"reason,omitempty"`
 }
 
 // GuardVerdict is one guard's verdict on one deployment at one evaluation.

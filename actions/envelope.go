@@ -142,7 +142,9 @@ const (
 func IncidentType(event string) string { return "io.rollguard.incident." + event + ".v1" }
 
 // NewEvent wraps data in a CloudEvents envelope.
-func NewEvent(id, typ, subject string, at time.Time, data any) (Event, error) { return newEvent(id, typ, subject, at, data) }
+func NewEvent(id, typ, subject string, at time.Time, data any) (Event, error) {
+	return newEvent(id, typ, subject, at, data)
+}
 
 func newEvent(id, typ, subject string, at time.Time, data any) (Event, error) {
 	b, err := json.Marshal(data)

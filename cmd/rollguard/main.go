@@ -58,6 +58,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 
 	replayCmd, replay := addReplayCommand(app)
 	incidentCmds := addIncidentCommands(app)
+	actuateCmd, actuate := addActuateCommand(app)
 
 	versionCmd := app.Command("version", "Print the version.")
 
@@ -116,6 +117,8 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case replayCmd.FullCommand():
 		return replay(stdout, stderr)
+	case actuateCmd.FullCommand():
+		return actuate(stdout, stderr)
 	case versionCmd.FullCommand():
 		fmt.Fprintf(stdout, "rollguard %s\n", version)
 		return 0

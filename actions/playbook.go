@@ -204,8 +204,9 @@ func (p *Playbook) Restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restore incidents: %w", err)
 	}
+	msgs := p.pending()
 	pending := map[string]bool{}
-	for _, m := range p.pending() {
+	for _, m := range msgs {
 		pending[m.ID] = true
 	}
 	now := p.o.Now()
@@ -213,6 +214,7 @@ func (p *Playbook) Restore(ctx context.Context) error {
 	defer p.mu.Unlock()
 	for i := range incs {
 		inc := incs[i]
+		p.reconcile(&inc, msgs, now)
 		for j := range inc.Commands {
 			c := &inc.Commands[j]
 			// Handed to the outbox and no longer in it: JetStream has it.
@@ -233,6 +235,37 @@ func (p *Playbook) Restore(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reconcile adds to a restored incident the commands that reached the
+// outbox after it was last saved (the process died before the save), so
+// that it knows them and never issues them again.
+func (p *Playbook) reconcile(inc *Incident, msgs []Message, now time.Time) {
+	for _, m := range msgs {
+		if !strings.HasPrefix(m.Subject, p.o.Subjects.Prefix+".cmd.") || p.hasCommand(inc, m.ID) {
+			continue
+		}
+		var ev Event
+		var data CommandData
+		if json.Unmarshal(m.Data, &ev) != nil || json.Unmarshal(ev.Data, &data) != nil || data.IncidentID != inc.ID {
+			continue
+		}
+		issued := data.IssuedAt
+		step := -1
+		for i, a := range inc.Ladder {
+			if a == data.Action {
+				step = i
+			}
+		}
+		inc.Commands = append(inc.Commands, CommandRecord{ID: m.ID, Action: data.Action, Subject: m.Subject, Target: data.Target,
+			DryRun: data.DryRun, Status: CommandQueued, IssuedAt: issued, SentAt: &issued, Step: step})
+		inc.Timeline = append(inc.Timeline, TimelineEntry{At: now, Kind: EntryCommand, CommandID: m.ID,
+			Reason: describeCommand(inc.Commands[len(inc.Commands)-1]) + " found in the outbox after a restart"})
+		if step > inc.Rung {
+			inc.Rung, inc.RungStartedAt, inc.VerifyFrom, inc.HealthySince = step, time.Time{}, nil, nil
+			inc.State = rungState(data.Action)
+		}
+	}
 }
 
 // Run acts on verdicts, results and timeouts, and publishes the outbox,

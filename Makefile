@@ -34,7 +34,8 @@ $(PROMETHEUS):
 ## fuzz: each fuzz target for FUZZTIME (decoders of every input surface).
 FUZZ_TARGETS := ./configs:FuzzParse ./sources/otlp:FuzzReceiver ./web:FuzzAnnounce \
 	./sources/remotewrite:FuzzRemoteWriteV1 ./sources/remotewrite:FuzzRemoteWriteV2 \
-	./sources/scrape:FuzzParseText ./sources/scrape:FuzzParseOpenMetrics ./sources/scrape:FuzzParseProtobuf ./cmd/rollguard:FuzzReplay ./actions/actuator:FuzzDecodeCommand
+	./sources/scrape:FuzzParseText ./sources/scrape:FuzzParseOpenMetrics ./sources/scrape:FuzzParseProtobuf ./cmd/rollguard:FuzzReplay ./actions/actuator:FuzzDecodeCommand \
+	./actions:FuzzOutbox
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZTIME)"; \

@@ -96,19 +96,22 @@ type TimelineEntry struct {
 
 // CommandRecord is one command of an incident, from issue to result.
 type CommandRecord struct {
-	ID         string      `json:"id"`
-	Action     string      `json:"action"`
-	Subject    string      `json:"subject"`
-	Target     Target      `json:"target"`
-	DryRun     bool        `json:"dry_run"`
-	Status     string      `json:"status"`
-	HoldReason string      `json:"hold_reason,omitempty"`
-	ApprovedBy string      `json:"approved_by,omitempty"`
-	IssuedAt   time.Time   `json:"issued_at"`
-	SentAt     *time.Time  `json:"sent_at,omitempty"` // handed to the outbox
-	Published  *time.Time  `json:"published_at,omitempty"`
-	ResultAt   *time.Time  `json:"result_at,omitempty"`
-	Result     *ResultData `json:"result,omitempty"`
+	ID         string     `json:"id"`
+	Action     string     `json:"action"`
+	Subject    string     `json:"subject"`
+	Target     Target     `json:"target"`
+	DryRun     bool       `json:"dry_run"`
+	Status     string     `json:"status"`
+	HoldReason string     `json:"hold_reason,omitempty"`
+	ApprovedBy string     `json:"approved_by,omitempty"`
+	IssuedAt   time.Time  `json:"issued_at"`
+	SentAt     *time.Time `json:"sent_at,omitempty"` // handed to the outbox
+	Published  *time.Time `json:"published_at,omitempty"`
+	// AckFrom starts the ack_timeout: the publish, or a restart, since a
+	// result sent while rollguard was down waits in the stream.
+	AckFrom  *time.Time  `json:"ack_from,omitempty"`
+	ResultAt *time.Time  `json:"result_at,omitempty"`
+	Result   *ResultData `json:"result,omitempty"`
 	// Step groups the commands sent together (all flags of one flag kill).
 	Step int `json:"step"`
 }

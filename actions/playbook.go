@@ -73,6 +73,9 @@ type PlaybookOptions struct {
 	Detector Detector
 	// Config gives each guard's playbook settings and signal types.
 	Config *configs.Config
+	// Connected reports whether NATS is reachable; while it is not, the
+	// outbox and the store are not tried, so the playbook keeps its pace.
+	Connected func() bool
 	// Tick is how often timeouts, the status cadence and retries are checked.
 	Tick       time.Duration
 	Logger     hclog.Logger
@@ -220,6 +223,9 @@ func (p *Playbook) Restore(ctx context.Context) error {
 			// Handed to the outbox and no longer in it: JetStream has it.
 			if c.Status == CommandQueued && !pending[c.ID] {
 				c.Status, c.Published = CommandPublished, &now
+			}
+			if c.Status == CommandPublished {
+				c.AckFrom = &now
 			}
 		}
 		p.incidents[inc.Deployment.ID] = &inc
@@ -783,7 +789,7 @@ func (p *Playbook) tick() {
 				if inc.State == StateWatching && c.Step == inc.Rung {
 					p.transition(inc, rungState(p.rungAction(inc)), now, "cooldown over: "+describeCommand(*c)+" sent")
 				}
-			case c.Status == CommandPublished && now.Sub(*c.Published) >= time.Duration(s.AckTimeout):
+			case c.Status == CommandPublished && c.AckFrom != nil && now.Sub(*c.AckFrom) >= time.Duration(s.AckTimeout):
 				c.Status = CommandTimedOut
 				reason := fmt.Sprintf("no result for %s within ack_timeout (%s)", describeCommand(*c), s.AckTimeout)
 				p.entry(inc, TimelineEntry{At: now, Kind: EntryResult, CommandID: c.ID, Reason: reason})
@@ -807,7 +813,9 @@ func (p *Playbook) tick() {
 			p.transition(inc, StateClosed, now, "stable for "+s.CloseAfter.String()+" after recovery")
 			continue
 		}
-		if inc.Open() && !now.Before(inc.NextStatusAt) {
+		// Due within half a tick counts as due, so the cadence does not slip
+		// by a whole tick when the schedule falls just after one.
+		if inc.Open() && !now.Add(p.o.Tick/2).Before(inc.NextStatusAt) {
 			p.status(inc, now)
 		}
 	}
@@ -1003,6 +1011,9 @@ func (p *Playbook) pendingLen() int {
 // flush publishes the outbox in order, stopping at the first failure so
 // the order is kept; the rest wait for the next tick.
 func (p *Playbook) flush(ctx context.Context) {
+	if p.o.Connected != nil && !p.o.Connected() {
+		return
+	}
 	pending := p.pending()
 	sent := 0
 	for _, m := range pending {
@@ -1041,7 +1052,7 @@ func (p *Playbook) markPublished(id string) {
 		for i := range inc.Commands {
 			c := &inc.Commands[i]
 			if c.ID == id && c.Status == CommandQueued {
-				c.Status, c.Published = CommandPublished, &now
+				c.Status, c.Published, c.AckFrom = CommandPublished, &now, &now
 				p.touch(inc, now)
 			}
 		}
@@ -1051,7 +1062,7 @@ func (p *Playbook) markPublished(id string) {
 // persist writes changed incidents to the store; a failure keeps them
 // marked for the next round.
 func (p *Playbook) persist(ctx context.Context) {
-	if p.o.Store == nil {
+	if p.o.Store == nil || (p.o.Connected != nil && !p.o.Connected()) {
 		return
 	}
 	p.mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -551,5 +553,93 @@ func TestPlaybookRestoreContinuesWithoutDuplicates(t *testing.T) {
 	h2.wantState(StateVerifying)
 	if ids := h2.commandIDs(); len(ids) != 1 {
 		t.Fatalf("commands after restart %v, want the one flag kill", ids)
+	}
+}
+
+// TestPlaybookOutboxAcrossCrash: NATS is down when the rollback is decided
+// and rollguard dies before it can save the incident; the next process finds
+// the rollback in the outbox, adds it to the restored incident, delivers it,
+// and no command reaches the stream twice.
+func TestPlaybookOutboxAcrossCrash(t *testing.T) {
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	ns.ReadyForConnections(10 * time.Second)
+	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := EnsureStream(context.Background(), js, "ROLLGUARD", Subjects{Prefix: "rollguard"}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewKVStore(context.Background(), js, "ROLLGUARD_INCIDENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "outbox")
+	ob, err := OpenOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessOn(t, js, "", detector.Deployment{}, store)
+	h.p.o.Outbox = ob
+	h.p.o.Connected = nc.IsConnected
+	h.verdict(detector.StateRegressed, evidence(detector.StateRegressed, 0.05, 0.01))
+	h.wantState(StateContaining)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	h.advance(70 * time.Second) // no result: the rollback is decided while NATS is down
+	h.wantState(StateRollingBack)
+	if ob.Len() == 0 {
+		t.Fatal("nothing waits in the outbox while NATS is down")
+	}
+	ob.Close() // the process dies
+
+	ns, err = server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	ns.ReadyForConnections(10 * time.Second)
+	checkReconnect := time.Now().Add(10 * time.Second)
+	for !nc.IsConnected() && time.Now().Before(checkReconnect) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	ob2, err := OpenOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob2.Close()
+	h2 := newHarnessOn(t, js, "", h.dep, store)
+	h2.now = h.now
+	h2.p.o.Outbox = ob2
+	h2.p.o.Connected = nc.IsConnected
+	if err := h2.p.Restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	inc := h2.wantState(StateRollingBack)
+	if len(inc.Commands) != 2 || inc.Commands[1].Action != ActionRollback {
+		t.Fatalf("restored commands %+v, want the kill and the rollback from the outbox", inc.Commands)
+	}
+	h2.flush()
+	if ob2.Len() != 0 {
+		t.Fatalf("%d messages still in the outbox", ob2.Len())
+	}
+	ids := h2.commandIDs()
+	if len(ids) != 2 || ids[0] != CommandID(h.dep.ID, ActionFlagKill, "new-flow") || ids[1] != CommandID(h.dep.ID, ActionRollback, "v1") {
+		t.Fatalf("stream commands %v", ids)
+	}
+	// Deciding again (a late ack timeout) cannot publish a second rollback.
+	h2.advance(2 * time.Minute)
+	if n := len(h2.commandIDs()); n != 2 {
+		t.Fatalf("%d commands after more time, want 2", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,7 @@ type daemon struct {
 	engine   *detector.Engine
 	playbook *actions.Playbook
 	js       jetstream.JetStream
+	outbox   *actions.Outbox
 	poller   *promql.Poller
 	scraper  *scrape.Manager
 	webLn    net.Listener
@@ -126,6 +128,9 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.outbox, err = actions.OpenOutbox(filepath.Join(o.StoragePath, "outbox")); err != nil {
+		return nil, err
+	}
 	d.engine = detector.NewEngine(cfg, detector.EngineOptions{
 		Handler:    detector.VerdictFunc(func(v detector.GuardVerdict) { d.playbook.HandleVerdict(v) }),
 		Logger:     d.log.Named("detector"),
@@ -135,6 +140,8 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Publisher:  actions.JetStreamPublisher{JS: js},
 		Subjects:   subjects,
 		Store:      store,
+		Outbox:     d.outbox,
+		Connected:  d.nc.IsConnected,
 		Signer:     signer,
 		Detector:   d.engine,
 		Config:     cfg,
@@ -364,6 +371,9 @@ func (d *daemon) close() {
 			time.Sleep(50 * time.Millisecond) // Drain is asynchronous; wait for it, bounded
 		}
 		d.nc.Close()
+	}
+	if d.outbox != nil {
+		_ = d.outbox.Close()
 	}
 	if d.ns != nil {
 		d.ns.Shutdown()

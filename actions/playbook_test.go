@@ -21,7 +21,7 @@ import (
 
 // startJetStream runs a real NATS server with JetStream in the test's
 // temporary directory and returns a JetStream context on it.
-func startJetStream(t *testing.T) (jetstream.JetStream, *server.Server) {
+func startJetStream(t testing.TB) (jetstream.JetStream, *server.Server) {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	if err != nil {
@@ -61,7 +61,7 @@ func (r *restarts) Resume(d detector.Deployment, _ time.Time) { r.resumed = appe
 
 // harness drives a playbook step by step on a virtual clock.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	p     *Playbook
 	js    jetstream.JetStream
 	now   time.Time
@@ -96,7 +96,7 @@ func newHarness(t *testing.T, extra string, dep detector.Deployment) *harness {
 	return newHarnessOn(t, js, extra, dep, nil)
 }
 
-func newHarnessOn(t *testing.T, js jetstream.JetStream, extra string, dep detector.Deployment, store Store) *harness {
+func newHarnessOn(t testing.TB, js jetstream.JetStream, extra string, dep detector.Deployment, store Store) *harness {
 	t.Helper()
 	doc := testPlaybook
 	if strings.Contains(extra, "status_interval") {

@@ -17,30 +17,15 @@ import (
 
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/natstest"
 )
 
 // startJetStream runs a real NATS server with JetStream in the test's
 // temporary directory and returns a JetStream context on it.
 func startJetStream(t testing.TB) (jetstream.JetStream, *server.Server) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.ClientURL())
 	if _, err := EnsureStream(context.Background(), js, "ROLLGUARD", Subjects{Prefix: "rollguard"}); err != nil {
 		t.Fatal(err)
 	}

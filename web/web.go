@@ -160,12 +160,7 @@ const maxApprover = 128
 func (a *api) approve(w http.ResponseWriter, r *http.Request) {
 	body, err := decodeApproval(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
+		a.badBody(w, err)
 		return
 	}
 	ids, err := a.o.Incidents.Approve(body.ID, body.By)
@@ -247,15 +242,21 @@ type announcement struct {
 	Weight          float64  `json:"weight"`
 }
 
+// badBody answers a request body that did not decode: 413 when it was too
+// large, 400 with the reason otherwise.
+func (a *api) badBody(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
+		return
+	}
+	writeError(w, http.StatusBadRequest, err.Error())
+}
+
 func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 	d, err := DecodeAnnouncement(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", a.o.MaxBodyBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
+		a.badBody(w, err)
 		return
 	}
 	d, err = a.o.Deployments.Announce(d)

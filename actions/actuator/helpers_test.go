@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/natstest"
 )
 
 // env is a real NATS server with JetStream, rollguard's stream, and a
@@ -42,25 +42,8 @@ func newEnv(t *testing.T) *env {
 // newBareEnv is newEnv without the stream.
 func newBareEnv(t *testing.T) *env {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.ClientURL())
 	signer := newSigner(t)
 	v, err := actions.NewVerifier(signer.PublicKey())
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/natstest"
 )
 
 const actuateFlagFile = `{
@@ -224,18 +225,7 @@ func actuateResults(t *testing.T, js jetstream.JetStream) map[string]actions.Res
 // actuateNATS runs a NATS server with JetStream that requires a password.
 func actuateNATS(t *testing.T) *server.Server {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-		Username: "actuator", Password: "s3cret"}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
+	return natstest.Start(t, func(o *server.Options) { o.Username, o.Password = "actuator", "s3cret" })
 }
 
 // actuateCommand is a flag_kill command as the playbook writes it.

@@ -18,24 +18,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rollguard/rollguard/internal/natstest"
 )
 
 // runNATS starts a separate NATS server with JetStream, as an operator's
 // cluster would be, with the given auth settings.
 func runNATS(t *testing.T, configure func(*server.Options)) *server.Server {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	configure(opts)
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
+	return natstest.Start(t, configure)
 }
 
 // TestExternalNATS: with a URL, rollguard connects to that server with the

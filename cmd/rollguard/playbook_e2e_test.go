@@ -342,14 +342,21 @@ func TestPlaybookHealthyCanaryTwin(t *testing.T) {
 	}
 }
 
-// TestPlaybookRollbackWhenKillDoesNotHeal: the bug is not behind the flag,
-// so the kill does not help; rollguard rolls back and recovery follows.
-func TestPlaybookRollbackWhenKillDoesNotHeal(t *testing.T) {
+// alwaysBadWithActuators starts a daemon, a fleet whose canary is bad
+// whatever the flag, and the flagd and rollback actuators.
+func alwaysBadWithActuators(t *testing.T) (*testDaemon, *fleet) {
 	td := startDaemon(t, pbConfig(embeddedNATS, "127.0.0.1:0", ""))
 	f := newFleet(t, td.otlp)
 	f.badAlways = true
 	flagdActuator(t, natsURL(td), pubKey(td), f)
 	rollbackActuator(t, natsURL(td), pubKey(td), f)
+	return td, f
+}
+
+// TestPlaybookRollbackWhenKillDoesNotHeal: the bug is not behind the flag,
+// so the kill does not help; rollguard rolls back and recovery follows.
+func TestPlaybookRollbackWhenKillDoesNotHeal(t *testing.T) {
+	td, f := alwaysBadWithActuators(t)
 
 	inc := untilState(t, f, td.get, actions.StateStabilized, 120*time.Second)
 	ids := exactlyOnce(t, td.stream)
@@ -369,11 +376,7 @@ func TestPlaybookRollbackWhenKillDoesNotHeal(t *testing.T) {
 // migration is contained with the flag kill and handed to people; rollback
 // is never sent.
 func TestPlaybookIrreversibleMigration(t *testing.T) {
-	td := startDaemon(t, pbConfig(embeddedNATS, "127.0.0.1:0", ""))
-	f := newFleet(t, td.otlp)
-	f.badAlways = true
-	flagdActuator(t, natsURL(td), pubKey(td), f)
-	rollbackActuator(t, natsURL(td), pubKey(td), f)
+	td, f := alwaysBadWithActuators(t)
 	if code, b := td.post("/api/v1/deployments", `{"service":"checkout","version":"v2","previous_version":"v1","flags":["new-checkout-flow"],"migration":"irreversible"}`); code != 201 && code != 200 {
 		t.Fatalf("announce: %d %s", code, b)
 	}

@@ -47,6 +47,7 @@ type Engine struct {
 	deployments map[string]*deploymentRun
 	histories   map[string]*history // by guard name
 	ended       []Deployment
+	endedSeries map[string]DeploymentSeries
 	routes      atomic.Pointer[map[string][]*configs.GuardConfig] // byMetric, for lock-free filtering
 	handler     VerdictHandler
 	now         func() time.Time
@@ -63,6 +64,45 @@ type deploymentRun struct {
 	// testFrom, when after StartedAt, restarts the tests: only data from
 	// then on counts (verification after a mitigation, or a restart).
 	testFrom time.Time
+	// past keeps each guard's chart history from before the tests were
+	// restarted, and restarts when they were, so charts tell the whole story.
+	past     map[string][]SignalSeries
+	restarts []time.Time
+}
+
+// restart discards the tests of every guard, keeping their chart history.
+func (d *deploymentRun) restart(from time.Time) {
+	d.past = d.series()
+	d.restarts = append(d.restarts, from)
+	d.testFrom = from
+	d.guards = map[string]*guardRun{}
+}
+
+// series is every guard's chart history, across restarts.
+func (d *deploymentRun) series() map[string][]SignalSeries {
+	out := map[string][]SignalSeries{}
+	for g, ss := range d.past {
+		for _, s := range ss {
+			out[g] = append(out[g], SignalSeries{Signal: s.Signal, Points: append([]Point(nil), s.Points...)})
+		}
+	}
+	for name, r := range d.guards {
+		for _, sr := range r.signals {
+			i := 0
+			for i < len(out[name]) && out[name][i].Signal != sr.cfg.Name {
+				i++
+			}
+			if i == len(out[name]) {
+				out[name] = append(out[name], SignalSeries{Signal: sr.cfg.Name})
+			}
+			pts := append(out[name][i].Points, sr.points...)
+			if len(pts) > maxPoints {
+				pts = pts[len(pts)-maxPoints:]
+			}
+			out[name][i].Points = pts
+		}
+	}
+	return out
 }
 
 // from is the start of the data the tests use.
@@ -157,6 +197,7 @@ func NewEngine(cfg *configs.Config, o EngineOptions) *Engine {
 		stable:      map[string]string{},
 		deployments: map[string]*deploymentRun{},
 		histories:   map[string]*history{},
+		endedSeries: map[string]DeploymentSeries{},
 		handler:     o.Handler,
 		now:         o.Now,
 		log:         o.Logger,
@@ -391,7 +432,9 @@ func (e *Engine) end(d *deploymentRun, reason string, at time.Time) {
 	d.EndedAt, d.EndReason = &at, reason
 	delete(e.deployments, d.Service)
 	e.ended = append(e.ended, d.Deployment)
+	e.endedSeries[d.ID] = DeploymentSeries{Deployment: d.Deployment, Guards: d.series(), Restarts: d.restarts}
 	if len(e.ended) > 100 {
+		delete(e.endedSeries, e.ended[0].ID)
 		e.ended = e.ended[1:]
 	}
 }
@@ -467,8 +510,7 @@ func (e *Engine) Verify(deploymentID string, from time.Time) bool {
 	defer e.mu.Unlock()
 	for _, d := range e.deployments {
 		if d.ID == deploymentID {
-			d.testFrom = from
-			d.guards = map[string]*guardRun{}
+			d.restart(from)
 			e.log.Info("deployment tests restarted for verification", "deployment", d.ID, "from", from)
 			return true
 		}
@@ -484,8 +526,7 @@ func (e *Engine) Resume(d Deployment, from time.Time) {
 	defer e.mu.Unlock()
 	if cur := e.deployments[d.Service]; cur != nil {
 		if cur.ID == d.ID && cur.testFrom.Before(from) {
-			cur.testFrom = from
-			cur.guards = map[string]*guardRun{}
+			cur.restart(from)
 		}
 		return
 	}
@@ -494,7 +535,7 @@ func (e *Engine) Resume(d Deployment, from time.Time) {
 	}
 	e.stable[d.Service] = d.PreviousVersion
 	e.open(d)
-	e.deployments[d.Service].testFrom = from
+	e.deployments[d.Service].restart(from)
 }
 
 func (e *Engine) guarded(service string) bool {
@@ -697,6 +738,28 @@ func (e *Engine) Series(guard string) (out []SignalSeries, ok bool) {
 		}
 	}
 	return out, true
+}
+
+// DeploymentSeries is a deployment's chart history: per guard, per signal,
+// across restarts of its tests (Restarts says when).
+type DeploymentSeries struct {
+	Deployment Deployment                `json:"deployment"`
+	Guards     map[string][]SignalSeries `json:"guards"`
+	Restarts   []time.Time               `json:"restarts"`
+}
+
+// History returns the chart history of an active or recently ended
+// deployment; ok is false when it is unknown.
+func (e *Engine) History(deploymentID string) (DeploymentSeries, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, d := range e.deployments {
+		if d.ID == deploymentID {
+			return DeploymentSeries{Deployment: d.Deployment, Guards: d.series(), Restarts: append([]time.Time(nil), d.restarts...)}, true
+		}
+	}
+	ds, ok := e.endedSeries[deploymentID]
+	return ds, ok
 }
 
 // Deployments returns the active deployments, then the recently ended ones.

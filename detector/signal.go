@@ -59,6 +59,9 @@ type ArmPoint struct {
 	Baseline  CohortCounts `json:"baseline"`
 	EValue    Float        `json:"e_value"`
 	Threshold float64      `json:"threshold"`
+	// Theta0 is 1 + tolerance: the candidate regresses above Theta0 times
+	// the baseline's rate.
+	Theta0 float64 `json:"theta0"`
 }
 
 // maxPoints bounds a signal's chart history (two hours of 10 s ticks).
@@ -69,7 +72,7 @@ func (sr *signalRun) record(now time.Time, evs []Evidence) {
 	p := Point{At: now}
 	for _, ev := range evs {
 		p.Arms = append(p.Arms, ArmPoint{Signal: ev.Signal, State: ev.State, Candidate: ev.Candidate,
-			Baseline: ev.Baseline, EValue: ev.EValue, Threshold: ev.Threshold})
+			Baseline: ev.Baseline, EValue: ev.EValue, Threshold: ev.Threshold, Theta0: ev.Theta0})
 	}
 	if len(sr.points) == maxPoints {
 		copy(sr.points, sr.points[1:])

@@ -7,8 +7,11 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # A real Prometheus for the PromQL-polling tests and the ingest comparison.
 PROMETHEUS_VERSION := v0.316.0
 PROMETHEUS := $(GOBIN)/prometheus
+# Debian's Chromium for the UI tests in a real browser.
+CHROMIUM   ?= /usr/bin/chromium
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test fuzz bench bench-detect lint clean prometheus
+.PHONY: all build run test fuzz bench bench-detect lint clean prometheus chromium
 
 all: build
 
@@ -19,11 +22,11 @@ build:
 run: build
 	./$(BIN) run --config.file=configs/example.yaml --storage.path=data/
 
-## test: vet, every test with the race detector (installs Prometheus once),
-## then each fuzz target for a few seconds.
-test: $(PROMETHEUS)
+## test: vet, every test with the race detector (installs Prometheus and
+## Chromium once), then each fuzz target for a few seconds.
+test: $(PROMETHEUS) $(CHROMIUM)
 	$(GO) vet ./...
-	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) $(GO) test -race -count=1 ./...
+	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) ROLLGUARD_CHROMIUM=$(CHROMIUM) $(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## prometheus: build Prometheus from the Go module proxy (a few minutes, once).
@@ -31,11 +34,17 @@ prometheus: $(PROMETHEUS)
 $(PROMETHEUS):
 	GOFLAGS= $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
 
+## chromium: Debian's Chromium, which the browser tests drive headless.
+chromium: $(CHROMIUM)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 ## fuzz: each fuzz target for FUZZTIME (decoders of every input surface).
 FUZZ_TARGETS := ./configs:FuzzParse ./sources/otlp:FuzzReceiver ./web:FuzzAnnounce \
 	./sources/remotewrite:FuzzRemoteWriteV1 ./sources/remotewrite:FuzzRemoteWriteV2 \
 	./sources/scrape:FuzzParseText ./sources/scrape:FuzzParseOpenMetrics ./sources/scrape:FuzzParseProtobuf ./cmd/rollguard:FuzzReplay ./actions/actuator:FuzzDecodeCommand \
-	./actions:FuzzOutbox
+	./actions:FuzzOutbox ./web:FuzzApprovals
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZTIME)"; \

@@ -30,6 +30,7 @@ type Deployments interface {
 	Deployments() []detector.Deployment
 	Guards() []detector.GuardStatus
 	Series(guard string) ([]detector.SignalSeries, bool)
+	History(deploymentID string) (detector.DeploymentSeries, bool)
 }
 
 // Incidents is what the API needs of the playbook.
@@ -59,6 +60,8 @@ type Options struct {
 	RemoteWrite http.Handler
 	// Now is the clock post-mortem drafts are dated by; time.Now if nil.
 	Now func() time.Time
+	// Version is shown in the UI's footer.
+	Version string
 }
 
 // Handler builds the HTTP handler.
@@ -121,6 +124,15 @@ func Handler(o Options) http.Handler {
 	// probes, they sit behind the web listener's Authenticator (see
 	// Authenticator.Wrap), the same credentials as POST /api/v1/deployments.
 	mux.HandleFunc("POST /api/v1/approvals", a.approve)
+	mux.HandleFunc("GET /api/v1/deployments/{id}/series", func(w http.ResponseWriter, r *http.Request) {
+		h, ok := o.Deployments.History(r.PathValue("id"))
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no deployment %q", r.PathValue("id")))
+			return
+		}
+		writeJSON(w, http.StatusOK, h)
+	})
+	a.registerUI(mux)
 	return mux
 }
 

@@ -829,3 +829,40 @@ func FuzzApprovals(f *testing.F) {
 		}
 	})
 }
+
+// TestUIPages: every page renders from the embedded templates with the
+// incident's story; unknown ids are 404 pages; the assets are served.
+func TestUIPages(t *testing.T) {
+	s := newIncidentServer(t, nil)
+	for _, tc := range []struct {
+		path string
+		code int
+		has  []string
+	}{
+		{"/", 200, []string{`data-guard="checkout"`, `href="/incidents/` + incidentID + `"`, "◌ watching", `data-live="5000"`}},
+		{"/incidents", 200, []string{incidentID}},
+		{"/deployments", 200, []string{"<h1>Deployments</h1>"}},
+		{"/incidents/" + incidentID, 200, []string{`data-command="` + killNew + `"`, "awaiting approval", `href="/incidents/` + incidentID + `/postmortem"`}},
+		{"/incidents/" + incidentID + "/postmortem", 200, []string{"<table>", "Five whys", "Time to detect"}},
+		{"/deployments/d-9efbd2039229", 200, []string{"Deployment d-9efbd2039229", "No chart history"}},
+		{"/incidents/inc-nope", 404, []string{"rollguard knows no incident &#34;inc-nope&#34;"}},
+		{"/deployments/d-nope", 404, []string{"no deployment"}},
+		{"/ui/style.css", 200, []string{"Okabe"}},
+		{"/ui/live.js", 200, []string{"data-live"}},
+	} {
+		r := s.do(t, http.MethodGet, tc.path, "")
+		if r.code != tc.code {
+			t.Errorf("GET %s: %d, want %d\n%s", tc.path, r.code, tc.code, r.body)
+			continue
+		}
+		for _, want := range tc.has {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("GET %s lacks %q", tc.path, want)
+			}
+		}
+	}
+	r := s.do(t, http.MethodGet, "/api/v1/deployments/d-nope/series", "")
+	if r.code != http.StatusNotFound || !strings.Contains(r.body, `no deployment \"d-nope\"`) {
+		t.Errorf("series of an unknown deployment: %d %s", r.code, r.body)
+	}
+}

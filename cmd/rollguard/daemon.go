@@ -228,6 +228,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Gatherer:    d.reg,
 		Logger:      d.log.Named("web"),
 		RemoteWrite: rw.Handler(),
+		Version:     version,
 	}), "/-/healthy", "/-/ready"), ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
 	return d, nil
 }

@@ -4,6 +4,10 @@
 package natstest
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,4 +51,72 @@ func JetStream(t testing.TB, url string, opts ...nats.Option) jetstream.JetStrea
 		t.Fatal(err)
 	}
 	return js
+}
+
+// StartCluster runs n NATS servers with JetStream routed into one cluster,
+// for R3 streams and KV; each is shut down when the test ends (a test may
+// shut one down earlier to see the others carry on).
+func StartCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	out := make([]*server.Server, n)
+	for i := range out {
+		opts := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true,
+			StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "rollguard-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ","))}
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		out[i] = ns
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	}
+	for _, ns := range out {
+		if !ns.ReadyForConnections(20 * time.Second) {
+			t.Fatal("nats cluster node not ready")
+		}
+	}
+	// JetStream is usable once the meta group has a leader.
+	js := JetStream(t, out[0].ClientURL())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jetstream cluster not ready: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// URLs lists the client URLs of servers, comma-separated as nats.Connect takes them.
+func URLs(servers []*server.Server) string {
+	var urls []string
+	for _, ns := range servers {
+		urls = append(urls, ns.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -200,6 +200,31 @@ func (p *Playbook) HandleResult(ctx context.Context, r ResultData) error {
 // messages left in the outbox, and reopens the open incidents' deployments
 // in the detector so verification continues. Call it before Run.
 func (p *Playbook) Restore(ctx context.Context) error {
+	return p.restore(ctx, func(string) bool { return true })
+}
+
+// Adopt takes over the incidents of a guard this replica now owns (its
+// lease was taken): they continue from their state in the store, and their
+// deployments reopen in the detector. Incidents already held are kept.
+func (p *Playbook) Adopt(ctx context.Context, guard string) error {
+	return p.restore(ctx, func(g string) bool { return g == guard })
+}
+
+// Release forgets a guard's incidents (another replica owns it now); what
+// changed is saved first so the new owner continues from there.
+func (p *Playbook) Release(ctx context.Context, guard string) {
+	p.persist(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, inc := range p.incidents {
+		if inc.Guard == guard {
+			delete(p.incidents, id)
+			delete(p.dirty, id)
+		}
+	}
+}
+
+func (p *Playbook) restore(ctx context.Context, want func(guard string) bool) error {
 	if p.o.Store == nil {
 		return nil
 	}
@@ -217,6 +242,9 @@ func (p *Playbook) Restore(ctx context.Context) error {
 	defer p.mu.Unlock()
 	for i := range incs {
 		inc := incs[i]
+		if !want(inc.Guard) || p.incidents[inc.Deployment.ID] != nil {
+			continue
+		}
 		p.reconcile(&inc, msgs, now)
 		for j := range inc.Commands {
 			c := &inc.Commands[j]

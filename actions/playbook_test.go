@@ -628,3 +628,38 @@ func TestPlaybookOutboxAcrossCrash(t *testing.T) {
 		t.Fatalf("%d commands after more time, want 2", n)
 	}
 }
+
+// TestPlaybookHandover: the replica that owned a guard releases it; the new
+// owner adopts its incident from the store and carries on without sending
+// the command again.
+func TestPlaybookHandover(t *testing.T) {
+	js, _ := startJetStream(t)
+	store, err := NewKVStore(context.Background(), js, "ROLLGUARD_INCIDENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newHarnessOn(t, js, "", detector.Deployment{}, store)
+	a.verdict(detector.StateRegressed, evidence(detector.StateRegressed, 0.05, 0.01))
+	a.p.Release(context.Background(), "checkout")
+	if n := len(a.p.Incidents()); n != 0 {
+		t.Fatalf("the old owner still holds %d incidents", n)
+	}
+	b := newHarnessOn(t, js, "", a.dep, store)
+	b.now = a.now.Add(3 * time.Second)
+	if err := b.p.Adopt(context.Background(), "payments"); err != nil || len(b.p.Incidents()) != 0 {
+		t.Fatalf("adopting another guard took %d incidents (%v)", len(b.p.Incidents()), err)
+	}
+	if err := b.p.Adopt(context.Background(), "checkout"); err != nil {
+		t.Fatal(err)
+	}
+	b.wantState(StateContaining)
+	if len(b.det.resumed) != 1 {
+		t.Fatalf("deployment not reopened by the new owner: %v", b.det.resumed)
+	}
+	b.verdict(detector.StateRegressed, evidence(detector.StateRegressed, 0.05, 0.01))
+	b.result(CommandID(a.dep.ID, ActionFlagKill, "new-flow"), ResultOK)
+	b.wantState(StateVerifying)
+	if ids := b.commandIDs(); len(ids) != 1 {
+		t.Fatalf("commands %v, want the one flag kill", ids)
+	}
+}

@@ -105,6 +105,7 @@ var (
 	DefaultNATS = NATSConfig{
 		SubjectPrefix: "rollguard",
 		Stream:        "ROLLGUARD",
+		Replicas:      1,
 		Embedded:      EmbeddedNATS{Host: "127.0.0.1", Port: 4222},
 	}
 	DefaultOTLP = OTLPConfig{
@@ -137,8 +138,28 @@ var (
 	}
 )
 
+// Modes of the daemon.
+const (
+	// ModeStandalone ingests, detects and acts; it also merges the partial
+	// aggregates sidecars publish on <subject_prefix>.agg.<guard>.
+	ModeStandalone = "standalone"
+	// ModeSidecar ingests locally and publishes per-tick partial aggregates
+	// to NATS; it neither detects nor acts.
+	ModeSidecar = "sidecar"
+)
+
+// SidecarConfig configures sidecar mode.
+type SidecarConfig struct {
+	// ID names this sidecar in the id of every message it publishes, so
+	// that a retried publish is deduplicated; empty means the hostname.
+	ID string `yaml:"id"`
+}
+
 // Config is the whole configuration file.
 type Config struct {
+	// Mode is standalone (the default) or sidecar.
+	Mode          string         `yaml:"mode"`
+	Sidecar       SidecarConfig  `yaml:"sidecar"`
 	Global        GlobalConfig   `yaml:"global"`
 	NATS          NATSConfig     `yaml:"nats"`
 	OTLP          OTLPConfig     `yaml:"otlp"`
@@ -150,6 +171,7 @@ type Config struct {
 	// PlaybookDefaults is the playbook every guard runs unless its own
 	// playbook block overrides part of it.
 	PlaybookDefaults GlobalPlaybookConfig `yaml:"playbook"`
+	Cluster          ClusterConfig        `yaml:"cluster"`
 }
 
 // GlobalConfig holds settings shared by every guard.
@@ -184,6 +206,8 @@ type NATSConfig struct {
 	// Stream is the JetStream stream that holds commands, results, status and incident events.
 	Stream   string       `yaml:"stream"`
 	Embedded EmbeddedNATS `yaml:"embedded"`
+	// Replicas of rollguard's streams and KV buckets: 3 on a three-node cluster.
+	Replicas int `yaml:"replicas"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -377,7 +401,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	cfg := &Config{Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits, PromQL: DefaultPromQL, PlaybookDefaults: DefaultPlaybook}
+	cfg := &Config{Mode: ModeStandalone, Global: DefaultGlobal, NATS: DefaultNATS, OTLP: DefaultOTLP, Limits: DefaultLimits, PromQL: DefaultPromQL, PlaybookDefaults: DefaultPlaybook, Cluster: DefaultCluster}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("configuration is empty")
 	}
@@ -393,6 +417,9 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if err := doc.Decode(cfg); err != nil {
 		return nil, decodeError(doc, err)
+	}
+	if cfg.Sidecar.ID == "" {
+		cfg.Sidecar.ID, _ = os.Hostname() // validate says so if it is unknown
 	}
 	if errs := cfg.validate(); len(errs) > 0 {
 		fe := errs[0]
@@ -423,6 +450,7 @@ func countNodes(n *yaml.Node, budget int) int {
 
 var (
 	nameRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	hostRe  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,253}$`)
 	tokenRe = regexp.MustCompile(`^[^.*>\s]+$`)
 )
 
@@ -430,6 +458,22 @@ func (c *Config) validate() []fieldError {
 	var errs []fieldError
 	add := func(path, format string, args ...any) {
 		errs = append(errs, fieldError{path, fmt.Sprintf(format, args...)})
+	}
+	switch c.Mode {
+	case ModeStandalone:
+	case ModeSidecar:
+		if c.NATS.URL == "" {
+			add("nats.url", "is required in sidecar mode: the NATS server the central rollguard reads aggregates from")
+		}
+	default:
+		add("mode", "%q must be one of standalone, sidecar", c.Mode)
+	}
+	if !hostRe.MatchString(c.Sidecar.ID) {
+		if c.Sidecar.ID == "" {
+			add("sidecar.id", "is empty and the hostname is unknown: set it")
+		} else {
+			add("sidecar.id", "%q must contain only letters, digits, '.', '_' and '-'", c.Sidecar.ID)
+		}
 	}
 	if c.Global.EvaluationInterval <= 0 {
 		add("global.evaluation_interval", "must be > 0")
@@ -484,6 +528,7 @@ func (c *Config) validate() []fieldError {
 	errs = append(errs, c.validateScrape()...)
 	errs = append(errs, c.validatePromQL()...)
 	errs = append(errs, c.validatePlaybook()...)
+	errs = append(errs, c.validateCluster()...)
 	names := map[string]int{}
 	for i, g := range c.Guards {
 		p := fmt.Sprintf("guards[%d]", i)

@@ -68,6 +68,12 @@ var badConfigs = map[string]string{
 	"playbook_data_audit.yaml":       `playbook.data_audit: "sometimes" must be one of on_integrity, always, never (line 2)`,
 	"playbook_hold_too_long.yaml":    "playbook.healthy_hold: must be shorter than containment_timeout (5m), or a flag kill could never be seen to work (line 2)",
 	"playbook_unknown_approval.yaml": `guards[0].playbook.approval[0]: "rolback" is not an action (known: flag_kill, rollback, data_audit) (line 5)`,
+
+	"mode_unknown.yaml":             `mode: "central" must be one of standalone, sidecar (line 2)`,
+	"mode_not_a_string.yaml":        "mode: expected a string, got a list (line 2)",
+	"sidecar_without_nats_url.yaml": "nats.url: is required in sidecar mode: the NATS server the central rollguard reads aggregates from (line 4)",
+	"sidecar_bad_id.yaml":           `sidecar.id: "host/1" must contain only letters, digits, '.', '_' and '-' (line 6)`,
+	"sidecar_unknown_key.yaml":      `sidecar.name: unknown field "name" (line 5)`,
 }
 
 // knownBugs are bad files for which Parse returns a wrong message (or none)
@@ -179,6 +185,7 @@ func defaultConfig(guards ...GuardConfig) *Config {
 			SubjectPrefix: "rollguard",
 			Stream:        "ROLLGUARD",
 			Embedded:      EmbeddedNATS{Host: "127.0.0.1", Port: 4222},
+			Replicas:      1,
 		},
 		OTLP:   OTLPConfig{HTTPListenAddress: ":4318", MaxRequestBytes: 16 << 20},
 		Guards: guards,
@@ -237,6 +244,7 @@ func TestParseValues(t *testing.T) {
 		SubjectPrefix: "guard",
 		Stream:        "GUARD_1",
 		Embedded:      EmbeddedNATS{Host: "0.0.0.0", Port: -1},
+		Replicas:      1,
 	}
 	full.OTLP = OTLPConfig{HTTPListenAddress: "127.0.0.1:14318", MaxRequestBytes: 1 << 20}
 
@@ -252,6 +260,9 @@ func TestParseValues(t *testing.T) {
 	noGuards := defaultConfig()
 	noGuards.Global.EvaluationInterval = Duration(time.Minute)
 
+	sidecar := defaultConfig(defaultGuard("checkout", "checkout", defaultSignal("errors")))
+	sidecar.NATS.URL = "nats://nats:4222"
+
 	anchored := func() SignalConfig { s := defaultSignal("errors"); s.Tolerance = 0.2; return s }()
 
 	tests := []struct {
@@ -263,6 +274,7 @@ func TestParseValues(t *testing.T) {
 		{"token.yaml", token},
 		{"credentials_file.yaml", creds},
 		{"no_guards.yaml", noGuards},
+		{"sidecar.yaml", sidecar},
 		{"anchors.yaml", defaultConfig(defaultGuard("checkout", "checkout", anchored), defaultGuard("cart", "cart", anchored))},
 	}
 	for _, tt := range tests {
@@ -330,6 +342,32 @@ guards:
 	after := []any{DefaultGlobal, DefaultNATS, DefaultOTLP, DefaultGuard, DefaultSignal}
 	if !reflect.DeepEqual(before, after) {
 		t.Errorf("Parse changed the package defaults\nbefore: %+v\n after: %+v", before, after)
+	}
+}
+
+// TestMode: standalone by default; a sidecar's id is the hostname unless set.
+func TestMode(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no hostname: %v", err)
+	}
+	for _, tc := range []struct {
+		file, mode, id string
+	}{{"minimal.yaml", ModeStandalone, host}, {"sidecar.yaml", ModeSidecar, "edge-1.eu-west"}} {
+		cfg, err := Load(filepath.Join(testdata, "good", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Mode != tc.mode || cfg.Sidecar.ID != tc.id {
+			t.Errorf("%s: mode %q, sidecar id %q; want %q, %q", tc.file, cfg.Mode, cfg.Sidecar.ID, tc.mode, tc.id)
+		}
+	}
+	cfg, err := Parse([]byte("mode: sidecar\nnats:\n  url: nats://n:4222\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sidecar.ID != host {
+		t.Errorf("sidecar without an id: id %q, want the hostname %q", cfg.Sidecar.ID, host)
 	}
 }
 

@@ -43,7 +43,14 @@ func (s Subjects) Stream() []string {
 // EnsureStream creates or updates the stream that holds commands, results,
 // status updates and incident events, so a subscriber that was down catches up.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, name string, subj Subjects) (jetstream.Stream, error) {
+	return EnsureStreamReplicated(ctx, js, name, subj, 1)
+}
+
+// EnsureStreamReplicated is EnsureStream with the stream kept on replicas
+// servers (3 on a three-node cluster, so losing one loses nothing).
+func EnsureStreamReplicated(ctx context.Context, js jetstream.JetStream, name string, subj Subjects, replicas int) (jetstream.Stream, error) {
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Replicas:    replicas,
 		Name:        name,
 		Description: "rollguard commands, results, status updates and incident events",
 		Subjects:    subj.Stream(),

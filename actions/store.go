@@ -18,7 +18,13 @@ type KVStore struct {
 
 // NewKVStore creates or opens the bucket.
 func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KVStore, error) {
+	return NewKVStoreReplicated(ctx, js, bucket, 1)
+}
+
+// NewKVStoreReplicated is NewKVStore with the bucket kept on replicas servers.
+func NewKVStoreReplicated(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*KVStore, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Replicas:    replicas,
 		Bucket:      bucket,
 		Description: "rollguard incidents",
 		Storage:     jetstream.FileStorage,

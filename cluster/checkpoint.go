@@ -1,0 +1,81 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rollguard/rollguard/detector"
+)
+
+// Checkpoints keep each service's deployment under way in JetStream KV, so
+// that the replica that takes a guard over resumes the same deployment (its
+// id, versions and start) instead of guessing the stable version from the
+// first samples it sees.
+type Checkpoints struct {
+	kv   jetstream.KeyValue
+	mu   sync.Mutex
+	last map[string]detector.Deployment // by service: what was last saved
+}
+
+// NewCheckpoints creates or opens the bucket.
+func NewCheckpoints(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Checkpoints, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "rollguard deployments under way, by service",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
+	}
+	return &Checkpoints{kv: kv, last: map[string]detector.Deployment{}}, nil
+}
+
+// Save stores the deployments of the services for which keep is true,
+// writing only what changed; an ended deployment is stored too, so the
+// next owner does not resume it.
+func (c *Checkpoints) Save(ctx context.Context, deps []detector.Deployment, keep func(service string) bool) error {
+	seen := map[string]bool{}
+	for _, d := range deps {
+		if !keep(d.Service) || seen[d.Service] {
+			continue // the active deployment comes first; older ended ones are history
+		}
+		seen[d.Service] = true
+		c.mu.Lock()
+		same := reflect.DeepEqual(c.last[d.Service], d)
+		c.mu.Unlock()
+		if same {
+			continue
+		}
+		b, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if _, err := c.kv.Put(ctx, d.Service, b); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", d.Service, err)
+		}
+		c.mu.Lock()
+		c.last[d.Service] = d
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// Deployment returns the service's last checkpointed deployment.
+func (c *Checkpoints) Deployment(ctx context.Context, service string) (detector.Deployment, bool) {
+	e, err := c.kv.Get(ctx, service)
+	if err != nil {
+		return detector.Deployment{}, false
+	}
+	var d detector.Deployment
+	if json.Unmarshal(e.Value(), &d) != nil {
+		return detector.Deployment{}, false
+	}
+	return d, true
+}

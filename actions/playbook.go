@@ -73,6 +73,9 @@ type PlaybookOptions struct {
 	Detector Detector
 	// Config gives each guard's playbook settings and signal types.
 	Config *configs.Config
+	// Owns reports whether this replica owns a guard (its lease); verdicts
+	// of other guards are ignored. Nil: every guard is this rollguard's.
+	Owns func(guard string) bool
 	// Connected reports whether NATS is reachable; while it is not, the
 	// outbox and the store are not tried, so the playbook keeps its pace.
 	Connected func() bool
@@ -341,6 +344,9 @@ func (p *Playbook) poke() {
 // onVerdict opens an incident on a deployment's first regressed verdict
 // and, while one is being verified, judges recovery.
 func (p *Playbook) onVerdict(v detector.GuardVerdict) {
+	if p.o.Owns != nil && !p.o.Owns(v.Guard) {
+		return // another replica owns the guard: it alone acts
+	}
 	now := p.o.Now()
 	inc := p.incidents[v.Deployment.ID]
 	if inc == nil {

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -48,7 +47,7 @@ type Engine struct {
 	histories   map[string]*history // by guard name
 	ended       []Deployment
 	endedSeries map[string]DeploymentSeries
-	routes      atomic.Pointer[map[string][]*configs.GuardConfig] // byMetric, for lock-free filtering
+	doors       // byMetric, for lock-free filtering at the door
 	handler     VerdictHandler
 	now         func() time.Time
 	log         hclog.Logger
@@ -138,6 +137,7 @@ type engineMetrics struct {
 	verdicts    *prometheus.GaugeVec
 	deployments *prometheus.CounterVec
 	promotions  prometheus.Counter
+	aggregates  *prometheus.CounterVec // AppendAggregates, by outcome
 }
 
 func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
@@ -167,8 +167,12 @@ func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
 			Help: "Deployments ended by promotion: the previous version gone, the new one not regressed.",
 		}),
 	}
+	m.aggregates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rollguard_detector_aggregates_total",
+		Help: "Partial aggregates received from sidecars, by outcome: merged, or the reason they were dropped.",
+	}, []string{"outcome"})
 	if r != nil {
-		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments, m.promotions)
+		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments, m.promotions, m.aggregates)
 	}
 	return m
 }
@@ -212,21 +216,7 @@ func NewEngine(cfg *configs.Config, o EngineOptions) *Engine {
 func (e *Engine) ApplyConfig(cfg *configs.Config) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	guards := make(map[string]*configs.GuardConfig, len(cfg.Guards))
-	byMetric := map[string][]*configs.GuardConfig{}
-	for i := range cfg.Guards {
-		g := cfg.Guards[i]
-		guards[g.Name] = &g
-		seen := map[string]bool{}
-		for _, s := range g.Signals {
-			for _, m := range configs.InputMetrics(g, s) {
-				if !seen[m] {
-					byMetric[m] = append(byMetric[m], &g)
-					seen[m] = true
-				}
-			}
-		}
-	}
+	guards, byMetric := route(cfg)
 	for _, d := range e.deployments {
 		for name, run := range d.guards {
 			if ng, ok := guards[name]; !ok || !reflect.DeepEqual(*ng, *run.cfg) {
@@ -240,35 +230,7 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 		}
 	}
 	e.global, e.guards, e.byMetric = cfg.Global, guards, byMetric
-	e.routes.Store(&byMetric)
-}
-
-// Wants reports whether any guard reads metric; sources use it to drop the
-// rest at the door.
-func (e *Engine) Wants(metric string) bool {
-	return len((*e.routes.Load())[metric]) > 0
-}
-
-// Doors lists the (service label, service) pairs of the guards reading
-// metric, for decoders that filter on raw label bytes.
-func (e *Engine) Doors(metric string) []sources.Label {
-	gs := (*e.routes.Load())[metric]
-	out := make([]sources.Label, 0, len(gs))
-	for _, g := range gs {
-		out = append(out, sources.Label{Name: g.ServiceLabel, Value: g.Service})
-	}
-	return out
-}
-
-// WantsSeries reports whether a guard reads metric for the service the
-// labels name; sources use it to keep no state for other services' series.
-func (e *Engine) WantsSeries(metric string, ls sources.Labels) bool {
-	for _, g := range (*e.routes.Load())[metric] {
-		if ls.Get(g.ServiceLabel) == g.Service {
-			return true
-		}
-	}
-	return false
+	e.doors.set(byMetric)
 }
 
 // Append routes samples to guard signals and cohorts. It implements sources.Appender.

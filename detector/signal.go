@@ -139,70 +139,82 @@ func newSignalRun(g *configs.GuardConfig, s configs.SignalConfig, start time.Tim
 }
 
 // reads reports whether the signal reads metric.
-func (sr *signalRun) reads(metric string) bool {
-	return metric == sr.metric || (sr.cfg.Type == configs.SignalDataIntegrity && metric == sr.cfg.TotalMetric)
+func (sr *signalRun) reads(metric string) bool { return reads(&sr.cfg, sr.metric, metric) }
+
+// reads reports whether a signal of input metric input reads metric.
+func reads(cfg *configs.SignalConfig, input, metric string) bool {
+	return metric == input || (cfg.Type == configs.SignalDataIntegrity && metric == cfg.TotalMetric)
 }
 
 // add folds one sample into the cohort's batch.
 func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
-	t := &sr.cur[cohort]
+	if fold(&sr.cur[cohort], &sr.cfg, sr.metric, s) {
+		sr.lastReport[cohort] = now
+	}
+}
+
+// fold adds one sample to t as the signal (of input metric input) counts
+// it, and reports whether the sample carried traffic: the cohort reported.
+// The engine and the sidecars' Aggregator share it, so that a sample
+// counts the same wherever it is folded.
+func fold(t *tick, cfg *configs.SignalConfig, input string, s *sources.Sample) (traffic bool) {
 	n := s.Value
 	if s.Kind == sources.KindHistogram {
 		n = s.Count
 	}
-	switch sr.cfg.Type {
+	switch cfg.Type {
 	case configs.SignalSaturation:
 		if s.Kind != sources.KindGauge || math.IsNaN(s.Value) {
-			return
+			return false
 		}
 		// Each reading is a trial; a saturated one is a bad event.
 		t.total++
-		if s.Value > sr.cfg.Level {
+		if s.Value > cfg.Level {
 			t.bad++
 		}
-		sr.lastReport[cohort] = now
-		return
+		return true
 	case configs.SignalThroughput:
 		if s.Kind == sources.KindGauge {
-			return
+			return false
 		}
 		// Successful requests are the events; their split between the
 		// cohorts is compared with the declared weight.
-		if code, err := strconv.Atoi(s.Labels.Get(sr.cfg.StatusLabel)); err != nil || code < sr.cfg.BadStatusMin {
+		if code, err := strconv.Atoi(s.Labels.Get(cfg.StatusLabel)); err != nil || code < cfg.BadStatusMin {
 			t.bad += n
 		}
 		if n > 0 {
 			t.total += n
-			sr.lastReport[cohort] = now
+			return true
 		}
-		return
+		return false
 	case configs.SignalDataIntegrity:
-		if s.Metric == sr.metric && s.Metric != sr.cfg.TotalMetric {
+		if s.Metric == input && s.Metric != cfg.TotalMetric {
 			if s.Kind == sources.KindCounter && s.Value > 0 {
 				t.bad += s.Value
 			}
-			return
+			return false
 		}
 	}
 	if s.Kind == sources.KindGauge {
-		return
+		return false
 	}
-	switch sr.cfg.Type {
+	switch cfg.Type {
 	case configs.SignalDataIntegrity:
 	case configs.SignalLatency:
 		if s.Kind != sources.KindHistogram {
-			return
+			return false
 		}
 		addLatency(t, s)
 	default:
-		if code, err := strconv.Atoi(s.Labels.Get(sr.cfg.StatusLabel)); err == nil && code >= sr.cfg.BadStatusMin {
+		if code, err := strconv.Atoi(s.Labels.Get(cfg.StatusLabel)); err == nil && code >= cfg.BadStatusMin {
 			t.bad += n
 		}
 	}
 	if n > 0 {
 		t.total += n
-		sr.lastReport[cohort] = now
+		return true
 	}
+	return false
 }
 
 func addLatency(t *tick, s *sources.Sample) {

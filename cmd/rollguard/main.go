@@ -59,6 +59,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	replayCmd, replay := addReplayCommand(app)
 	incidentCmds := addIncidentCommands(app)
 	actuateCmd, actuate := addActuateCommand(app)
+	demoCmd, demo := addDemoCommand(app)
 
 	versionCmd := app.Command("version", "Print the version.")
 
@@ -119,6 +120,8 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		return replay(stdout, stderr)
 	case actuateCmd.FullCommand():
 		return actuate(stdout, stderr)
+	case demoCmd.FullCommand():
+		return demo(stdout, stderr)
 	case versionCmd.FullCommand():
 		fmt.Fprintf(stdout, "rollguard %s\n", version)
 		return 0

@@ -629,3 +629,24 @@ func TestTourPayloads(t *testing.T) {
 		})
 	}
 }
+
+// TestHelpRunsNothing: --help prints the usage and returns; it never starts
+// the command (a daemon here would not return at all).
+func TestHelpRunsNothing(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"version", "--help"}, {"help", "run"}} {
+		done := make(chan int, 1)
+		var out, errw bytes.Buffer
+		go func() { done <- rollguard(args, &out, &errw) }()
+		select {
+		case code := <-done:
+			if code != 0 || !strings.Contains(errw.String()+out.String(), "usage: rollguard") {
+				t.Errorf("%v: exit %d, output %q", args, code, errw.String()+out.String())
+			}
+			if strings.Contains(out.String(), "rollguard dev") {
+				t.Errorf("%v ran the command: %q", args, out.String())
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%v did not return: the command ran", args)
+		}
+	}
+}

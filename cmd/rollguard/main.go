@@ -25,7 +25,10 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	app := kingpin.New("rollguard", "Telemetry guardrail daemon: compares a deployment's new version against its baseline and publishes flag-kill commands on NATS when it is measurably worse.")
 	app.UsageWriter(stderr)
 	app.ErrorWriter(stderr)
-	app.Terminate(nil)
+	// kingpin would os.Exit after --help or --version; note it instead, so
+	// that tests can call this function, and run nothing after help.
+	helped := false
+	app.Terminate(func(int) { helped = true })
 
 	runCmd := app.Command("run", "Run the daemon.")
 	var o daemonOptions
@@ -64,6 +67,9 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	versionCmd := app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(args)
+	if helped {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "rollguard: %v (try --help)\n", err)
 		return 2

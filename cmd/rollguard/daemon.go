@@ -31,6 +31,7 @@ import (
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/sources/agg"
 	"github.com/rollguard/rollguard/sources/otlp"
 	"github.com/rollguard/rollguard/sources/promql"
 	"github.com/rollguard/rollguard/sources/remotewrite"
@@ -70,6 +71,7 @@ type daemon struct {
 	grpcSrv  *grpc.Server
 	webAuth  *web.Authenticator
 	otlpAuth *web.Authenticator
+	sidecar  *shipper // sidecar mode (sidecar.go); nil otherwise
 }
 
 // newDaemon loads the configuration, connects to (or starts) NATS, makes
@@ -109,10 +111,19 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	if cfg.Mode == configs.ModeSidecar { // sidecar.go: local ingest into aggregates; no detection, no actions
+		if err := d.initSidecar(cfg, js); err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
 	subjects := actions.Subjects{Prefix: cfg.NATS.SubjectPrefix}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := actions.EnsureStream(ctx, js, cfg.NATS.Stream, subjects); err != nil {
+		return nil, err
+	}
+	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix); err != nil {
 		return nil, err
 	}
 
@@ -288,15 +299,15 @@ func (d *daemon) Run(ctx context.Context) error {
 			return d.grpcSrv.Serve(d.grpcLn)
 		}, func(error) { d.grpcSrv.GracefulStop() })
 	}
-	{
+	if d.sidecar == nil {
 		ectx, ecancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.engine.Run(ectx) }, func(error) { ecancel() })
 	}
-	{
+	if d.sidecar == nil {
 		pctx, pcancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.playbook.Run(pctx) }, func(error) { pcancel() })
 	}
-	{
+	if d.sidecar == nil {
 		rctx, rcancel := context.WithCancel(context.Background())
 		cfg := d.cfg.Load()
 		g.Add(func() error {
@@ -304,10 +315,11 @@ func (d *daemon) Run(ctx context.Context) error {
 				d.playbook.HandleResult, func(err error) { d.log.Named("playbook").Warn("results", "error", err) })
 		}, func(error) { rcancel() })
 	}
-	{
+	if d.sidecar == nil {
 		qctx, qcancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.poller.Run(qctx) }, func(error) { qcancel() })
 	}
+	d.addAggregateActors(&g) // sidecar.go: the shipper, or the consumer of sidecars' aggregates
 	{
 		sctx, scancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.scraper.Run(sctx) }, func(error) { scancel() })
@@ -336,9 +348,14 @@ func (d *daemon) reload() error {
 		!reflect.DeepEqual(old.Web.TLS, cfg.Web.TLS) || !reflect.DeepEqual(old.Limits, cfg.Limits) {
 		d.log.Warn("nats, listener, tls and limits settings change only on restart; guards and credentials are applied now")
 	}
-	if err := d.poller.ApplyConfig(cfg); err != nil {
-		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
-		return err
+	if old.Mode != cfg.Mode {
+		d.log.Warn("mode changes only on restart", "running", old.Mode)
+	}
+	if d.poller != nil {
+		if err := d.poller.ApplyConfig(cfg); err != nil {
+			d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
+			return err
+		}
 	}
 	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
@@ -352,8 +369,12 @@ func (d *daemon) reload() error {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
 		return fmt.Errorf("web: %w", err)
 	}
-	d.engine.ApplyConfig(cfg)
-	d.playbook.ApplyConfig(cfg)
+	if d.sidecar != nil {
+		d.sidecar.agg.ApplyConfig(cfg)
+	} else {
+		d.engine.ApplyConfig(cfg)
+		d.playbook.ApplyConfig(cfg)
+	}
 	d.cfg.Store(cfg)
 	d.log.Info("configuration reloaded", "file", d.o.ConfigFile, "guards", len(cfg.Guards))
 	return nil

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/sources/agg"
+	"github.com/rollguard/rollguard/sources/otlp"
+	"github.com/rollguard/rollguard/sources/remotewrite"
+	"github.com/rollguard/rollguard/sources/scrape"
+	"github.com/rollguard/rollguard/web"
+)
+
+// aggStream is the JetStream stream of sidecars' aggregates.
+func aggStream(cfg *configs.Config) string { return cfg.NATS.Stream + "_AGG" }
+
+// aggDurable is the central's durable consumer of aggregates.
+const aggDurable = "rollguard-aggregates"
+
+// Bounds of a sidecar's backlog of unpublished messages (NATS away): the
+// oldest go first past maxBacklog, and a message older than agg.MaxAge is
+// dropped, since past the stream's deduplication window a retry of a
+// message that did land could count twice.
+const maxBacklog = 1000
+
+// initSidecar builds the daemon in sidecar mode on its NATS connection:
+// the receivers (OTLP, scrape, remote write) feed an Aggregator instead of
+// the engine, and a shipper publishes its flushed ticks. No engine, no
+// playbook, no PromQL polling, no deployment announcements.
+func (d *daemon) initSidecar(cfg *configs.Config, js jetstream.JetStream) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix); err != nil {
+		return err
+	}
+	d.js = js
+	aggregator := detector.NewAggregator(cfg, detector.AggregatorOptions{Logger: d.log.Named("aggregator"), Registerer: d.reg})
+	d.sidecar = newShipper(aggregator, func(ctx context.Context, guard string, m agg.Message) error {
+		return agg.Publish(ctx, js, d.Config().NATS.SubjectPrefix, guard, m)
+	}, d.nc.IsConnected, d.Config, d.log.Named("sidecar"), d.reg)
+
+	receiver := otlp.NewReceiver(otlp.Config{
+		Appender:            aggregator,
+		Filter:              aggregator,
+		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
+		MaxSeries:           cfg.Limits.MaxSeries,
+		MaxLabels:           cfg.Limits.MaxLabelsPerSeries,
+		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
+		Logger:              d.log.Named("otlp"),
+		Registerer:          d.reg,
+	})
+	d.scraper = scrape.NewManager(scrape.Config{Appender: aggregator, Filter: aggregator, MaxSeries: cfg.Limits.MaxSeries,
+		Logger: d.log.Named("scrape"), Registerer: d.reg})
+	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
+		return fmt.Errorf("scrape: %w", err)
+	}
+	rw := remotewrite.NewReceiver(remotewrite.Config{
+		Appender:           aggregator,
+		Filter:             aggregator,
+		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
+		MaxLabelNameBytes:  cfg.Limits.MaxLabelValueLength,
+		MaxLabelValueBytes: cfg.Limits.MaxLabelValueLength,
+		MaxSeries:          cfg.Limits.MaxSeries,
+		Logger:             d.log.Named("remotewrite"),
+		Registerer:         d.reg,
+	})
+	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
+		return fmt.Errorf("otlp: %w", err)
+	}
+	if d.webAuth, err = web.NewAuthenticator(cfg.Web.ServerConfig); err != nil {
+		return fmt.Errorf("web: %w", err)
+	}
+	otlpTLS, err := web.ServerTLS(cfg.OTLP.TLS)
+	if err != nil {
+		return fmt.Errorf("otlp: %w", err)
+	}
+	webTLS, err := web.ServerTLS(cfg.Web.TLS)
+	if err != nil {
+		return fmt.Errorf("web: %w", err)
+	}
+	if a := cfg.OTLP.HTTPListenAddress; a != "" {
+		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
+			return fmt.Errorf("otlp http listener: %w", err)
+		}
+		d.otlpSrv = &http.Server{Handler: d.otlpAuth.Wrap(receiver.Handler()), ReadHeaderTimeout: 10 * time.Second, TLSConfig: otlpTLS}
+	}
+	if a := cfg.OTLP.GRPCListenAddress; a != "" {
+		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
+			return fmt.Errorf("otlp grpc listener: %w", err)
+		}
+		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)),
+			grpc.ChainUnaryInterceptor(grpcRecover(d.log.Named("otlp")), grpcAuth(d.otlpAuth))}
+		if otlpTLS != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
+		}
+		d.grpcSrv = grpc.NewServer(opts...)
+		receiver.RegisterGRPC(d.grpcSrv)
+	}
+	if d.webLn, err = net.Listen("tcp", d.o.WebListenAddress); err != nil {
+		return fmt.Errorf("web listener: %w", err)
+	}
+	d.webSrv = &http.Server{Handler: d.webAuth.Wrap(d.sidecarHandler(rw.Handler()), "/-/healthy", "/-/ready"),
+		ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
+	d.log.Info("sidecar mode: aggregates go to NATS every tick", "id", cfg.Sidecar.ID,
+		"subject", agg.Subjects(cfg.NATS.SubjectPrefix), "stream", aggStream(cfg))
+	return nil
+}
+
+// sidecarHandler is the sidecar's web surface: probes, reload, its own
+// metrics and remote write. There is no UI and no API: a sidecar knows no
+// deployments or incidents.
+func (d *daemon) sidecarHandler(remoteWrite http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "rollguard sidecar is healthy.\n")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "rollguard sidecar is not ready.", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "rollguard sidecar is ready.\n")
+	})
+	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := d.reload(); err != nil {
+			http.Error(w, fmt.Sprintf("reload failed, previous configuration kept: %v", err), http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(w, "configuration reloaded\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	mux.Handle("POST /api/v1/write", remoteWrite)
+	return mux
+}
+
+// addAggregateActors adds, in sidecar mode, the shipper that flushes and
+// publishes every tick; otherwise the consumer that merges sidecars'
+// aggregates into the engine, so that a central is a standalone rollguard
+// that also accepts aggregates.
+func (d *daemon) addAggregateActors(g *run.Group) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if d.sidecar != nil {
+		g.Add(func() error { return d.sidecar.Run(ctx) }, func(error) { cancel() })
+		return
+	}
+	cfg, log := d.cfg.Load(), d.log.Named("aggregates")
+	g.Add(func() error {
+		return agg.Consume(ctx, d.js, aggStream(cfg), aggDurable, cfg.NATS.SubjectPrefix, d.engine.AppendAggregates,
+			func(err error) { log.Warn("aggregates", "error", err) })
+	}, func(error) { cancel() })
+}
+
+// shipper flushes the aggregator every tick and publishes one message per
+// guard, in order, retrying what NATS did not take on the next tick.
+type shipper struct {
+	agg       *detector.Aggregator
+	publish   func(ctx context.Context, guard string, m agg.Message) error
+	connected func() bool
+	config    func() *configs.Config
+	log       hclog.Logger
+	metrics   *shipperMetrics
+	backlog   []shipment // only Run's goroutine touches it
+	now       func() time.Time
+}
+
+type shipment struct {
+	guard string
+	msg   agg.Message
+}
+
+type shipperMetrics struct {
+	published, bytes, failures prometheus.Counter
+	dropped                    *prometheus.CounterVec
+	backlog                    prometheus.Gauge
+}
+
+func newShipper(a *detector.Aggregator, publish func(context.Context, string, agg.Message) error, connected func() bool,
+	config func() *configs.Config, log hclog.Logger, reg prometheus.Registerer) *shipper {
+	m := &shipperMetrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_sidecar_messages_published_total",
+			Help: "Aggregate messages (one per guard per tick) the stream acknowledged.",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_sidecar_published_bytes_total",
+			Help: "Encoded bytes of the aggregate messages published.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_sidecar_publish_failures_total",
+			Help: "Publish attempts that failed; the message stays in the backlog.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_sidecar_messages_dropped_total",
+			Help: "Aggregate messages given up, by reason: backlog_full, expired (older than the stream's deduplication window) or encode.",
+		}, []string{"reason"}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rollguard_sidecar_backlog_messages",
+			Help: "Aggregate messages waiting for NATS.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.published, m.bytes, m.failures, m.dropped, m.backlog)
+	}
+	return &shipper{agg: a, publish: publish, connected: connected, config: config, log: log, metrics: m, now: time.Now}
+}
+
+// Run ticks every evaluation interval until ctx ends, then ships the last,
+// partial tick with a short grace.
+func (s *shipper) Run(ctx context.Context) error {
+	interval := time.Duration(s.config().Global.EvaluationInterval)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.tick()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.ship(sctx)
+			cancel()
+			return nil
+		case <-t.C:
+			s.tick()
+			// A publish may take half a tick at most, so that ticks keep time.
+			sctx, cancel := context.WithTimeout(ctx, interval/2)
+			s.ship(sctx)
+			cancel()
+			if iv := time.Duration(s.config().Global.EvaluationInterval); iv != interval {
+				interval = iv
+				t.Reset(iv)
+			}
+		}
+	}
+}
+
+// tick flushes the aggregator and queues one message per guard.
+func (s *shipper) tick() {
+	now := s.now()
+	aggs := s.agg.Flush()
+	id := s.config().Sidecar.ID
+	for i := 0; i < len(aggs); {
+		j := i
+		for j < len(aggs) && aggs[j].Guard == aggs[i].Guard {
+			j++
+		}
+		guard := aggs[i].Guard
+		b, err := agg.Encode(guard, now, aggs[i:j])
+		i = j
+		if err != nil {
+			s.metrics.dropped.WithLabelValues("encode").Inc()
+			s.log.Error("aggregates not encoded, tick of the guard dropped", "guard", guard, "error", err)
+			continue
+		}
+		s.backlog = append(s.backlog, shipment{guard: guard, msg: agg.Message{Sidecar: id, At: now, Data: b}})
+	}
+	if over := len(s.backlog) - maxBacklog; over > 0 {
+		s.metrics.dropped.WithLabelValues("backlog_full").Add(float64(over))
+		s.log.Warn("backlog full: oldest aggregates dropped", "dropped", over)
+		s.backlog = append(s.backlog[:0], s.backlog[over:]...)
+	}
+	k := 0
+	for k < len(s.backlog) && now.Sub(s.backlog[k].msg.At) > agg.MaxAge {
+		k++
+	}
+	if k > 0 {
+		s.metrics.dropped.WithLabelValues("expired").Add(float64(k))
+		s.log.Warn("aggregates older than the deduplication window dropped", "dropped", k)
+		s.backlog = append(s.backlog[:0], s.backlog[k:]...)
+	}
+	s.metrics.backlog.Set(float64(len(s.backlog)))
+}
+
+// ship publishes the backlog in order, stopping at the first failure: the
+// rest waits for the next tick, with the same message ids.
+func (s *shipper) ship(ctx context.Context) {
+	sent := 0
+	for sent < len(s.backlog) {
+		if !s.connected() {
+			break // nothing to gain from filling the reconnect buffer
+		}
+		sh := s.backlog[sent]
+		if err := s.publish(ctx, sh.guard, sh.msg); err != nil {
+			s.metrics.failures.Inc()
+			s.log.Warn("aggregates not published, retrying next tick", "guard", sh.guard, "backlog", len(s.backlog)-sent, "error", err)
+			break
+		}
+		s.metrics.published.Inc()
+		s.metrics.bytes.Add(float64(len(sh.msg.Data)))
+		sent++
+	}
+	s.backlog = append(s.backlog[:0], s.backlog[sent:]...)
+	s.metrics.backlog.Set(float64(len(s.backlog)))
+}

@@ -71,7 +71,8 @@ type daemon struct {
 	grpcSrv  *grpc.Server
 	webAuth  *web.Authenticator
 	otlpAuth *web.Authenticator
-	sidecar  *shipper // sidecar mode (sidecar.go); nil otherwise
+	sidecar  *shipper      // sidecar mode (sidecar.go); nil otherwise
+	cluster  *clusterState // a central replica (cluster.go); nil otherwise
 }
 
 // newDaemon loads the configuration, connects to (or starts) NATS, makes
@@ -120,10 +121,10 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	subjects := actions.Subjects{Prefix: cfg.NATS.SubjectPrefix}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := actions.EnsureStream(ctx, js, cfg.NATS.Stream, subjects); err != nil {
+	if _, err := actions.EnsureStreamReplicated(ctx, js, cfg.NATS.Stream, subjects, cfg.NATS.Replicas); err != nil {
 		return nil, err
 	}
-	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix); err != nil {
+	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix, cfg.NATS.Replicas); err != nil {
 		return nil, err
 	}
 
@@ -135,7 +136,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.log.Info("commands are signed", "key", signer.PublicKey())
-	store, err := actions.NewKVStore(ctx, js, cfg.NATS.Stream+"_INCIDENTS")
+	store, err := actions.NewKVStoreReplicated(ctx, js, cfg.NATS.Stream+"_INCIDENTS", cfg.NATS.Replicas)
 	if err != nil {
 		return nil, err
 	}
@@ -153,13 +154,19 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Store:      store,
 		Outbox:     d.outbox,
 		Connected:  d.nc.IsConnected,
+		Owns:       d.owns,
 		Signer:     signer,
 		Detector:   d.engine,
 		Config:     cfg,
 		Logger:     d.log.Named("playbook"),
 		Registerer: d.reg,
 	})
-	if err := d.playbook.Restore(ctx); err != nil {
+	var in ingest = d.engine
+	if cfg.Clustered() { // cluster.go: incidents are adopted with each guard's lease
+		if in, err = d.initCluster(ctx, cfg, js); err != nil {
+			return nil, err
+		}
+	} else if err := d.playbook.Restore(ctx); err != nil {
 		d.log.Error("incidents not fully restored", "error", err)
 	}
 	d.js = js
@@ -171,8 +178,8 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		return nil, fmt.Errorf("subscribe to deployment announcements: %w", err)
 	}
 	receiver := otlp.NewReceiver(otlp.Config{
-		Appender:            d.engine,
-		Filter:              d.engine,
+		Appender:            in,
+		Filter:              in,
 		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
 		MaxSeries:           cfg.Limits.MaxSeries,
 		MaxLabels:           cfg.Limits.MaxLabelsPerSeries,
@@ -181,14 +188,14 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Registerer:          d.reg,
 	})
 
-	d.scraper = scrape.NewManager(scrape.Config{Appender: d.engine, Filter: d.engine, MaxSeries: cfg.Limits.MaxSeries,
+	d.scraper = scrape.NewManager(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
 		Logger: d.log.Named("scrape"), Registerer: d.reg})
 	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
 		return nil, fmt.Errorf("scrape: %w", err)
 	}
 	rw := remotewrite.NewReceiver(remotewrite.Config{
-		Appender:           d.engine,
-		Filter:             d.engine,
+		Appender:           in,
+		Filter:             in,
 		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
 		MaxLabelNameBytes:  cfg.Limits.MaxLabelValueLength,
 		MaxLabelValueBytes: cfg.Limits.MaxLabelValueLength,
@@ -311,7 +318,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		rctx, rcancel := context.WithCancel(context.Background())
 		cfg := d.cfg.Load()
 		g.Add(func() error {
-			return actions.ConsumeResults(rctx, d.js, cfg.NATS.Stream, "rollguard-playbook", actions.Subjects{Prefix: cfg.NATS.SubjectPrefix},
+			return actions.ConsumeResults(rctx, d.js, cfg.NATS.Stream, d.consumerName("rollguard-playbook"), actions.Subjects{Prefix: cfg.NATS.SubjectPrefix},
 				d.playbook.HandleResult, func(err error) { d.log.Named("playbook").Warn("results", "error", err) })
 		}, func(error) { rcancel() })
 	}
@@ -320,6 +327,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		g.Add(func() error { return d.poller.Run(qctx) }, func(error) { qcancel() })
 	}
 	d.addAggregateActors(&g) // sidecar.go: the shipper, or the consumer of sidecars' aggregates
+	d.addClusterActors(&g)   // cluster.go: leases, forwarding, checkpoints
 	{
 		sctx, scancel := context.WithCancel(context.Background())
 		g.Add(func() error { return d.scraper.Run(sctx) }, func(error) { scancel() })
@@ -374,6 +382,10 @@ func (d *daemon) reload() error {
 	} else {
 		d.engine.ApplyConfig(cfg)
 		d.playbook.ApplyConfig(cfg)
+		if d.cluster != nil {
+			d.cluster.aggregator.ApplyConfig(cfg)
+			d.cluster.leases.SetGuards(guardNames(cfg))
+		}
 	}
 	d.cfg.Store(cfg)
 	d.log.Info("configuration reloaded", "file", d.o.ConfigFile, "guards", len(cfg.Guards))

@@ -44,7 +44,7 @@ const maxBacklog = 1000
 func (d *daemon) initSidecar(cfg *configs.Config, js jetstream.JetStream) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix); err != nil {
+	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix, cfg.NATS.Replicas); err != nil {
 		return err
 	}
 	d.js = js
@@ -159,7 +159,7 @@ func (d *daemon) addAggregateActors(g *run.Group) {
 	}
 	cfg, log := d.cfg.Load(), d.log.Named("aggregates")
 	g.Add(func() error {
-		return agg.Consume(ctx, d.js, aggStream(cfg), aggDurable, cfg.NATS.SubjectPrefix, d.engine.AppendAggregates,
+		return agg.Consume(ctx, d.js, aggStream(cfg), d.consumerName(aggDurable), cfg.NATS.SubjectPrefix, d.appendOwned,
 			func(err error) { log.Warn("aggregates", "error", err) })
 	}, func(error) { cancel() })
 }
@@ -174,7 +174,9 @@ type shipper struct {
 	log       hclog.Logger
 	metrics   *shipperMetrics
 	backlog   []shipment // only Run's goroutine touches it
-	now       func() time.Time
+	// id names the publisher in message ids; nil: the sidecar's configured id.
+	id  func() string
+	now func() time.Time
 }
 
 type shipment struct {
@@ -251,6 +253,9 @@ func (s *shipper) tick() {
 	now := s.now()
 	aggs := s.agg.Flush()
 	id := s.config().Sidecar.ID
+	if s.id != nil {
+		id = s.id()
+	}
 	for i := 0; i < len(aggs); {
 		j := i
 		for j < len(aggs) && aggs[j].Guard == aggs[i].Guard {

@@ -23,9 +23,15 @@ func Subject(prefix, guard string) string { return prefix + ".agg." + guard }
 func Subjects(prefix string) string { return prefix + ".agg.>" }
 
 // EnsureStream creates or updates the stream of aggregates: file storage,
-// kept MaxAge, and deduplicated by message id over the same span.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix string) (jetstream.Stream, error) {
+// kept MaxAge, and deduplicated by message id over the same span; replicas
+// (optional, default 1) is how many servers keep it (3 on a three-node cluster).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, name, prefix string, replicas ...int) (jetstream.Stream, error) {
+	r := 1
+	if len(replicas) > 0 && replicas[0] > 0 {
+		r = replicas[0]
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Replicas:    r,
 		Name:        name,
 		Description: "rollguard: per-tick partial aggregates from sidecars",
 		Subjects:    []string{Subjects(prefix)},

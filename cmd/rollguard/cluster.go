@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+
+	"github.com/rollguard/rollguard/cluster"
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sources/agg"
+)
+
+// clusterState is what a central replica adds to a rollguard: the leases
+// of the guards it owns, the checkpoints of their deployments, and the
+// forwarder that sends what it ingests for other replicas' guards to them.
+type clusterState struct {
+	leases      *cluster.Leases
+	checkpoints *cluster.Checkpoints
+	forwarder   *shipper
+	aggregator  *detector.Aggregator
+}
+
+// ingest is what the receivers feed: the engine itself, or in a cluster
+// the aggregator whose ticks go to the engine for the guards this replica
+// owns and to their owners for the rest.
+type ingest interface {
+	sources.Appender
+	sources.Filter
+}
+
+// owns reports whether this rollguard acts for guard: always, unless it is a
+// replica of a cluster that does not hold the guard's lease.
+func (d *daemon) owns(guard string) bool {
+	return d.cluster == nil || d.cluster.leases.Owns(guard)
+}
+
+// initCluster makes this rollguard a central replica: leases over the
+// configured guards, deployment checkpoints, and forwarding of ingested
+// data by owner. It returns what the receivers feed.
+func (d *daemon) initCluster(ctx context.Context, cfg *configs.Config, js jetstream.JetStream) (ingest, error) {
+	c := &clusterState{}
+	var err error
+	if c.checkpoints, err = cluster.NewCheckpoints(ctx, js, cfg.NATS.Stream+"_DEPLOYMENTS", cfg.NATS.Replicas); err != nil {
+		return nil, err
+	}
+	log := d.log.Named("cluster")
+	c.leases, err = cluster.NewLeases(ctx, js, cluster.LeaseOptions{
+		Bucket: cfg.NATS.Stream + "_LEASES", ReplicaID: cfg.Cluster.ReplicaID, TTL: time.Duration(cfg.Cluster.LeaseTTL),
+		Replicas: cfg.NATS.Replicas, Logger: log, OnAcquire: d.adopt, OnRelease: d.release,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.leases.SetGuards(guardNames(cfg))
+	// The engine already registers the detector's metrics under their names;
+	// the forwarder's aggregator reports through the forwarder's own.
+	c.aggregator = detector.NewAggregator(cfg, detector.AggregatorOptions{Logger: d.log.Named("aggregator")})
+	replica := cfg.Cluster.ReplicaID
+	c.forwarder = newShipper(c.aggregator, func(ctx context.Context, guard string, m agg.Message) error {
+		if d.owns(guard) {
+			_, _, aggs, err := agg.Decode(m.Data)
+			if err != nil {
+				return err
+			}
+			return d.engine.AppendAggregates(aggs)
+		}
+		return agg.Publish(ctx, js, d.Config().NATS.SubjectPrefix, guard, m)
+	}, d.nc.IsConnected, d.Config, log.Named("forward"), d.reg)
+	c.forwarder.id = func() string { return replica }
+	d.cluster = c
+	log.Info("central replica: guards are shared through leases", "replica", replica,
+		"lease_ttl", cfg.Cluster.LeaseTTL, "guards", len(cfg.Guards))
+	return c.aggregator, nil
+}
+
+func guardNames(cfg *configs.Config) []string {
+	out := make([]string, 0, len(cfg.Guards))
+	for _, g := range cfg.Guards {
+		out = append(out, g.Name)
+	}
+	return out
+}
+
+// adopt takes over a guard whose lease this replica just took: its
+// deployment under way resumes (tests restart on data from now on), and
+// its incidents continue from the store.
+func (d *daemon) adopt(guard string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, g := range d.Config().Guards {
+		if g.Name != guard {
+			continue
+		}
+		if dep, ok := d.cluster.checkpoints.Deployment(ctx, g.Service); ok && dep.EndedAt == nil {
+			d.engine.Resume(dep, time.Now())
+			d.log.Info("deployment resumed from its checkpoint", "guard", guard, "deployment", dep.ID)
+		}
+	}
+	if err := d.playbook.Adopt(ctx, guard); err != nil {
+		d.log.Error("incidents of an adopted guard not restored", "guard", guard, "error", err)
+	}
+}
+
+// release hands a guard's incidents back to the store for its next owner.
+func (d *daemon) release(guard string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.playbook.Release(ctx, guard)
+}
+
+// consumerName is a durable consumer's name, one per replica in a cluster
+// (each replica reads every result and aggregate and keeps its own guards').
+func (d *daemon) consumerName(base string) string {
+	if d.cluster == nil {
+		return base
+	}
+	return base + "-" + d.Config().Cluster.ReplicaID
+}
+
+// appendOwned merges the aggregates of the guards this replica owns.
+func (d *daemon) appendOwned(aggs []detector.Aggregate) error {
+	if d.cluster == nil {
+		return d.engine.AppendAggregates(aggs)
+	}
+	mine := aggs[:0:0]
+	for _, a := range aggs {
+		if d.owns(a.Guard) {
+			mine = append(mine, a)
+		}
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	return d.engine.AppendAggregates(mine)
+}
+
+// addClusterActors runs the leases, the forwarder and the checkpoints.
+func (d *daemon) addClusterActors(g *run.Group) {
+	if d.cluster == nil {
+		return
+	}
+	c := d.cluster
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return c.leases.Run(ctx) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return c.forwarder.Run(ctx) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			t := time.NewTicker(time.Duration(d.Config().Global.EvaluationInterval))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+					err := c.checkpoints.Save(sctx, d.engine.Deployments(), d.ownsService)
+					scancel()
+					if err != nil {
+						d.log.Named("cluster").Warn("deployments not checkpointed; will retry", "error", err)
+					}
+				}
+			}
+		}, func(error) { cancel() })
+	}
+}
+
+// ownsService reports whether this replica owns a guard of the service.
+func (d *daemon) ownsService(service string) bool {
+	for _, g := range d.Config().Guards {
+		if g.Service == service && d.owns(g.Name) {
+			return true
+		}
+	}
+	return false
+}

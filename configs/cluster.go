@@ -53,3 +53,16 @@ func (c *Config) validateCluster() []fieldError {
 	}
 	return errs
 }
+
+// SetReplicaID sets the replica id from the command line (a pod's name, say),
+// over the file's, and checks the cluster settings again.
+func (c *Config) SetReplicaID(id string) error {
+	if id == "" {
+		return nil
+	}
+	c.Cluster.ReplicaID = id
+	if errs := c.validateCluster(); len(errs) > 0 {
+		return fmt.Errorf("--cluster.replica-id: %s: %s", errs[0].path, errs[0].msg)
+	}
+	return nil
+}

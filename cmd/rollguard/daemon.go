@@ -43,7 +43,21 @@ type daemonOptions struct {
 	ConfigFile       string
 	StoragePath      string
 	WebListenAddress string
-	Logger           hclog.Logger
+	// ReplicaID, when set, is this replica's cluster.replica_id (the pod's name).
+	ReplicaID string
+	Logger    hclog.Logger
+}
+
+// load reads the configuration file and applies the command line's overrides.
+func (o daemonOptions) load() (*configs.Config, error) {
+	cfg, err := configs.Load(o.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.SetReplicaID(o.ReplicaID); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // daemon is `rollguard run`: the components, wired, and their listeners bound.
@@ -81,7 +95,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	cfg, err := configs.Load(o.ConfigFile)
+	cfg, err := o.load()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.ConfigFile, err)
 	}
@@ -345,7 +359,7 @@ func (d *daemon) Run(ctx context.Context) error {
 func (d *daemon) reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	cfg, err := configs.Load(d.o.ConfigFile)
+	cfg, err := d.o.load()
 	if err != nil {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
 		return err

@@ -35,6 +35,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	runCmd.Flag("config.file", "Configuration file.").Default("rollguard.yml").StringVar(&o.ConfigFile)
 	runCmd.Flag("storage.path", "Directory for state (the embedded NATS server's JetStream store).").Default("data/").StringVar(&o.StoragePath)
 	runCmd.Flag("web.listen-address", "Address of the web server (API, /metrics, health).").Default(":9469").StringVar(&o.WebListenAddress)
+	runCmd.Flag("cluster.replica-id", "This replica's id in a central cluster (overrides cluster.replica_id; a pod's name).").Envar("ROLLGUARD_REPLICA_ID").StringVar(&o.ReplicaID)
 	logLevel := runCmd.Flag("log.level", "Only log messages at or above this level: debug, info, warn, error.").Default("info").Enum("debug", "info", "warn", "error")
 	logFormat := runCmd.Flag("log.format", "Log format: logfmt (key=value text) or json.").Default("logfmt").Enum("logfmt", "json")
 

@@ -66,8 +66,9 @@ func (m Message) ID(guard string) string {
 func Publish(ctx context.Context, js jetstream.JetStream, prefix, guard string, m Message) error {
 	msg := nats.NewMsg(Subject(prefix, guard))
 	msg.Data = m.Data
+	// The id is the only header: the payload's magic and version byte say
+	// what it is, and a Content-Type would add a third to a typical message.
 	msg.Header.Set(jetstream.MsgIDHeader, m.ID(guard))
-	msg.Header.Set("Content-Type", "application/vnd.rollguard.aggregates.v1")
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}

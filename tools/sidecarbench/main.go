@@ -108,7 +108,7 @@ func run(o options) error {
 	defer nc.Close()
 	var mu sync.Mutex
 	var counting bool
-	var msgs, bytesSeen int
+	var msgs, bytesSeen, wireSeen int
 	var requests float64
 	first := make(chan struct{})
 	var once sync.Once
@@ -122,6 +122,7 @@ func run(o options) error {
 		}
 		msgs++
 		bytesSeen += len(m.Data)
+		wireSeen += len(m.Data) + len(m.Subject) + headerBytes(m.Header)
 		for _, a := range aggs {
 			if a.Signal == "errors" {
 				requests += a.Total
@@ -185,7 +186,7 @@ func run(o options) error {
 	window := time.Since(start)
 	mu.Lock()
 	counting = false
-	m, b, r := msgs, bytesSeen, requests
+	m, b, w, r := msgs, bytesSeen, wireSeen, requests
 	mu.Unlock()
 	hwm, _ := statusKB(pid, "VmHWM")
 	anon, _ := statusKB(pid, "RssAnon")
@@ -203,7 +204,8 @@ func run(o options) error {
 		goMem["go_memstats_sys_bytes"]/(1<<20), float64(file)/1024)
 	fmt.Printf("CPU: %.2f %% of one core (%d ticks of 1/%g s)\n", cpuPct, cpu1-cpu0, hz)
 	if m > 0 {
-		fmt.Printf("aggregates: %d messages, %.0f B/msg on average, %.0f requests aggregated\n", m, float64(b)/float64(m), r)
+		fmt.Printf("aggregates: %d messages, %.0f B/msg on average (%.0f B with subject and headers), %.0f requests aggregated\n",
+			m, float64(b)/float64(m), float64(w)/float64(m), r)
 	}
 	return nil
 }
@@ -384,4 +386,18 @@ func goMemstats(webAddr string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// headerBytes is the size of a message's headers as NATS sends them.
+func headerBytes(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -191,63 +192,9 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	if _, err := d.subscribeDeploys(cfg.NATS.SubjectPrefix); err != nil {
 		return nil, fmt.Errorf("subscribe to deployment announcements: %w", err)
 	}
-	receiver := otlp.NewReceiver(otlp.Config{
-		Appender:            in,
-		Filter:              in,
-		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
-		MaxSeries:           cfg.Limits.MaxSeries,
-		MaxLabels:           cfg.Limits.MaxLabelsPerSeries,
-		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
-		Logger:              d.log.Named("otlp"),
-		Registerer:          d.reg,
-	})
-
-	d.scraper = scrape.NewManager(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
-		Logger: d.log.Named("scrape"), Registerer: d.reg})
-	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
-		return nil, fmt.Errorf("scrape: %w", err)
-	}
-	rw := remotewrite.NewReceiver(remotewrite.Config{
-		Appender:           in,
-		Filter:             in,
-		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
-		MaxLabelNameBytes:  cfg.Limits.MaxLabelValueLength,
-		MaxLabelValueBytes: cfg.Limits.MaxLabelValueLength,
-		MaxSeries:          cfg.Limits.MaxSeries,
-		Logger:             d.log.Named("remotewrite"),
-		Registerer:         d.reg,
-	})
-	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
-		return nil, fmt.Errorf("otlp: %w", err)
-	}
-	if d.webAuth, err = web.NewAuthenticator(cfg.Web.ServerConfig); err != nil {
-		return nil, fmt.Errorf("web: %w", err)
-	}
-	otlpTLS, err := web.ServerTLS(cfg.OTLP.TLS)
+	rwHandler, webTLS, err := d.openInputs(cfg, in)
 	if err != nil {
-		return nil, fmt.Errorf("otlp: %w", err)
-	}
-	webTLS, err := web.ServerTLS(cfg.Web.TLS)
-	if err != nil {
-		return nil, fmt.Errorf("web: %w", err)
-	}
-	if a := cfg.OTLP.HTTPListenAddress; a != "" {
-		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
-			return nil, fmt.Errorf("otlp http listener: %w", err)
-		}
-		d.otlpSrv = &http.Server{Handler: d.otlpAuth.Wrap(receiver.Handler()), ReadHeaderTimeout: 10 * time.Second, TLSConfig: otlpTLS}
-	}
-	if a := cfg.OTLP.GRPCListenAddress; a != "" {
-		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
-			return nil, fmt.Errorf("otlp grpc listener: %w", err)
-		}
-		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)),
-			grpc.ChainUnaryInterceptor(grpcRecover(d.log.Named("otlp")), grpcAuth(d.otlpAuth))}
-		if otlpTLS != nil {
-			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
-		}
-		d.grpcSrv = grpc.NewServer(opts...)
-		receiver.RegisterGRPC(d.grpcSrv)
+		return nil, err
 	}
 	if d.webLn, err = net.Listen("tcp", o.WebListenAddress); err != nil {
 		return nil, fmt.Errorf("web listener: %w", err)
@@ -259,7 +206,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Ready:       d.ready.Load,
 		Gatherer:    d.reg,
 		Logger:      d.log.Named("web"),
-		RemoteWrite: rw.Handler(),
+		RemoteWrite: rwHandler,
 		Version:     version,
 	}), "/-/healthy", "/-/ready"), ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
 	return d, nil
@@ -460,3 +407,69 @@ func grpcAuth(a *web.Authenticator) grpc.UnaryServerInterceptor {
 
 // Config returns the running configuration.
 func (d *daemon) Config() *configs.Config { return d.cfg.Load() }
+
+// openInputs builds the receivers (OTLP, scrape, remote write) feeding in,
+// their authentication and TLS, and binds the OTLP listeners; the caller
+// binds the web listener with the remote-write handler and TLS it returns.
+// Standalone, central and sidecar rollguards share it.
+func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, webTLS *tls.Config, err error) {
+	receiver := otlp.NewReceiver(otlp.Config{
+		Appender:            in,
+		Filter:              in,
+		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
+		MaxSeries:           cfg.Limits.MaxSeries,
+		MaxLabels:           cfg.Limits.MaxLabelsPerSeries,
+		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
+		Logger:              d.log.Named("otlp"),
+		Registerer:          d.reg,
+	})
+
+	d.scraper = scrape.NewManager(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
+		Logger: d.log.Named("scrape"), Registerer: d.reg})
+	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
+		return nil, nil, fmt.Errorf("scrape: %w", err)
+	}
+	rw := remotewrite.NewReceiver(remotewrite.Config{
+		Appender:           in,
+		Filter:             in,
+		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
+		MaxLabelNameBytes:  cfg.Limits.MaxLabelValueLength,
+		MaxLabelValueBytes: cfg.Limits.MaxLabelValueLength,
+		MaxSeries:          cfg.Limits.MaxSeries,
+		Logger:             d.log.Named("remotewrite"),
+		Registerer:         d.reg,
+	})
+	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
+		return nil, nil, fmt.Errorf("otlp: %w", err)
+	}
+	if d.webAuth, err = web.NewAuthenticator(cfg.Web.ServerConfig); err != nil {
+		return nil, nil, fmt.Errorf("web: %w", err)
+	}
+	otlpTLS, err := web.ServerTLS(cfg.OTLP.TLS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("otlp: %w", err)
+	}
+	webTLS, err = web.ServerTLS(cfg.Web.TLS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("web: %w", err)
+	}
+	if a := cfg.OTLP.HTTPListenAddress; a != "" {
+		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
+			return nil, nil, fmt.Errorf("otlp http listener: %w", err)
+		}
+		d.otlpSrv = &http.Server{Handler: d.otlpAuth.Wrap(receiver.Handler()), ReadHeaderTimeout: 10 * time.Second, TLSConfig: otlpTLS}
+	}
+	if a := cfg.OTLP.GRPCListenAddress; a != "" {
+		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
+			return nil, nil, fmt.Errorf("otlp grpc listener: %w", err)
+		}
+		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)),
+			grpc.ChainUnaryInterceptor(grpcRecover(d.log.Named("otlp")), grpcAuth(d.otlpAuth))}
+		if otlpTLS != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
+		}
+		d.grpcSrv = grpc.NewServer(opts...)
+		receiver.RegisterGRPC(d.grpcSrv)
+	}
+	return rw.Handler(), webTLS, nil
+}

@@ -16,16 +16,10 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/sources/agg"
-	"github.com/rollguard/rollguard/sources/otlp"
-	"github.com/rollguard/rollguard/sources/remotewrite"
-	"github.com/rollguard/rollguard/sources/scrape"
-	"github.com/rollguard/rollguard/web"
 )
 
 // aggStream is the JetStream stream of sidecars' aggregates.
@@ -69,67 +63,14 @@ func (d *daemon) initSidecar(cfg *configs.Config, js jetstream.JetStream) (err e
 		d.log.Named("sidecar").Debug("start-up pages of the executable released", "bytes", n, "error", err)
 	}
 
-	receiver := otlp.NewReceiver(otlp.Config{
-		Appender:            aggregator,
-		Filter:              aggregator,
-		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
-		MaxSeries:           cfg.Limits.MaxSeries,
-		MaxLabels:           cfg.Limits.MaxLabelsPerSeries,
-		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
-		Logger:              d.log.Named("otlp"),
-		Registerer:          d.reg,
-	})
-	d.scraper = scrape.NewManager(scrape.Config{Appender: aggregator, Filter: aggregator, MaxSeries: cfg.Limits.MaxSeries,
-		Logger: d.log.Named("scrape"), Registerer: d.reg})
-	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
-		return fmt.Errorf("scrape: %w", err)
-	}
-	rw := remotewrite.NewReceiver(remotewrite.Config{
-		Appender:           aggregator,
-		Filter:             aggregator,
-		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
-		MaxLabelNameBytes:  cfg.Limits.MaxLabelValueLength,
-		MaxLabelValueBytes: cfg.Limits.MaxLabelValueLength,
-		MaxSeries:          cfg.Limits.MaxSeries,
-		Logger:             d.log.Named("remotewrite"),
-		Registerer:         d.reg,
-	})
-	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
-		return fmt.Errorf("otlp: %w", err)
-	}
-	if d.webAuth, err = web.NewAuthenticator(cfg.Web.ServerConfig); err != nil {
-		return fmt.Errorf("web: %w", err)
-	}
-	otlpTLS, err := web.ServerTLS(cfg.OTLP.TLS)
+	rwHandler, webTLS, err := d.openInputs(cfg, aggregator)
 	if err != nil {
-		return fmt.Errorf("otlp: %w", err)
-	}
-	webTLS, err := web.ServerTLS(cfg.Web.TLS)
-	if err != nil {
-		return fmt.Errorf("web: %w", err)
-	}
-	if a := cfg.OTLP.HTTPListenAddress; a != "" {
-		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
-			return fmt.Errorf("otlp http listener: %w", err)
-		}
-		d.otlpSrv = &http.Server{Handler: d.otlpAuth.Wrap(receiver.Handler()), ReadHeaderTimeout: 10 * time.Second, TLSConfig: otlpTLS}
-	}
-	if a := cfg.OTLP.GRPCListenAddress; a != "" {
-		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
-			return fmt.Errorf("otlp grpc listener: %w", err)
-		}
-		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)),
-			grpc.ChainUnaryInterceptor(grpcRecover(d.log.Named("otlp")), grpcAuth(d.otlpAuth))}
-		if otlpTLS != nil {
-			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
-		}
-		d.grpcSrv = grpc.NewServer(opts...)
-		receiver.RegisterGRPC(d.grpcSrv)
+		return err
 	}
 	if d.webLn, err = net.Listen("tcp", d.o.WebListenAddress); err != nil {
 		return fmt.Errorf("web listener: %w", err)
 	}
-	d.webSrv = &http.Server{Handler: d.webAuth.Wrap(d.sidecarHandler(rw.Handler()), "/-/healthy", "/-/ready"),
+	d.webSrv = &http.Server{Handler: d.webAuth.Wrap(d.sidecarHandler(rwHandler), "/-/healthy", "/-/ready"),
 		ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
 	d.log.Info("sidecar mode: aggregates go to NATS every tick", "id", cfg.Sidecar.ID,
 		"subject", agg.Subjects(cfg.NATS.SubjectPrefix), "stream", aggStream(cfg))

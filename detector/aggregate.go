@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/configs"
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 // Aggregate is one tick's partial counts of one signal of one guard for one
@@ -92,8 +92,8 @@ func (a *Aggregator) ApplyConfig(cfg *configs.Config) {
 	a.doors.set(byMetric)
 }
 
-// Append folds samples into the open tick. It implements sources.Appender.
-func (a *Aggregator) Append(samples []sources.Sample) error {
+// Append folds samples into the open tick. It implements sample.Appender.
+func (a *Aggregator) Append(samples []sample.Sample) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := range samples {

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 // twin runs the same traffic through two engines: direct gets the samples
@@ -40,7 +40,7 @@ func newTwin(t *testing.T, config string, sidecars int) *twin {
 
 // tick appends each batch (batch i to sidecar i mod n), merges every
 // sidecar's flush, evaluates both engines and compares their verdicts.
-func (w *twin) tick(batches ...[]sources.Sample) {
+func (w *twin) tick(batches ...[]sample.Sample) {
 	w.t.Helper()
 	for i, b := range batches {
 		if err := w.direct.Append(b); err != nil {
@@ -100,33 +100,33 @@ func (w *twin) finish() GuardVerdict {
 	return w.rm.verdicts[len(w.rm.verdicts)-1]
 }
 
-func labelled(s sources.Sample, version string) sources.Sample {
-	s.Labels = sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}
+func labelled(s sample.Sample, version string) sample.Sample {
+	s.Labels = sample.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}
 	return s
 }
 
 // native is an exponential histogram at scale 3 (finer than the engine's
 // latency scale, so it is downscaled) of n requests, slow of them at about
 // 1.5 s and the rest at about 100 ms.
-func native(version string, n, slow float64) sources.Sample {
+func native(version string, n, slow float64) sample.Sample {
 	counts := make([]float64, 32) // indexes -27 (≈ 0.1 s) to 4 (≈ 1.5 s)
 	counts[0], counts[31] = n-slow, slow
-	return labelled(sources.Sample{Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
-		Native: &sources.NativeHistogram{Scale: 3, Positive: sources.ExpBuckets{Offset: -27, Counts: counts}}}, version)
+	return labelled(sample.Sample{Metric: "http.server.request.duration", Kind: sample.KindHistogram, Count: n,
+		Native: &sample.NativeHistogram{Scale: 3, Positive: sample.ExpBuckets{Offset: -27, Counts: counts}}}, version)
 }
 
 // classic is a classic histogram of n requests, half at up to 100 ms, slow
 // of them slower than 1 s, in whole counts.
-func classic(version string, n, slow float64) sources.Sample {
+func classic(version string, n, slow float64) sample.Sample {
 	fast := math.Floor(n / 2)
-	return labelled(sources.Sample{Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
-		Buckets: []sources.Bucket{{UpperBound: 0.1, Count: fast}, {UpperBound: 1, Count: n - fast - slow}, {UpperBound: math.Inf(1), Count: slow}}}, version)
+	return labelled(sample.Sample{Metric: "http.server.request.duration", Kind: sample.KindHistogram, Count: n,
+		Buckets: []sample.Bucket{{UpperBound: 0.1, Count: fast}, {UpperBound: 1, Count: n - fast - slow}, {UpperBound: math.Inf(1), Count: slow}}}, version)
 }
 
 // le is one classic bucket series on its own (remote write splits them).
-func le(version string, bound, cum float64) sources.Sample {
-	return labelled(sources.Sample{Metric: "http.server.request.duration", Kind: sources.KindHistogram,
-		LE: &sources.Bucket{UpperBound: bound, Count: cum}}, version)
+func le(version string, bound, cum float64) sample.Sample {
+	return labelled(sample.Sample{Metric: "http.server.request.duration", Kind: sample.KindHistogram,
+		LE: &sample.Bucket{UpperBound: bound, Count: cum}}, version)
 }
 
 // everySignal guards checkout with every pushed signal type at once, and a
@@ -165,12 +165,12 @@ guards:
 // them failing, latency as a classic histogram (or, with nat, an
 // exponential one) with slow of them slower than 1 s, pool readings with
 // saturated of 20 above the level, and failed writes.
-func trafficOf(version string, n, bad, slow float64, saturated int, fails float64, nat bool) []sources.Sample {
-	status := func(s sources.Sample, code string) sources.Sample {
-		s.Labels = append(sources.Labels{{Name: "http.response.status_code", Value: code}}, s.Labels...)
+func trafficOf(version string, n, bad, slow float64, saturated int, fails float64, nat bool) []sample.Sample {
+	status := func(s sample.Sample, code string) sample.Sample {
+		s.Labels = append(sample.Labels{{Name: "http.response.status_code", Value: code}}, s.Labels...)
 		return s
 	}
-	var out []sources.Sample
+	var out []sample.Sample
 	if nat {
 		out = append(out, status(native(version, n-bad, slow), "200"), status(native(version, bad, 0), "503"))
 	} else {
@@ -268,12 +268,12 @@ func TestAggregatesBeforeAfter(t *testing.T) {
 	}{{"worse", 40, 30, StateRegressed}, {"same", 10, 30, StateInconclusive}, {"window too small", 40, 0, StateNoData}} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newTwin(t, engineConfig, 1)
-			w.tick([]sources.Sample{requests("checkout", "v1", 200, 1)})
+			w.tick([]sample.Sample{requests("checkout", "v1", 200, 1)})
 			for i := 0; i < tc.preTicks; i++ {
-				w.tick([]sources.Sample{requests("checkout", "v1", 200, 990), requests("checkout", "v1", 500, 10)})
+				w.tick([]sample.Sample{requests("checkout", "v1", 200, 990), requests("checkout", "v1", 500, 10)})
 			}
 			for i := 0; i < 60 && (len(w.rm.verdicts) == 0 || w.rm.verdicts[len(w.rm.verdicts)-1].State != StateRegressed); i++ {
-				w.tick([]sources.Sample{requests("checkout", "v2", 200, 1000-tc.canaryBad), requests("checkout", "v2", 503, tc.canaryBad)})
+				w.tick([]sample.Sample{requests("checkout", "v2", 200, 1000-tc.canaryBad), requests("checkout", "v2", 503, tc.canaryBad)})
 			}
 			v := w.finish()
 			ev := v.Signals[0]
@@ -304,8 +304,8 @@ func TestAggregatesThroughput(t *testing.T) {
 				}
 			}
 			for i := 0; i < 60; i++ {
-				w.tick([]sources.Sample{requests("checkout", "v1", 200, 900), requests("checkout", "v1", 503, 90)},
-					[]sources.Sample{requests("checkout", "v2", 200, tc.canary), requests("checkout", "v2", 503, 10)})
+				w.tick([]sample.Sample{requests("checkout", "v1", 200, 900), requests("checkout", "v1", 503, 90)},
+					[]sample.Sample{requests("checkout", "v2", 200, tc.canary), requests("checkout", "v2", 503, 10)})
 			}
 			if v := w.finish(); v.State != tc.want {
 				t.Errorf("verdict %s: %+v", v.State, v.Signals[0])
@@ -318,10 +318,10 @@ func TestAggregatesThroughput(t *testing.T) {
 // by one (remote write) aggregate like whole histograms.
 func TestAggregatesClassicBucketsAlone(t *testing.T) {
 	w := newTwin(t, latencyConfig, 1)
-	series := func(version string, n, slow float64) []sources.Sample {
+	series := func(version string, n, slow float64) []sample.Sample {
 		s := hist(version, n, slow)
 		s.Buckets = nil // the count alone, then each bucket series
-		return []sources.Sample{s, le(version, 0.1, n*0.5), le(version, 1, n-n*slow), le(version, math.Inf(1), n)}
+		return []sample.Sample{s, le(version, 0.1, n*0.5), le(version, 1, n-n*slow), le(version, math.Inf(1), n)}
 	}
 	w.tick(series("v1", 1000, 0.005))
 	w.tick(series("v2", 1000, 0.05), series("v1", 1000, 0.005)) // the opening tick, new version first
@@ -340,7 +340,7 @@ func TestAggregatorFlush(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	a := NewAggregator(mustParse(t, everySignal), AggregatorOptions{Registerer: reg})
 	noVersion := requests("checkout", "", 200, 7)
-	_ = a.Append([]sources.Sample{
+	_ = a.Append([]sample.Sample{
 		requests("checkout", "v9", 200, 0), // no traffic
 		hist("v2", 10, 0.1), requests("checkout", "v2", 503, 2),
 		requests("checkout", "v1", 200, 5), noVersion,
@@ -375,7 +375,7 @@ func TestAggregatorFlush(t *testing.T) {
 func TestAggregatorDoors(t *testing.T) {
 	cfg := mustParse(t, everySignal)
 	e, a := NewEngine(cfg, EngineOptions{}), NewAggregator(cfg, AggregatorOptions{})
-	ls := func(svc string) sources.Labels { return sources.Labels{{Name: "service.name", Value: svc}} }
+	ls := func(svc string) sample.Labels { return sample.Labels{{Name: "service.name", Value: svc}} }
 	for _, m := range []string{"http.server.request.duration", "db.client.failed_writes", "db.client.connection.count", "other"} {
 		if e.Wants(m) != a.Wants(m) || !reflect.DeepEqual(e.Doors(m), a.Doors(m)) ||
 			e.WantsSeries(m, ls("checkout")) != a.WantsSeries(m, ls("checkout")) || a.WantsSeries(m, ls("cart")) {
@@ -386,11 +386,11 @@ func TestAggregatorDoors(t *testing.T) {
 	if a.Wants("db.client.connection.count") || !a.Wants("http.server.request.duration") {
 		t.Error("ApplyConfig did not change the door filter")
 	}
-	var _ sources.Appender = a
+	var _ sample.Appender = a
 	var _ interface {
-		sources.Filter
-		sources.SeriesFilter
-		sources.DoorFilter
+		sample.Filter
+		sample.SeriesFilter
+		sample.DoorFilter
 	} = a
 }
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 // BenchmarkEngineAppend routes a batch of 1,000 samples, 10 % of them of the
@@ -13,8 +13,8 @@ import (
 func BenchmarkEngineAppend(b *testing.B) {
 	c := newClock()
 	e := NewEngine(mustParseB(b, engineConfig), EngineOptions{Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
-	batch := make([]sources.Sample, 0, 1000)
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
+	batch := make([]sample.Sample, 0, 1000)
 	for i := 0; i < 1000; i++ {
 		svc := "other-" + strconv.Itoa(i%7)
 		if i%10 == 0 {
@@ -38,10 +38,10 @@ func BenchmarkEngineAppend(b *testing.B) {
 func BenchmarkEngineEvaluate(b *testing.B) {
 	c := newClock()
 	e := NewEngine(mustParseB(b, engineConfig), EngineOptions{Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		_ = e.Append([]sources.Sample{requests("checkout", "v1", 500, 10), requests("checkout", "v2", 500, 10)})
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 500, 10), requests("checkout", "v2", 500, 10)})
 		c.advance(time.Second)
 		e.Evaluate()
 	}

@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/rollguard/rollguard/configs"
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 // doors is the metric → guards table sources consult, without a lock, to
@@ -51,18 +51,18 @@ func (d *doors) Wants(metric string) bool {
 
 // Doors lists the (service label, service) pairs of the guards reading
 // metric, for decoders that filter on raw label bytes.
-func (d *doors) Doors(metric string) []sources.Label {
+func (d *doors) Doors(metric string) []sample.Label {
 	gs := d.load(metric)
-	out := make([]sources.Label, 0, len(gs))
+	out := make([]sample.Label, 0, len(gs))
 	for _, g := range gs {
-		out = append(out, sources.Label{Name: g.ServiceLabel, Value: g.Service})
+		out = append(out, sample.Label{Name: g.ServiceLabel, Value: g.Service})
 	}
 	return out
 }
 
 // WantsSeries reports whether a guard reads metric for the service the
 // labels name; sources use it to keep no state for other services' series.
-func (d *doors) WantsSeries(metric string, ls sources.Labels) bool {
+func (d *doors) WantsSeries(metric string, ls sample.Labels) bool {
 	for _, g := range d.load(metric) {
 		if ls.Get(g.ServiceLabel) == g.Service {
 			return true

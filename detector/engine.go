@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/configs"
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 // VerdictHandler receives every guard verdict of every evaluation. It must
@@ -233,8 +233,8 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 	e.doors.set(byMetric)
 }
 
-// Append routes samples to guard signals and cohorts. It implements sources.Appender.
-func (e *Engine) Append(samples []sources.Sample) error {
+// Append routes samples to guard signals and cohorts. It implements sample.Appender.
+func (e *Engine) Append(samples []sample.Sample) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -313,7 +313,7 @@ func (e *Engine) historyOf(g *configs.GuardConfig) *history {
 	return h
 }
 
-func (h *history) add(s *sources.Sample) {
+func (h *history) add(s *sample.Sample) {
 	for _, sr := range h.signals {
 		if sr.reads(s.Metric) {
 			sr.add(s, baseline, time.Time{})

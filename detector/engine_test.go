@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/configs"
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 const engineConfig = `
@@ -40,10 +40,10 @@ func mustParseB(t testing.TB, s string) *configs.Config {
 	return cfg
 }
 
-func requests(service, version string, status int, n float64) sources.Sample {
-	return sources.Sample{
-		Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
-		Labels: sources.Labels{
+func requests(service, version string, status int, n float64) sample.Sample {
+	return sample.Sample{
+		Metric: "http.server.request.duration", Kind: sample.KindHistogram, Count: n,
+		Labels: sample.Labels{
 			{Name: "http.response.status_code", Value: strconv.Itoa(status)},
 			{Name: "service.name", Value: service},
 			{Name: "service.version", Value: version},
@@ -65,7 +65,7 @@ func (r *recorder) last(t *testing.T) GuardVerdict {
 
 // runTick sends one tick of traffic for both versions and evaluates.
 func runTick(e *Engine, c *clock, stableBad, canaryBad float64) {
-	_ = e.Append([]sources.Sample{
+	_ = e.Append([]sample.Sample{
 		requests("checkout", "v1", 200, 1000-stableBad), requests("checkout", "v1", 500, stableBad),
 		requests("checkout", "v2", 200, 1000-canaryBad), requests("checkout", "v2", 502, canaryBad),
 	})
@@ -76,7 +76,7 @@ func runTick(e *Engine, c *clock, stableBad, canaryBad float64) {
 func TestEngineImplicitDeploymentAndRegression(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 	if deps := e.Deployments(); len(deps) != 0 {
 		t.Fatalf("deployment without a new version: %+v", deps)
 	}
@@ -106,7 +106,7 @@ func TestEngineHealthyCanary(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	cfg := mustParse(t, engineConfig+"        tolerance: 0.5\n")
 	e := NewEngine(cfg, EngineOptions{Handler: rec, Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 	for i := 0; i < 300; i++ {
 		runTick(e, c, 10, 10)
 		if rec.last(t).State == StateRegressed {
@@ -121,11 +121,11 @@ func TestEngineHealthyCanary(t *testing.T) {
 func TestEngineNoData(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 	runTick(e, c, 1, 1)
 	// Only the stable version keeps reporting: the candidate goes silent.
 	for i := 0; i < 7; i++ {
-		_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 		c.advance(10 * time.Second)
 		e.Evaluate()
 	}
@@ -149,7 +149,7 @@ func TestEngineAnnounce(t *testing.T) {
 		t.Errorf("deployment = %+v", d)
 	}
 	// The implicit detection of the same change is the same deployment.
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1), requests("checkout", "v2", 200, 1)})
 	if deps := e.Deployments(); len(deps) != 1 || deps[0].ID != d.ID || deps[0].Source != "api" {
 		t.Errorf("deployments = %+v", deps)
 	}
@@ -168,7 +168,7 @@ func TestEngineAnnounce(t *testing.T) {
 func TestEngineApplyConfigResetsChangedGuard(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 	runTick(e, c, 10, 10)
 	runTick(e, c, 10, 10)
 	before := rec.last(t).Signals[0].Ticks
@@ -194,12 +194,12 @@ func TestEnginePromotion(t *testing.T) {
 	c := newClock()
 	cfg := mustParse(t, strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 2m", 1))
 	e := NewEngine(cfg, EngineOptions{Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 	for i := 0; i < 3; i++ {
 		runTick(e, c, 1, 1)
 	}
 	for i := 0; i < 13; i++ { // v1 gone: only v2 reports
-		_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 100)})
+		_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 100)})
 		c.advance(10 * time.Second)
 		e.Evaluate()
 	}
@@ -207,7 +207,7 @@ func TestEnginePromotion(t *testing.T) {
 	if len(deps) != 1 || deps[0].EndReason != "promoted" || deps[0].EndedAt == nil {
 		t.Fatalf("deployments = %+v", deps)
 	}
-	_ = e.Append([]sources.Sample{requests("checkout", "v3", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v3", 200, 100)})
 	if deps := e.Deployments(); deps[0].Version != "v3" || deps[0].PreviousVersion != "v2" {
 		t.Errorf("next deployment = %+v, want v2 -> v3", deps[0])
 	}
@@ -218,12 +218,12 @@ func TestEngineNoPromotionAfterRegression(t *testing.T) {
 	c := newClock()
 	cfg := mustParse(t, strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 2m", 1))
 	e := NewEngine(cfg, EngineOptions{Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 100)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 	for i := 0; i < 10; i++ {
 		runTick(e, c, 10, 100)
 	}
 	for i := 0; i < 20; i++ {
-		_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 100)})
+		_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 100)})
 		c.advance(10 * time.Second)
 		e.Evaluate()
 	}
@@ -248,10 +248,10 @@ guards:
 
 // hist is a classic histogram sample of n requests, a share slow of them
 // slower than 1 s.
-func hist(version string, n, slow float64) sources.Sample {
-	return sources.Sample{Metric: "http.server.request.duration", Kind: sources.KindHistogram, Count: n,
-		Labels:  sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}},
-		Buckets: []sources.Bucket{{UpperBound: 0.1, Count: n * 0.5}, {UpperBound: 1, Count: n*0.5 - n*slow}, {UpperBound: math.Inf(1), Count: n * slow}}}
+func hist(version string, n, slow float64) sample.Sample {
+	return sample.Sample{Metric: "http.server.request.duration", Kind: sample.KindHistogram, Count: n,
+		Labels:  sample.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}},
+		Buckets: []sample.Bucket{{UpperBound: 0.1, Count: n * 0.5}, {UpperBound: 1, Count: n*0.5 - n*slow}, {UpperBound: math.Inf(1), Count: n * slow}}}
 }
 
 func TestEngineLatency(t *testing.T) {
@@ -263,9 +263,9 @@ func TestEngineLatency(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rec := newClock(), &recorder{}
 			e := NewEngine(mustParse(t, latencyConfig), EngineOptions{Handler: rec, Now: c.now})
-			_ = e.Append([]sources.Sample{hist("v1", 100, 0.005)})
+			_ = e.Append([]sample.Sample{hist("v1", 100, 0.005)})
 			for i := 0; i < 60; i++ {
-				_ = e.Append([]sources.Sample{hist("v1", 1000, 0.005), hist("v2", 1000, tc.slow)})
+				_ = e.Append([]sample.Sample{hist("v1", 1000, 0.005), hist("v2", 1000, tc.slow)})
 				c.advance(10 * time.Second)
 				e.Evaluate()
 			}
@@ -298,14 +298,14 @@ func TestEngineBeforeAfter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rec := newClock(), &recorder{}
 			e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
-			_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1)})
+			_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1)})
 			for i := 0; i < tc.preTicks; i++ { // 30 ticks of v1 at 1 %: the before-window
-				_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 990), requests("checkout", "v1", 500, 10)})
+				_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 990), requests("checkout", "v1", 500, 10)})
 				c.advance(10 * time.Second)
 				e.Evaluate()
 			}
 			for i := 0; i < 60; i++ { // v2 replaces v1 entirely
-				_ = e.Append([]sources.Sample{requests("checkout", "v2", 200, 1000-tc.canaryBad), requests("checkout", "v2", 503, tc.canaryBad)})
+				_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 1000-tc.canaryBad), requests("checkout", "v2", 503, tc.canaryBad)})
 				c.advance(10 * time.Second)
 				e.Evaluate()
 				if rec.last(t).State == StateRegressed {
@@ -329,7 +329,7 @@ func TestEngineBeforeAfter(t *testing.T) {
 func TestEngineAutoStaysCohort(t *testing.T) {
 	c, rec := newClock(), &recorder{}
 	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
-	_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1)})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1)})
 	for i := 0; i < 5; i++ {
 		runTick(e, c, 10, 10)
 	}
@@ -360,7 +360,7 @@ func TestEngineRuleAndSLO(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rec := newClock(), &recorder{}
 			e := NewEngine(mustParse(t, tc.config), EngineOptions{Handler: rec, Now: c.now})
-			_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1)})
+			_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1)})
 			for i := 0; i < 40; i++ { // 400 s: six rule checks, the 5-minute window full
 				runTick(e, c, 10, tc.canaryBad)
 			}
@@ -373,14 +373,14 @@ func TestEngineRuleAndSLO(t *testing.T) {
 	}
 }
 
-func gauge(version string, v float64) sources.Sample {
-	return sources.Sample{Metric: "db.client.connection.count", Kind: sources.KindGauge, Value: v,
-		Labels: sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
+func gauge(version string, v float64) sample.Sample {
+	return sample.Sample{Metric: "db.client.connection.count", Kind: sample.KindGauge, Value: v,
+		Labels: sample.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
 }
 
-func failedWrites(version string, v float64) sources.Sample {
-	return sources.Sample{Metric: "db.client.failed_writes", Kind: sources.KindCounter, Value: v,
-		Labels: sources.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
+func failedWrites(version string, v float64) sample.Sample {
+	return sample.Sample{Metric: "db.client.failed_writes", Kind: sample.KindCounter, Value: v,
+		Labels: sample.Labels{{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
 }
 
 // TestEngineSaturationAndIntegrity: a connection pool saturated more often
@@ -398,9 +398,9 @@ func TestEngineSaturationAndIntegrity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rec := newClock(), &recorder{}
 			e := NewEngine(mustParse(t, tc.config), EngineOptions{Handler: rec, Now: c.now})
-			_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 1), gauge("v1", 10)})
+			_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1), gauge("v1", 10)})
 			for i := 0; i < 60 && (len(rec.verdicts) == 0 || rec.last(t).State != StateRegressed); i++ {
-				var batch []sources.Sample
+				var batch []sample.Sample
 				for k := 0; k < 20; k++ { // 20 instances' readings a tick
 					v1, v2 := 50.0, 50.0
 					if k < 2 {
@@ -445,7 +445,7 @@ func TestEngineThroughput(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 0; i < 60; i++ {
-				_ = e.Append([]sources.Sample{requests("checkout", "v1", 200, 900), requests("checkout", "v2", 200, tc.canary)})
+				_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 900), requests("checkout", "v2", 200, tc.canary)})
 				c.advance(10 * time.Second)
 				e.Evaluate()
 			}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/configs"
-	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sample"
 )
 
 // signalRun is one signal of one guard on one deployment: its per-tick
@@ -147,7 +147,7 @@ func reads(cfg *configs.SignalConfig, input, metric string) bool {
 }
 
 // add folds one sample into the cohort's batch.
-func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
+func (sr *signalRun) add(s *sample.Sample, cohort int, now time.Time) {
 	if fold(&sr.cur[cohort], &sr.cfg, sr.metric, s) {
 		sr.lastReport[cohort] = now
 	}
@@ -157,14 +157,14 @@ func (sr *signalRun) add(s *sources.Sample, cohort int, now time.Time) {
 // it, and reports whether the sample carried traffic: the cohort reported.
 // The engine and the sidecars' Aggregator share it, so that a sample
 // counts the same wherever it is folded.
-func fold(t *tick, cfg *configs.SignalConfig, input string, s *sources.Sample) (traffic bool) {
+func fold(t *tick, cfg *configs.SignalConfig, input string, s *sample.Sample) (traffic bool) {
 	n := s.Value
-	if s.Kind == sources.KindHistogram {
+	if s.Kind == sample.KindHistogram {
 		n = s.Count
 	}
 	switch cfg.Type {
 	case configs.SignalSaturation:
-		if s.Kind != sources.KindGauge || math.IsNaN(s.Value) {
+		if s.Kind != sample.KindGauge || math.IsNaN(s.Value) {
 			return false
 		}
 		// Each reading is a trial; a saturated one is a bad event.
@@ -174,7 +174,7 @@ func fold(t *tick, cfg *configs.SignalConfig, input string, s *sources.Sample) (
 		}
 		return true
 	case configs.SignalThroughput:
-		if s.Kind == sources.KindGauge {
+		if s.Kind == sample.KindGauge {
 			return false
 		}
 		// Successful requests are the events; their split between the
@@ -189,19 +189,19 @@ func fold(t *tick, cfg *configs.SignalConfig, input string, s *sources.Sample) (
 		return false
 	case configs.SignalDataIntegrity:
 		if s.Metric == input && s.Metric != cfg.TotalMetric {
-			if s.Kind == sources.KindCounter && s.Value > 0 {
+			if s.Kind == sample.KindCounter && s.Value > 0 {
 				t.bad += s.Value
 			}
 			return false
 		}
 	}
-	if s.Kind == sources.KindGauge {
+	if s.Kind == sample.KindGauge {
 		return false
 	}
 	switch cfg.Type {
 	case configs.SignalDataIntegrity:
 	case configs.SignalLatency:
-		if s.Kind != sources.KindHistogram {
+		if s.Kind != sample.KindHistogram {
 			return false
 		}
 		addLatency(t, s)
@@ -217,7 +217,7 @@ func fold(t *tick, cfg *configs.SignalConfig, input string, s *sources.Sample) (
 	return false
 }
 
-func addLatency(t *tick, s *sources.Sample) {
+func addLatency(t *tick, s *sample.Sample) {
 	if t.cum == nil {
 		t.cum = map[float64]float64{}
 	}
@@ -238,7 +238,7 @@ func addLatency(t *tick, s *sources.Sample) {
 		}
 		for i, c := range h.Positive.Counts {
 			run += c
-			t.cum[sources.UpperBound(h.Scale, h.Positive.Offset+int32(i))] += run
+			t.cum[sample.UpperBound(h.Scale, h.Positive.Offset+int32(i))] += run
 		}
 	}
 }

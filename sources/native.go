@@ -1,25 +1,22 @@
 package sources
 
-import "math"
+import (
+	"math"
 
-// NativeHistogram is an exponential (OpenTelemetry) or native (Prometheus)
-// histogram, in the OpenTelemetry convention: with base = 2^(2^-Scale),
-// bucket index i holds observations in (base^i, base^(i+1)], and a slice of
-// counts starts at its offset. A Prometheus native histogram of schema s is
-// scale s with every index shifted down by one.
-type NativeHistogram struct {
-	Scale         int32
-	ZeroThreshold float64
-	ZeroCount     float64
-	Positive      ExpBuckets
-	Negative      ExpBuckets
-}
+	"github.com/rollguard/rollguard/sample"
+)
 
-// ExpBuckets are consecutive bucket counts from index Offset.
-type ExpBuckets struct {
-	Offset int32
-	Counts []float64
-}
+// Aliases of the histogram types and helpers that moved to package sample.
+type (
+	NativeHistogram = sample.NativeHistogram
+	ExpBuckets      = sample.ExpBuckets
+)
+
+// MinScale is the coarsest scale histograms are merged down to.
+const MinScale = sample.MinScale
+
+// UpperBound is the upper edge of bucket index i at scale.
+var UpperBound = sample.UpperBound
 
 // Span is a run of Length consecutive buckets, Offset buckets after the
 // previous span's end (the first span's Offset is its start index), as in
@@ -28,9 +25,6 @@ type Span struct {
 	Offset int32
 	Length uint32
 }
-
-// MinScale is the coarsest scale histograms are merged down to.
-const MinScale = -4
 
 // BucketsFromSpans expands Prometheus spans into dense buckets in the
 // OpenTelemetry convention. counts are absolute counts per populated bucket
@@ -81,44 +75,6 @@ func BucketsFromSpans(spans []Span, counts []float64) (ExpBuckets, bool) {
 	return out, true
 }
 
-// downscale merges buckets by 2^by: index i goes to i >> by.
-func (b ExpBuckets) downscale(by int32) ExpBuckets {
-	if by <= 0 || len(b.Counts) == 0 {
-		return b
-	}
-	first := int64(b.Offset) >> by
-	last := (int64(b.Offset) + int64(len(b.Counts)) - 1) >> by
-	out := ExpBuckets{Offset: int32(first), Counts: make([]float64, last-first+1)}
-	for i, c := range b.Counts {
-		out.Counts[((int64(b.Offset)+int64(i))>>by)-first] += c
-	}
-	return out
-}
-
-// Downscale returns h at a coarser scale (a no-op when scale >= h.Scale).
-func (h NativeHistogram) Downscale(scale int32) NativeHistogram {
-	if scale >= h.Scale {
-		return h
-	}
-	by := h.Scale - scale
-	h.Positive = h.Positive.downscale(by)
-	h.Negative = h.Negative.downscale(by)
-	h.Scale = scale
-	return h
-}
-
-// Total is the number of observations in all buckets.
-func (h NativeHistogram) Total() float64 {
-	t := h.ZeroCount
-	for _, c := range h.Positive.Counts {
-		t += c
-	}
-	for _, c := range h.Negative.Counts {
-		t += c
-	}
-	return t
-}
-
 // sub returns a − b per bucket at their common scale; ok is false when a
 // bucket went down (a reset).
 func sub(a, b NativeHistogram) (NativeHistogram, bool) {
@@ -147,9 +103,4 @@ func subBuckets(a, b ExpBuckets) (ExpBuckets, bool) {
 		out.Counts[j] -= c
 	}
 	return out, true
-}
-
-// UpperBound is the upper edge of bucket index i at scale.
-func UpperBound(scale, i int32) float64 {
-	return math.Exp2(math.Ldexp(float64(i+1), -int(scale)))
 }

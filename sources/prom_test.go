@@ -39,7 +39,7 @@ func TestPromConverterClassicHistogram(t *testing.T) {
 		t.Fatalf("want one histogram sample, got %+v", out)
 	}
 	s := out[0]
-	want := []Bucket{{0.1, 2}, {0.5, 2}, {math.Inf(1), 1}}
+	want := []Bucket{{UpperBound: 0.1, Count: 2}, {UpperBound: 0.5, Count: 2}, {UpperBound: math.Inf(1), Count: 1}}
 	if s.Metric != "rt" || s.Kind != KindHistogram || s.Count != 5 || s.Sum != 1 || len(s.Buckets) != 3 {
 		t.Fatalf("sample = %+v", s)
 	}

@@ -4,138 +4,28 @@
 // sample after Append is the caller's business.
 package sources
 
-import (
-	"sort"
-	"strconv"
-	"strings"
+import "github.com/rollguard/rollguard/sample"
+
+// The shared sample types live in package sample, which the detector uses
+// without depending on any input; these aliases keep the inputs' spelling.
+type (
+	Kind         = sample.Kind
+	Label        = sample.Label
+	Labels       = sample.Labels
+	Bucket       = sample.Bucket
+	Sample       = sample.Sample
+	Appender     = sample.Appender
+	Filter       = sample.Filter
+	SeriesFilter = sample.SeriesFilter
+	DoorFilter   = sample.DoorFilter
 )
 
-// Kind says how a sample's value is to be read.
-type Kind uint8
-
+// The kinds of a Sample.
 const (
-	// KindCounter: Value is an increment (>= 0) since the previous sample of the series.
-	KindCounter Kind = iota + 1
-	// KindGauge: Value is the current reading.
-	KindGauge
-	// KindHistogram: Count and Sum are increments; Buckets (classic) or
-	// Native (exponential) hold per-bucket increments; a summary has neither.
-	KindHistogram
+	KindCounter   = sample.KindCounter
+	KindGauge     = sample.KindGauge
+	KindHistogram = sample.KindHistogram
 )
-
-func (k Kind) String() string {
-	switch k {
-	case KindCounter:
-		return "counter"
-	case KindGauge:
-		return "gauge"
-	case KindHistogram:
-		return "histogram"
-	}
-	return "unknown"
-}
-
-// Label is one name/value pair of a series.
-type Label struct{ Name, Value string }
-
-// Labels are sorted by name. Resource, scope and point attributes of OTLP are
-// flattened into one set (point attributes win on a clash).
-type Labels []Label
-
-// Get returns the value of name, or "".
-func (ls Labels) Get(name string) string {
-	for _, l := range ls {
-		if l.Name == name {
-			return l.Value
-		}
-	}
-	return ""
-}
-
-// Sort orders the labels by name, keeping the last of duplicate names.
-func (ls Labels) Sort() Labels {
-	sort.SliceStable(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
-	out := ls[:0]
-	for i, l := range ls {
-		if i+1 < len(ls) && ls[i+1].Name == l.Name {
-			continue
-		}
-		out = append(out, l)
-	}
-	return out
-}
-
-func (ls Labels) String() string {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, l := range ls {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		if strings.ContainsAny(l.Name, "=\",{}\\") {
-			b.WriteString(strconv.Quote(l.Name))
-		} else {
-			b.WriteString(l.Name)
-		}
-		b.WriteByte('=')
-		b.WriteString(strconv.Quote(l.Value))
-	}
-	b.WriteByte('}')
-	return b.String()
-}
-
-// Bucket is one histogram bucket increment: observations <= UpperBound.
-// Counts are per bucket, not cumulative.
-type Bucket struct {
-	UpperBound float64
-	Count      float64
-}
-
-// Sample is one normalised observation of one series.
-type Sample struct {
-	Metric string
-	Labels Labels
-	Kind   Kind
-	// TimeUnixNano is when the observation ends (OTLP time_unix_nano).
-	TimeUnixNano int64
-	// Value: counter increment or gauge reading.
-	Value float64
-	// Count and Sum: histogram increments.
-	Count, Sum float64
-	Buckets    []Bucket
-	// Native holds the bucket increments of an exponential/native histogram.
-	Native *NativeHistogram
-	// LE is set, alone, for one series of a classic histogram converted on
-	// its own (remote write splits a histogram's series across requests):
-	// the increment of observations <= LE.UpperBound, cumulative as exposed.
-	LE *Bucket
-}
-
-// Appender receives normalised samples. Append must not keep the slice.
-type Appender interface {
-	Append(samples []Sample) error
-}
-
-// Filter tells a source cheaply, before any per-series state is kept,
-// whether a metric is of interest to anyone.
-type Filter interface {
-	Wants(metric string) bool
-}
-
-// SeriesFilter is an optional second look a Filter may offer, with the
-// series' labels: sources drop series no one wants (another service's, say)
-// before keeping any state for them.
-type SeriesFilter interface {
-	WantsSeries(metric string, ls Labels) bool
-}
-
-// DoorFilter is an optional interface of a Filter for decoders that see
-// labels as raw bytes: the label pairs of which a series of metric must
-// carry at least one to be wanted (nil: any series). It lets a decoder skip
-// another service's series without allocating its labels.
-type DoorFilter interface {
-	Doors(metric string) []Label
-}
 
 // Doors asks f's DoorFilter, if it has one.
 func Doors(f Filter, metric string) []Label {

@@ -131,7 +131,6 @@ func BenchmarkFanInNATS(b *testing.B) {
 	<-done
 }
 
-
 // BenchmarkEvaluate is one tick of a replica owning 100 guards, each with a
 // deployment under way and a tick of two sidecars' aggregates to test.
 func BenchmarkEvaluate(b *testing.B) {

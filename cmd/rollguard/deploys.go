@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
-	"time"
 
+	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/web"
 )
 
@@ -38,6 +38,7 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 			err = fmt.Errorf("service %q does not match the subject's %q", dep.Service, service)
 		}
 		if err == nil {
+			dep.Source = detector.SourceNATS
 			dep, err = d.engine.Announce(dep)
 			if err != nil {
 				err = errors.New(web.AnnounceError(err))
@@ -59,45 +60,64 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 
 // deployOptions are the flags of `rollguard deploy`.
 type deployOptions struct {
-	url, tokenFile, username, passwordFile string
-	body                                   map[string]any
+	client                                                   daemonClient
+	service, version, previous, commit, prevCommit, strategy string
+	id, migration                                            string
+	flags                                                    []string
+	weight                                                   float64
+}
+
+// addDeployCommand registers `rollguard deploy` on app and returns the
+// command and its options, filled in once the flags are parsed.
+func addDeployCommand(app *kingpin.Application) (*kingpin.CmdClause, *deployOptions) {
+	var o deployOptions
+	cmd := app.Command("deploy", "Announce a deployment to a running rollguard.")
+	addDaemonClientFlags(cmd, &o.client)
+	cmd.Flag("service", "The service.").Required().StringVar(&o.service)
+	cmd.Flag("version", "The new version (candidate).").Required().StringVar(&o.version)
+	cmd.Flag("previous-version", "The stable version it replaces (default: the one rollguard saw last).").StringVar(&o.previous)
+	cmd.Flag("commit", "The new version's commit.").StringVar(&o.commit)
+	cmd.Flag("previous-commit", "The stable version's commit.").StringVar(&o.prevCommit)
+	cmd.Flag("flag", "A feature flag gating the new code (repeat for several).").StringsVar(&o.flags)
+	// No default: an announcement without a migration is none, and a
+	// re-announcement without one keeps what the deployment has.
+	cmd.Flag("migration", "Database migration: none, reversible or irreversible (default: none, or what an earlier announcement of the deployment said).").EnumVar(&o.migration, "none", "reversible", "irreversible")
+	cmd.Flag("strategy", "canary, blue_green, rolling or all_at_once.").EnumVar(&o.strategy, "canary", "blue_green", "rolling", "all_at_once")
+	cmd.Flag("id", "An id of your own (default: derived from service and versions).").StringVar(&o.id)
+	cmd.Flag("weight", "Percent of traffic routed to the new version (throughput signals need it).").Float64Var(&o.weight)
+	return cmd, &o
+}
+
+// announcement is the body of POST /api/v1/deployments: what the flags say,
+// leaving out what they do not.
+func (o deployOptions) announcement() map[string]any {
+	body := map[string]any{"service": o.service, "version": o.version}
+	for k, v := range map[string]string{"previous_version": o.previous, "commit": o.commit,
+		"previous_commit": o.prevCommit, "strategy": o.strategy, "id": o.id, "migration": o.migration} {
+		if v != "" {
+			body[k] = v
+		}
+	}
+	if len(o.flags) > 0 {
+		body["flags"] = o.flags
+	}
+	if o.weight > 0 {
+		body["weight"] = o.weight
+	}
+	return body
 }
 
 // announce posts a deployment to a running rollguard and prints it.
 func announce(o deployOptions, stdout io.Writer) error {
-	b, _ := json.Marshal(o.body)
-	req, err := http.NewRequest(http.MethodPost, strings.TrimRight(o.url, "/")+"/api/v1/deployments", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	switch {
-	case o.tokenFile != "":
-		tok, err := os.ReadFile(o.tokenFile)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	case o.username != "":
-		pw, err := os.ReadFile(o.passwordFile)
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth(o.username, strings.TrimSpace(string(pw)))
-	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	b, _ := json.Marshal(o.announcement())
+	resp, err := o.client.do(http.MethodPost, "/api/v1/deployments", b)
 	if err != nil {
 		return fmt.Errorf("announce deployment: %w", err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusCreated {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("announce deployment: %s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("announce deployment: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("announce deployment: %w", daemonError(resp))
 	}
-	_, err = stdout.Write(body)
+	_, err = io.Copy(stdout, io.LimitReader(resp.Body, 1<<20))
 	return err
 }

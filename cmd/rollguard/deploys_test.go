@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alecthomas/kingpin/v2"
+
 	"github.com/rollguard/rollguard/detector"
 )
 
@@ -62,5 +64,24 @@ func TestDeployCLI(t *testing.T) {
 	code = rollguard([]string{"deploy", "--web.url=" + td.web, "--service=nope", "--version=v2", "--previous-version=v1"}, &out, &errb)
 	if want := "rollguard: announce deployment: no guard watches service \"nope\": add a guard for it to the configuration (HTTP 400)\n"; code != 1 || errb.String() != want {
 		t.Errorf("exit %d, stderr %q, want %q", code, errb.String(), want)
+	}
+}
+
+// TestDeployDefaults: without --web.url, `rollguard deploy` announces to
+// the default address, as approve and postmortem do, and leaves out what
+// it was not told. (kingpin sets no default when a flag named version is
+// on the command line, and deploy's --version always is.)
+func TestDeployDefaults(t *testing.T) {
+	app := kingpin.New("rollguard", "")
+	_, o := addDeployCommand(app)
+	if _, err := app.Parse([]string{"deploy", "--service=checkout", "--version=v3"}); err != nil {
+		t.Fatal(err)
+	}
+	if o.client.url != "http://127.0.0.1:9469" {
+		t.Errorf("web url %q, want the default http://127.0.0.1:9469", o.client.url)
+	}
+	got, _ := json.Marshal(o.announcement())
+	if want := `{"service":"checkout","version":"v3"}`; string(got) != want {
+		t.Errorf("announcement %s, want %s", got, want)
 	}
 }

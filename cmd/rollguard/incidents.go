@@ -23,8 +23,15 @@ type daemonClient struct {
 	url, tokenFile, username, passwordFile string
 }
 
+// defaultWebURL is where `rollguard run` serves its API by default.
+const defaultWebURL = "http://127.0.0.1:9469"
+
 func addDaemonClientFlags(cmd *kingpin.CmdClause, c *daemonClient) {
-	cmd.Flag("web.url", "rollguard's web address.").Default("http://127.0.0.1:9469").StringVar(&c.url)
+	// kingpin sets no default at all when the command line has a flag
+	// named version (it takes it for the application's --version), and
+	// `rollguard deploy --version=…` always has one: start from the default.
+	c.url = defaultWebURL
+	cmd.Flag("web.url", "rollguard's web address.").Default(defaultWebURL).StringVar(&c.url)
 	cmd.Flag("web.bearer-token-file", "File with the bearer token the web listener requires.").StringVar(&c.tokenFile)
 	cmd.Flag("web.username", "Basic-auth user the web listener requires.").StringVar(&c.username)
 	cmd.Flag("web.password-file", "File with the basic-auth password.").StringVar(&c.passwordFile)

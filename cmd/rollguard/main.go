@@ -43,23 +43,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	checkConfigCmd := checkCmd.Command("config", "Check configuration files; print ok or the error.")
 	checkFiles := checkConfigCmd.Arg("file", "Configuration files.").Required().ExistingFiles()
 
-	deployCmd := app.Command("deploy", "Announce a deployment to a running rollguard.")
-	var do deployOptions
-	deployCmd.Flag("web.url", "rollguard's web address.").Default("http://127.0.0.1:9469").StringVar(&do.url)
-	deployCmd.Flag("web.bearer-token-file", "File with the bearer token the web listener requires.").StringVar(&do.tokenFile)
-	deployCmd.Flag("web.username", "Basic-auth user the web listener requires.").StringVar(&do.username)
-	deployCmd.Flag("web.password-file", "File with the basic-auth password.").StringVar(&do.passwordFile)
-	depService := deployCmd.Flag("service", "The service.").Required().String()
-	depVersion := deployCmd.Flag("version", "The new version (candidate).").Required().String()
-	depPrevious := deployCmd.Flag("previous-version", "The stable version it replaces (default: the one rollguard saw last).").String()
-	depCommit := deployCmd.Flag("commit", "The new version's commit.").String()
-	depPrevCommit := deployCmd.Flag("previous-commit", "The stable version's commit.").String()
-	depFlags := deployCmd.Flag("flag", "A feature flag gating the new code (repeat for several).").Strings()
-	depMigration := deployCmd.Flag("migration", "Database migration: none, reversible or irreversible.").Default("none").Enum("none", "reversible", "irreversible")
-	depStrategy := deployCmd.Flag("strategy", "canary, blue_green, rolling or all_at_once.").Enum("canary", "blue_green", "rolling", "all_at_once")
-	depID := deployCmd.Flag("id", "An id of your own (default: derived from service and versions).").String()
-	depWeight := deployCmd.Flag("weight", "Percent of traffic routed to the new version (throughput signals need it).").Float64()
-
+	deployCmd, deploy := addDeployCommand(app)
 	replayCmd, replay := addReplayCommand(app)
 	incidentCmds := addIncidentCommands(app)
 	actuateCmd, actuate := addActuateCommand(app)
@@ -105,20 +89,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	case deployCmd.FullCommand():
-		do.body = map[string]any{"service": *depService, "version": *depVersion, "migration": *depMigration}
-		for k, v := range map[string]string{"previous_version": *depPrevious, "commit": *depCommit,
-			"previous_commit": *depPrevCommit, "strategy": *depStrategy, "id": *depID} {
-			if v != "" {
-				do.body[k] = v
-			}
-		}
-		if len(*depFlags) > 0 {
-			do.body["flags"] = *depFlags
-		}
-		if *depWeight > 0 {
-			do.body["weight"] = *depWeight
-		}
-		if err := announce(do, stdout); err != nil {
+		if err := announce(*deploy, stdout); err != nil {
 			fmt.Fprintf(stderr, "rollguard: %v\n", err)
 			return 1
 		}

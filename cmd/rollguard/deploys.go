@@ -12,7 +12,6 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/web"
 )
 
@@ -38,7 +37,6 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 			err = fmt.Errorf("service %q does not match the subject's %q", dep.Service, service)
 		}
 		if err == nil {
-			dep.Source = detector.SourceNATS
 			dep, err = d.engine.Announce(dep)
 			if err != nil {
 				err = errors.New(web.AnnounceError(err))

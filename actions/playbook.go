@@ -23,14 +23,6 @@ import (
 	"github.com/rollguard/rollguard/detector"
 )
 
-// Message is one event ready for the wire.
-type Message struct {
-	Subject string            `json:"subject"`
-	ID      string            `json:"id"`
-	Data    []byte            `json:"data"`
-	Header  map[string]string `json:"header,omitempty"` // besides Nats-Msg-Id and Content-Type
-}
-
 // Publisher delivers a message; an error means it was not stored and must be retried.
 type Publisher interface {
 	Publish(ctx context.Context, m Message) error
@@ -566,7 +558,7 @@ func (p *Playbook) send(inc *Incident, c *CommandRecord, now time.Time) {
 	s := p.settings(inc.Guard)
 	d := inc.Deployment
 	data := CommandData{IncidentID: inc.ID, Action: c.Action, Service: inc.Service, Guard: inc.Guard,
-		Deployment: d, Target: c.Target, Evidence: inc.Latest, DryRun: c.DryRun,
+		Deployment: WireDeployment(d), Target: c.Target, Evidence: WireEvidence(inc.Latest), DryRun: c.DryRun,
 		IssuedAt: now.UTC(), ExpiresAt: now.Add(time.Duration(s.CommandTTL)).UTC()}
 	ev, err := newEvent(c.ID, CommandType(c.Action), inc.Service, now, data)
 	if err != nil {
@@ -925,7 +917,7 @@ func (p *Playbook) event(inc *Incident, kind, from string, now time.Time) {
 	}
 	ev, err := newEvent(fmt.Sprintf("%s/event/%d", inc.ID, inc.EventSeq), IncidentType(kind), inc.Service, now, IncidentData{
 		IncidentID: inc.ID, Event: kind, Seq: inc.EventSeq, State: inc.State, From: from, Reason: inc.Reason,
-		Service: inc.Service, Guard: inc.Guard, Deployment: inc.Deployment, Evidence: inc.Latest, Commands: ids})
+		Service: inc.Service, Guard: inc.Guard, Deployment: WireDeployment(inc.Deployment), Evidence: WireEvidence(inc.Latest), Commands: ids})
 	if err == nil {
 		if err := p.enqueue(message(p.o.Subjects.Incident(inc.Service), ev)); err != nil {
 			p.o.Logger.Error("incident event not queued", "incident", inc.ID, "error", err)

@@ -25,15 +25,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // Command is a verified, decoded command as a driver receives it.
 type Command struct {
 	// Subject is the NATS subject it arrived on: <prefix>.cmd.<action>.<service>.
 	Subject string
-	Event   actions.Event
-	Data    actions.CommandData
+	Event   wire.Event
+	Data    wire.CommandData
 	// Raw is the exact CloudEvent JSON that was signed.
 	Raw []byte
 	// Seq is the message's sequence in the stream.
@@ -63,7 +63,7 @@ type Options struct {
 	// Stream holds the commands (default ROLLGUARD).
 	Stream string
 	// Subjects gives the subject prefix (default rollguard).
-	Subjects actions.Subjects
+	Subjects wire.Subjects
 	// Durable names the JetStream consumer; required. Actuators sharing it
 	// share the work and the idempotency records.
 	Durable string
@@ -72,7 +72,7 @@ type Options struct {
 	// Services to consume (default all).
 	Services []string
 	// Verifier is required: an actuator never acts on an unverified command.
-	Verifier *actions.Verifier
+	Verifier *wire.Verifier
 	// Name is the actuator's name in results (default Durable).
 	Name string
 	// Bucket is the KV bucket of idempotency records (default ROLLGUARD_ACTUATOR).
@@ -106,7 +106,7 @@ func (o *Options) setDefaults() error {
 		o.Subjects.Prefix = DefaultPrefix
 	}
 	if len(o.Actions) == 0 {
-		o.Actions = []string{actions.ActionFlagKill, actions.ActionRollback, actions.ActionDataAudit}
+		o.Actions = []string{wire.ActionFlagKill, wire.ActionRollback, wire.ActionDataAudit}
 	}
 	for _, a := range o.Actions {
 		if !validToken(a) {
@@ -173,7 +173,7 @@ func Run(ctx context.Context, o Options, d Driver) error {
 		return err
 	}
 	r := &runner{o: o, d: d, log: o.Logger.With("actuator", o.Name, "driver", d.Name()),
-		pub: actions.JetStreamPublisher{JS: o.JS}}
+		pub: wire.JetStreamPublisher{JS: o.JS}}
 	wait := 100 * time.Millisecond
 	for {
 		err := r.attachAndConsume(ctx)
@@ -211,7 +211,7 @@ type runner struct {
 	o   Options
 	d   Driver
 	log hclog.Logger
-	pub actions.JetStreamPublisher
+	pub wire.JetStreamPublisher
 	kv  jetstream.KeyValue
 }
 
@@ -317,12 +317,12 @@ func (r *runner) subjectParts(subject string) (action, service string) {
 
 func verifyDetail(err error, get func(string) string) string {
 	switch {
-	case errors.Is(err, actions.ErrUnsigned):
-		return "unsigned: the command carries no " + actions.HeaderSignature + "/" + actions.HeaderKey + " headers"
-	case errors.Is(err, actions.ErrUnknownKey):
-		return fmt.Sprintf("signed by untrusted key %.80s", get(actions.HeaderKey))
-	case errors.Is(err, actions.ErrBadSignature):
-		return fmt.Sprintf("bad signature: the command's content does not match its signature by %.80s", get(actions.HeaderKey))
+	case errors.Is(err, wire.ErrUnsigned):
+		return "unsigned: the command carries no " + wire.HeaderSignature + "/" + wire.HeaderKey + " headers"
+	case errors.Is(err, wire.ErrUnknownKey):
+		return fmt.Sprintf("signed by untrusted key %.80s", get(wire.HeaderKey))
+	case errors.Is(err, wire.ErrBadSignature):
+		return fmt.Sprintf("bad signature: the command's content does not match its signature by %.80s", get(wire.HeaderKey))
 	}
 	return "signature check failed: " + err.Error()
 }
@@ -334,8 +334,8 @@ type record struct {
 	StreamSeq uint64    `json:"stream_seq"`
 	ClaimedAt time.Time `json:"claimed_at"`
 	// ResultID and Result are set once the outcome is known.
-	ResultID string              `json:"result_id,omitempty"`
-	Result   *actions.ResultData `json:"result,omitempty"`
+	ResultID string           `json:"result_id,omitempty"`
+	Result   *wire.ResultData `json:"result,omitempty"`
 }
 
 // recordKey is a valid KV key for any command id (ids hold '/' and any
@@ -379,9 +379,9 @@ func (r *runner) claimAndAct(ctx context.Context, log hclog.Logger, msg jetstrea
 		return
 	}
 
-	var res actions.ResultData
+	var res wire.ResultData
 	if c.Data.DryRun {
-		res = r.newResult(cr, actions.ResultOK, "dry run: not acted")
+		res = r.newResult(cr, wire.ResultOK, "dry run: not acted")
 		res.DryRun = true
 	} else {
 		status, detail := r.act(msg, c)
@@ -422,9 +422,9 @@ func (r *runner) act(msg jetstream.Msg, c Command) (status, detail string) {
 	close(done)
 	wg.Wait()
 	if err != nil {
-		return actions.ResultFailed, err.Error()
+		return wire.ResultFailed, err.Error()
 	}
-	return actions.ResultOK, detail
+	return wire.ResultOK, detail
 }
 
 // handled deals with a command whose id has a record: the same stream
@@ -457,7 +457,7 @@ func (r *runner) handled(ctx context.Context, log hclog.Logger, msg jetstream.Ms
 		_ = msg.NakWithDelay(r.o.AckWait)
 		return
 	}
-	res := r.newResult(cr, actions.ResultFailed, fmt.Sprintf(
+	res := r.newResult(cr, wire.ResultFailed, fmt.Sprintf(
 		"outcome unknown: the actuator stopped while acting on it (claimed at %s); check by hand",
 		rec.ClaimedAt.UTC().Format(time.RFC3339)))
 	rec.ResultID, rec.Result = resultID(cr.id, r.o.Name), &res
@@ -471,8 +471,8 @@ func (r *runner) handled(ctx context.Context, log hclog.Logger, msg jetstream.Ms
 	r.finish(ctx, log, msg, rec.ResultID, res)
 }
 
-func (r *runner) newResult(cr ref, status, detail string) actions.ResultData {
-	return actions.ResultData{CommandID: cr.id, IncidentID: cr.incident, Action: cr.action, Service: cr.service,
+func (r *runner) newResult(cr ref, status, detail string) wire.ResultData {
+	return wire.ResultData{CommandID: cr.id, IncidentID: cr.incident, Action: cr.action, Service: cr.service,
 		Status: status, Detail: detail, Actuator: r.o.Name, At: r.o.Now().UTC()}
 }
 
@@ -484,13 +484,13 @@ func resultID(commandID, actuator string) string { return commandID + "/result/"
 // command it copies, and a refused forgery must not take the id the
 // genuine command's result will need.
 func (r *runner) reject(ctx context.Context, log hclog.Logger, msg jetstream.Msg, cr ref, detail string) {
-	res := r.newResult(cr, actions.ResultRejected, detail)
+	res := r.newResult(cr, wire.ResultRejected, detail)
 	r.finish(ctx, log, msg, fmt.Sprintf("%s/rejected/%d", resultID(cr.id, r.o.Name), cr.seq), res)
 }
 
 // finish publishes the result and acks the message; a result that cannot
 // be published leaves the message to be redelivered.
-func (r *runner) finish(ctx context.Context, log hclog.Logger, msg jetstream.Msg, id string, res actions.ResultData) {
+func (r *runner) finish(ctx context.Context, log hclog.Logger, msg jetstream.Msg, id string, res wire.ResultData) {
 	log = log.With("status", res.Status, "detail", res.Detail)
 	if err := r.publish(ctx, id, res); err != nil {
 		r.retryLater(log, msg, err)
@@ -500,9 +500,9 @@ func (r *runner) finish(ctx context.Context, log hclog.Logger, msg jetstream.Msg
 		log.Warn("ack", "error", err)
 	}
 	switch res.Status {
-	case actions.ResultOK:
+	case wire.ResultOK:
 		log.Info("command handled")
-	case actions.ResultFailed:
+	case wire.ResultFailed:
 		log.Error("command failed")
 	default:
 		log.Warn("command rejected")
@@ -516,8 +516,8 @@ func (r *runner) retryLater(log hclog.Logger, msg jetstream.Msg, err error) {
 
 // publish sends a result, retrying briefly: results are deduplicated by
 // id, so a retry that reaches the stream twice stores it once.
-func (r *runner) publish(ctx context.Context, id string, res actions.ResultData) error {
-	ev, err := actions.NewEvent(id, actions.ResultType(res.Action), res.Service, res.At, res)
+func (r *runner) publish(ctx context.Context, id string, res wire.ResultData) error {
+	ev, err := wire.NewEvent(id, wire.ResultType(res.Action), res.Service, res.At, res)
 	if err != nil {
 		return fmt.Errorf("encode result %s: %w", id, err)
 	}
@@ -525,7 +525,7 @@ func (r *runner) publish(ctx context.Context, id string, res actions.ResultData)
 	if err != nil {
 		return fmt.Errorf("encode result %s: %w", id, err)
 	}
-	m := actions.Message{Subject: r.o.Subjects.Result(res.Action, res.Service), ID: id, Data: b}
+	m := wire.Message{Subject: r.o.Subjects.Result(res.Action, res.Service), ID: id, Data: b}
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

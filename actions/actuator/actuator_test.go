@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // TestValidCommandKillsFlag: a signed flag_kill turns the flag off in the
@@ -36,7 +36,7 @@ func TestValidCommandKillsFlag(t *testing.T) {
 	e.run(t, Options{Durable: "actuator-flagd", Name: "flagd-prod"}, d)
 
 	id := "d-3fa2b1c0d4e5/flag_kill/new-checkout"
-	seq := e.publishSigned(t, actions.ActionFlagKill, "checkout", id, command(t, id, actions.ActionFlagKill, "checkout", "new-checkout", nil))
+	seq := e.publishSigned(t, wire.ActionFlagKill, "checkout", id, command(t, id, wire.ActionFlagKill, "checkout", "new-checkout", nil))
 	r := e.waitResult(t, id)
 
 	if r.Subject != "rollguard.result.flag_kill.checkout" {
@@ -46,11 +46,11 @@ func TestValidCommandKillsFlag(t *testing.T) {
 	if r.Event.ID != wantID || r.MsgID != wantID {
 		t.Errorf("result id %q, Nats-Msg-Id %q, want %q", r.Event.ID, r.MsgID, wantID)
 	}
-	if r.Event.Type != actions.ResultType(actions.ActionFlagKill) || r.Event.SpecVersion != "1.0" {
+	if r.Event.Type != wire.ResultType(wire.ActionFlagKill) || r.Event.SpecVersion != "1.0" {
 		t.Errorf("result event %+v", r.Event)
 	}
 	got := r.Data
-	if got.Status != actions.ResultOK || got.IncidentID != "inc-d-1" || got.Action != actions.ActionFlagKill ||
+	if got.Status != wire.ResultOK || got.IncidentID != "inc-d-1" || got.Action != wire.ActionFlagKill ||
 		got.Service != "checkout" || got.Actuator != "flagd-prod" || got.DryRun || got.At.IsZero() ||
 		!strings.Contains(got.Detail, `flag "new-checkout" set to variant "off"`) {
 		t.Errorf("result %+v", got)
@@ -79,7 +79,7 @@ func TestValidCommandKillsFlag(t *testing.T) {
 // after each is acted on.
 func TestRejectedCommands(t *testing.T) {
 	const svc = "checkout"
-	kill := actions.ActionFlagKill
+	kill := wire.ActionFlagKill
 	for _, tc := range []struct {
 		name string
 		// bad publishes the bad message; it returns the command id its
@@ -106,7 +106,7 @@ func TestRejectedCommands(t *testing.T) {
 			return fmt.Sprintf("unknown/%d", seq), seq
 		}, "unsigned"},
 		{"expired", func(t *testing.T, e *env) (string, uint64) {
-			return "expired-1", e.publishSigned(t, kill, svc, "expired-1", command(t, "expired-1", kill, svc, "new-checkout", func(d *actions.CommandData) {
+			return "expired-1", e.publishSigned(t, kill, svc, "expired-1", command(t, "expired-1", kill, svc, "new-checkout", func(d *wire.CommandData) {
 				d.ExpiresAt = time.Now().Add(-time.Minute)
 			}))
 		}, "expired at "},
@@ -115,7 +115,7 @@ func TestRejectedCommands(t *testing.T) {
 		}, "malformed command: decode event"},
 		{"misrouted", func(t *testing.T, e *env) (string, uint64) {
 			// A signed rollback command republished on the flag_kill subject.
-			return "misrouted-1", e.publishSigned(t, kill, svc, "misrouted-1", command(t, "misrouted-1", actions.ActionRollback, svc, "new-checkout", nil))
+			return "misrouted-1", e.publishSigned(t, kill, svc, "misrouted-1", command(t, "misrouted-1", wire.ActionRollback, svc, "new-checkout", nil))
 		}, "malformed command: data says rollback for checkout but it came on subject rollguard.cmd.flag_kill.checkout"},
 		{"replayed", func(t *testing.T, e *env) (string, uint64) {
 			// The same signed bytes as the twin, under another Nats-Msg-Id.
@@ -145,7 +145,7 @@ func TestRejectedCommands(t *testing.T) {
 			var rejected result
 			waitFor(t, 10*time.Second, func() error {
 				for _, r := range e.resultsFor(t, badID) {
-					if r.Data.Status == actions.ResultRejected {
+					if r.Data.Status == wire.ResultRejected {
 						rejected = r
 						return nil
 					}
@@ -159,10 +159,10 @@ func TestRejectedCommands(t *testing.T) {
 				t.Errorf("rejection %+v", rejected)
 			}
 			if replay {
-				if rs := e.resultsFor(t, "twin"); len(rs) != 2 || rs[0].Data.Status != actions.ResultOK {
+				if rs := e.resultsFor(t, "twin"); len(rs) != 2 || rs[0].Data.Status != wire.ResultOK {
 					t.Errorf("want the original's ok and the replay's rejection: %+v", rs)
 				}
-			} else if twin := e.waitResult(t, "twin"); twin.Data.Status != actions.ResultOK {
+			} else if twin := e.waitResult(t, "twin"); twin.Data.Status != wire.ResultOK {
 				t.Errorf("healthy twin: %+v", twin.Data)
 			}
 			if calls := d.calls(); !slices.Equal(calls, []string{"twin"}) {
@@ -185,7 +185,7 @@ func TestRedeliveryDoesNotActTwice(t *testing.T) {
 	}
 	d := &counting{Driver: fd}
 	stop := e.run(t, Options{Durable: "actuator-flagd"}, d)
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "first", command(t, "first", actions.ActionFlagKill, "checkout", "new-checkout", nil))
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "first", command(t, "first", wire.ActionFlagKill, "checkout", "new-checkout", nil))
 	first := e.waitResult(t, "first")
 	e.waitAcked(t, "actuator-flagd", 1)
 	stop()
@@ -194,8 +194,8 @@ func TestRedeliveryDoesNotActTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.run(t, Options{Durable: "actuator-flagd"}, d)
-	seq := e.publishSigned(t, actions.ActionFlagKill, "checkout", "second", command(t, "second", actions.ActionFlagKill, "checkout", "dark-mode", nil))
-	if second := e.waitResult(t, "second"); second.Data.Status != actions.ResultOK {
+	seq := e.publishSigned(t, wire.ActionFlagKill, "checkout", "second", command(t, "second", wire.ActionFlagKill, "checkout", "dark-mode", nil))
+	if second := e.waitResult(t, "second"); second.Data.Status != wire.ResultOK {
 		t.Errorf("new command after the redelivery: %+v", second.Data)
 	}
 	e.waitAcked(t, "actuator-flagd", seq)
@@ -213,7 +213,7 @@ func TestRedeliveryDoesNotActTwice(t *testing.T) {
 func TestInterruptedActionNotRepeated(t *testing.T) {
 	e := newEnv(t)
 	d := &counting{Driver: mustFlagd(t)}
-	seq := e.publishSigned(t, actions.ActionFlagKill, "checkout", "interrupted", command(t, "interrupted", actions.ActionFlagKill, "checkout", "new-checkout", nil))
+	seq := e.publishSigned(t, wire.ActionFlagKill, "checkout", "interrupted", command(t, "interrupted", wire.ActionFlagKill, "checkout", "new-checkout", nil))
 
 	kv, err := e.js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: DefaultBucket})
 	if err != nil {
@@ -227,13 +227,13 @@ func TestInterruptedActionNotRepeated(t *testing.T) {
 	}
 
 	e.run(t, Options{Durable: "actuator-flagd"}, d)
-	twinSeq := e.publishSigned(t, actions.ActionFlagKill, "checkout", "fresh", command(t, "fresh", actions.ActionFlagKill, "checkout", "new-checkout", nil))
+	twinSeq := e.publishSigned(t, wire.ActionFlagKill, "checkout", "fresh", command(t, "fresh", wire.ActionFlagKill, "checkout", "new-checkout", nil))
 	r := e.waitResult(t, "interrupted")
-	if r.Data.Status != actions.ResultFailed || !strings.Contains(r.Data.Detail, "outcome unknown") ||
+	if r.Data.Status != wire.ResultFailed || !strings.Contains(r.Data.Detail, "outcome unknown") ||
 		!strings.Contains(r.Data.Detail, claimedAt.Format(time.RFC3339)) {
 		t.Errorf("interrupted command: %+v", r.Data)
 	}
-	if twin := e.waitResult(t, "fresh"); twin.Data.Status != actions.ResultOK {
+	if twin := e.waitResult(t, "fresh"); twin.Data.Status != wire.ResultOK {
 		t.Errorf("healthy twin: %+v", twin.Data)
 	}
 	e.waitAcked(t, "actuator-flagd", twinSeq)
@@ -254,18 +254,18 @@ func TestDryRun(t *testing.T) {
 	d := &counting{Driver: fd}
 	e.run(t, Options{Durable: "actuator-flagd"}, d)
 
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "dry", command(t, "dry", actions.ActionFlagKill, "checkout", "new-checkout",
-		func(d *actions.CommandData) { d.DryRun = true }))
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "dry", command(t, "dry", wire.ActionFlagKill, "checkout", "new-checkout",
+		func(d *wire.CommandData) { d.DryRun = true }))
 	r := e.waitResult(t, "dry")
-	if r.Data.Status != actions.ResultOK || !r.Data.DryRun || r.Data.Detail != "dry run: not acted" {
+	if r.Data.Status != wire.ResultOK || !r.Data.DryRun || r.Data.Detail != "dry run: not acted" {
 		t.Errorf("dry run: %+v", r.Data)
 	}
 	if b, _ := os.ReadFile(file); string(b) != flagFile {
 		t.Errorf("a dry run changed the flag file:\n%s", b)
 	}
 
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "real", command(t, "real", actions.ActionFlagKill, "checkout", "new-checkout", nil))
-	if r := e.waitResult(t, "real"); r.Data.Status != actions.ResultOK || r.Data.DryRun {
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "real", command(t, "real", wire.ActionFlagKill, "checkout", "new-checkout", nil))
+	if r := e.waitResult(t, "real"); r.Data.Status != wire.ResultOK || r.Data.DryRun {
 		t.Errorf("real run: %+v", r.Data)
 	}
 	if calls := d.calls(); !slices.Equal(calls, []string{"real"}) {
@@ -278,12 +278,12 @@ func TestDryRun(t *testing.T) {
 func TestDriverFailureReported(t *testing.T) {
 	e := newEnv(t)
 	e.run(t, Options{Durable: "actuator-flagd"}, mustFlagd(t))
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "unknown-flag", command(t, "unknown-flag", actions.ActionFlagKill, "checkout", "no-such-flag", nil))
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "known-flag", command(t, "known-flag", actions.ActionFlagKill, "checkout", "dark-mode", nil))
-	if r := e.waitResult(t, "unknown-flag"); r.Data.Status != actions.ResultFailed || !strings.Contains(r.Data.Detail, `unknown flag "no-such-flag"`) {
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "unknown-flag", command(t, "unknown-flag", wire.ActionFlagKill, "checkout", "no-such-flag", nil))
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "known-flag", command(t, "known-flag", wire.ActionFlagKill, "checkout", "dark-mode", nil))
+	if r := e.waitResult(t, "unknown-flag"); r.Data.Status != wire.ResultFailed || !strings.Contains(r.Data.Detail, `unknown flag "no-such-flag"`) {
 		t.Errorf("unknown flag: %+v", r.Data)
 	}
-	if r := e.waitResult(t, "known-flag"); r.Data.Status != actions.ResultOK {
+	if r := e.waitResult(t, "known-flag"); r.Data.Status != wire.ResultOK {
 		t.Errorf("known flag: %+v", r.Data)
 	}
 }
@@ -293,12 +293,12 @@ func TestDriverFailureReported(t *testing.T) {
 func TestFilters(t *testing.T) {
 	e := newEnv(t)
 	d := &counting{Driver: mustFlagd(t)}
-	e.run(t, Options{Durable: "actuator-flagd", Actions: []string{actions.ActionFlagKill, actions.ActionFlagKill},
+	e.run(t, Options{Durable: "actuator-flagd", Actions: []string{wire.ActionFlagKill, wire.ActionFlagKill},
 		Services: []string{"checkout"}}, d)
-	e.publishSigned(t, actions.ActionFlagKill, "search", "other-service", command(t, "other-service", actions.ActionFlagKill, "search", "new-checkout", nil))
-	e.publishSigned(t, actions.ActionRollback, "checkout", "other-action", command(t, "other-action", actions.ActionRollback, "checkout", "new-checkout", nil))
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "mine", command(t, "mine", actions.ActionFlagKill, "checkout", "new-checkout", nil))
-	if r := e.waitResult(t, "mine"); r.Data.Status != actions.ResultOK {
+	e.publishSigned(t, wire.ActionFlagKill, "search", "other-service", command(t, "other-service", wire.ActionFlagKill, "search", "new-checkout", nil))
+	e.publishSigned(t, wire.ActionRollback, "checkout", "other-action", command(t, "other-action", wire.ActionRollback, "checkout", "new-checkout", nil))
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "mine", command(t, "mine", wire.ActionFlagKill, "checkout", "new-checkout", nil))
+	if r := e.waitResult(t, "mine"); r.Data.Status != wire.ResultOK {
 		t.Errorf("own command: %+v", r.Data)
 	}
 	if rs := e.results(t); len(rs) != 1 {
@@ -321,11 +321,11 @@ func TestRunWaitsForStream(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := actions.EnsureStream(t.Context(), e.js, DefaultStream, e.subj); err != nil {
+	if _, err := wire.EnsureStream(t.Context(), e.js, DefaultStream, e.subj); err != nil {
 		t.Fatal(err)
 	}
-	e.publishSigned(t, actions.ActionFlagKill, "checkout", "late", command(t, "late", actions.ActionFlagKill, "checkout", "new-checkout", nil))
-	if r := e.waitResult(t, "late"); r.Data.Status != actions.ResultOK {
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "late", command(t, "late", wire.ActionFlagKill, "checkout", "new-checkout", nil))
+	if r := e.waitResult(t, "late"); r.Data.Status != wire.ResultOK {
 		t.Errorf("%+v", r.Data)
 	}
 }
@@ -380,8 +380,8 @@ func TestSlowActionNotRedelivered(t *testing.T) {
 	for range 2 { // two replicas sharing the consumer
 		e.run(t, Options{Durable: "actuator-exec", AckWait: 300 * time.Millisecond}, x)
 	}
-	seq := e.publishSigned(t, actions.ActionRollback, "checkout", "slow", command(t, "slow", actions.ActionRollback, "checkout", "", nil))
-	if r := e.waitResult(t, "slow"); r.Data.Status != actions.ResultOK || r.Data.Detail != "done" {
+	seq := e.publishSigned(t, wire.ActionRollback, "checkout", "slow", command(t, "slow", wire.ActionRollback, "checkout", "", nil))
+	if r := e.waitResult(t, "slow"); r.Data.Status != wire.ResultOK || r.Data.Detail != "done" {
 		t.Errorf("%+v", r.Data)
 	}
 	e.waitAcked(t, "actuator-exec", seq)

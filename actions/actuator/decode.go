@@ -7,7 +7,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // maxIDLength bounds a command id: it becomes part of a result's
@@ -47,7 +47,7 @@ func DecodeCommand(subject string, data []byte) (Command, error) {
 	if !validService(d.Service) {
 		return Command{}, fmt.Errorf("data.service %.64q is not a service name", d.Service)
 	}
-	if want := actions.CommandType(d.Action); ev.Type != want {
+	if want := wire.CommandType(d.Action); ev.Type != want {
 		return Command{}, fmt.Errorf("type %.64q is not %s", ev.Type, want)
 	}
 	if !strings.HasSuffix(subject, ".cmd."+d.Action+"."+d.Service) {

@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // TestDecodeCommand: a command as the playbook writes it decodes; each
 // way of not being one is refused with the reason.
 func TestDecodeCommand(t *testing.T) {
 	const subj = "rollguard.cmd.flag_kill.checkout"
-	good := command(t, "d-1/flag_kill/new-checkout", actions.ActionFlagKill, "checkout", "new-checkout", nil)
+	good := command(t, "d-1/flag_kill/new-checkout", wire.ActionFlagKill, "checkout", "new-checkout", nil)
 	c, err := DecodeCommand(subj, good)
 	if err != nil {
 		t.Fatalf("a good command: %v", err)
@@ -47,7 +47,7 @@ func TestDecodeCommand(t *testing.T) {
 		{"id with newline", subj, edit(func(ev, _ map[string]any) { ev["id"] = "a\r\nNats-Msg-Id: b" }), "control characters"},
 		{"no data", subj, edit(func(ev, _ map[string]any) { delete(ev, "data") }), "event has no data"},
 		{"data not an object", subj, edit(func(ev, _ map[string]any) { ev["data"] = []int{1} }), "decode data"},
-		{"wrong type", subj, edit(func(ev, _ map[string]any) { ev["type"] = actions.CommandType(actions.ActionRollback) }), "is not io.rollguard.command.flag_kill.v1"},
+		{"wrong type", subj, edit(func(ev, _ map[string]any) { ev["type"] = wire.CommandType(wire.ActionRollback) }), "is not io.rollguard.command.flag_kill.v1"},
 		{"no action", subj, edit(func(_, d map[string]any) { delete(d, "action") }), "data.action"},
 		{"wildcard service", subj, edit(func(_, d map[string]any) { d["service"] = "*" }), "data.service"},
 		{"other service", subj, edit(func(_, d map[string]any) { d["service"] = "search" }), "data says flag_kill for search but it came on subject " + subj},
@@ -66,7 +66,7 @@ func TestDecodeCommand(t *testing.T) {
 // FuzzDecodeCommand: any bytes on any subject decode or are refused without
 // a panic, and what decodes is a command for the subject it came on.
 func FuzzDecodeCommand(f *testing.F) {
-	for _, a := range []string{actions.ActionFlagKill, actions.ActionRollback, actions.ActionDataAudit} {
+	for _, a := range []string{wire.ActionFlagKill, wire.ActionRollback, wire.ActionDataAudit} {
 		b, err := commandJSON("d-1/"+a+"/x", a, "checkout", "new-checkout", nil)
 		if err != nil {
 			f.Fatal(err)
@@ -81,7 +81,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			return
 		}
 		if c.Event.ID == "" || !validID(c.Event.ID) || !validToken(c.Data.Action) || !validService(c.Data.Service) ||
-			c.Data.ExpiresAt.IsZero() || c.Event.Type != actions.CommandType(c.Data.Action) ||
+			c.Data.ExpiresAt.IsZero() || c.Event.Type != wire.CommandType(c.Data.Action) ||
 			!strings.HasSuffix(subject, ".cmd."+c.Data.Action+"."+c.Data.Service) {
 			t.Errorf("accepted %q on %q as %+v", data, subject, c)
 		}

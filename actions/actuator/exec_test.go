@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // script writes a /bin/sh script into a temporary directory; it is run as
@@ -33,7 +33,7 @@ func decoded(t *testing.T, b []byte) Command {
 
 func actionOf(t *testing.T, b []byte) string {
 	t.Helper()
-	for _, a := range []string{actions.ActionFlagKill, actions.ActionRollback, actions.ActionDataAudit} {
+	for _, a := range []string{wire.ActionFlagKill, wire.ActionRollback, wire.ActionDataAudit} {
 		if strings.Contains(string(b), `"action":"`+a+`"`) {
 			return a
 		}
@@ -55,8 +55,8 @@ echo
 `)
 	t.Setenv("OUT", dir)
 	start, end := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC), time.Date(2026, 1, 2, 3, 10, 0, 0, time.UTC)
-	raw := command(t, "d-1/rollback/v1", actions.ActionRollback, "checkout", "", func(d *actions.CommandData) {
-		d.Target = actions.Target{Version: "v1", Commit: "abc123", Strategy: actions.StrategyRedeploy, WindowStart: &start, WindowEnd: &end}
+	raw := command(t, "d-1/rollback/v1", wire.ActionRollback, "checkout", "", func(d *wire.CommandData) {
+		d.Target = wire.Target{Version: "v1", Commit: "abc123", Strategy: wire.StrategyRedeploy, WindowStart: &start, WindowEnd: &end}
 	})
 	x, err := NewExec([]string{"/bin/sh", file}, 5*time.Second)
 	if err != nil {
@@ -104,7 +104,7 @@ func TestExecFlagEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := command(t, "d-1/flag_kill/new-checkout", actions.ActionFlagKill, "checkout", "new-checkout", nil)
+	raw := command(t, "d-1/flag_kill/new-checkout", wire.ActionFlagKill, "checkout", "new-checkout", nil)
 	if detail, err := x.Act(t.Context(), decoded(t, raw)); err != nil || detail != "new-checkout=0" {
 		t.Errorf("detail %q, error %v", detail, err)
 	}
@@ -114,7 +114,7 @@ func TestExecFlagEnv(t *testing.T) {
 // program that does not finish in time is killed and fails; a program that
 // does not exist fails.
 func TestExecFailed(t *testing.T) {
-	raw := command(t, "d-1/flag_kill/new-checkout", actions.ActionFlagKill, "checkout", "new-checkout", nil)
+	raw := command(t, "d-1/flag_kill/new-checkout", wire.ActionFlagKill, "checkout", "new-checkout", nil)
 	for _, tc := range []struct {
 		name, body string
 		argv       []string

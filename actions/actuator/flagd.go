@@ -11,7 +11,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // Modes of the flagd driver.
@@ -54,7 +54,7 @@ func (f *Flagd) Name() string { return "flagd" }
 
 // Act turns the command's flag off. A flag that is already off is ok.
 func (f *Flagd) Act(_ context.Context, c Command) (string, error) {
-	if c.Data.Action != actions.ActionFlagKill {
+	if c.Data.Action != wire.ActionFlagKill {
 		return "", errors.New("the flagd driver handles flag_kill only")
 	}
 	name := c.Data.Target.Flag

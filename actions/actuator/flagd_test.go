@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // TestFlagd: each mode turns the flag off and changes nothing else; a flag
@@ -17,7 +17,7 @@ import (
 func TestFlagd(t *testing.T) {
 	for _, tc := range []struct {
 		name, mode, flag string
-		edit             func(c *actions.CommandData)
+		edit             func(c *wire.CommandData)
 		change           func(flag map[string]any) // nil: the file must not change
 		detail, err      string
 	}{
@@ -36,9 +36,9 @@ func TestFlagd(t *testing.T) {
 		{"already disabled", FlagdDisabled, "retired", nil, nil, `flag "retired" was already off`, ""},
 		{"unknown flag", "", "no-such-flag", nil, nil, "", `unknown flag "no-such-flag" (the file defines ["dark-mode" "new-checkout" "no-off" "plain-off" "retired"])`},
 		{"no off variant", "", "no-off", nil, nil, "", `flag "no-off": no off variant`},
-		{"not flag_kill", "", "new-checkout", func(c *actions.CommandData) { c.Action = actions.ActionRollback }, nil, "", "the flagd driver handles flag_kill only"},
+		{"not flag_kill", "", "new-checkout", func(c *wire.CommandData) { c.Action = wire.ActionRollback }, nil, "", "the flagd driver handles flag_kill only"},
 		{"no flag", "", "", nil, nil, "", "the command names no flag"},
-		{"partial percent", "", "new-checkout", func(c *actions.CommandData) { p := 10; c.Target.Percent = &p }, nil, "", "percent 10 is not supported"},
+		{"partial percent", "", "new-checkout", func(c *wire.CommandData) { p := 10; c.Target.Percent = &p }, nil, "", "percent 10 is not supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -54,7 +54,7 @@ func TestFlagd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := Command{Data: actions.CommandData{Action: actions.ActionFlagKill, Service: "checkout", Target: actions.Target{Flag: tc.flag}}}
+			c := Command{Data: wire.CommandData{Action: wire.ActionFlagKill, Service: "checkout", Target: wire.Target{Flag: tc.flag}}}
 			if tc.edit != nil {
 				tc.edit(&c.Data)
 			}
@@ -113,7 +113,7 @@ func TestFlagdBrokenFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		fd, _ := NewFlagd(file, "")
-		c := Command{Data: actions.CommandData{Action: actions.ActionFlagKill, Target: actions.Target{Flag: "new-checkout"}}}
+		c := Command{Data: wire.CommandData{Action: wire.ActionFlagKill, Target: wire.Target{Flag: "new-checkout"}}}
 		if _, err := fd.Act(t.Context(), c); err == nil || !strings.Contains(err.Error(), file) {
 			t.Errorf("%s: %v", doc, err)
 		}
@@ -122,7 +122,7 @@ func TestFlagdBrokenFile(t *testing.T) {
 		}
 	}
 	fd, _ := NewFlagd(filepath.Join(t.TempDir(), "missing.json"), "")
-	c := Command{Data: actions.CommandData{Action: actions.ActionFlagKill, Target: actions.Target{Flag: "new-checkout"}}}
+	c := Command{Data: wire.CommandData{Action: wire.ActionFlagKill, Target: wire.Target{Flag: "new-checkout"}}}
 	if _, err := fd.Act(t.Context(), c); err == nil || !strings.Contains(err.Error(), "read flag definitions") {
 		t.Errorf("missing file: %v", err)
 	}

@@ -16,8 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rollguard/rollguard/actions"
-	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/actions/wire"
 	"github.com/rollguard/rollguard/internal/natstest"
 )
 
@@ -25,15 +24,15 @@ import (
 // signing key the actuator trusts.
 type env struct {
 	js       jetstream.JetStream
-	signer   *actions.Signer
-	verifier *actions.Verifier
-	subj     actions.Subjects
+	signer   *wire.Signer
+	verifier *wire.Verifier
+	subj     wire.Subjects
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := newBareEnv(t)
-	if _, err := actions.EnsureStream(t.Context(), e.js, DefaultStream, e.subj); err != nil {
+	if _, err := wire.EnsureStream(t.Context(), e.js, DefaultStream, e.subj); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -45,17 +44,17 @@ func newBareEnv(t *testing.T) *env {
 	ns := natstest.Start(t)
 	js := natstest.JetStream(t, ns.ClientURL())
 	signer := newSigner(t)
-	v, err := actions.NewVerifier(signer.PublicKey())
+	v, err := wire.NewVerifier(signer.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{js: js, signer: signer, verifier: v, subj: actions.Subjects{Prefix: DefaultPrefix}}
+	return &env{js: js, signer: signer, verifier: v, subj: wire.Subjects{Prefix: DefaultPrefix}}
 }
 
 // newSigner creates a fresh signing key as rollguard does on first start.
-func newSigner(t *testing.T) *actions.Signer {
+func newSigner(t *testing.T) *wire.Signer {
 	t.Helper()
-	s, err := actions.LoadSigner("", t.TempDir())
+	s, err := wire.LoadSigner("", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +63,7 @@ func newSigner(t *testing.T) *actions.Signer {
 
 // command is the CloudEvent JSON of a command as the playbook writes it,
 // changed by edit.
-func command(t *testing.T, id, action, service, flag string, edit func(*actions.CommandData)) []byte {
+func command(t *testing.T, id, action, service, flag string, edit func(*wire.CommandData)) []byte {
 	t.Helper()
 	b, err := commandJSON(id, action, service, flag, edit)
 	if err != nil {
@@ -73,16 +72,16 @@ func command(t *testing.T, id, action, service, flag string, edit func(*actions.
 	return b
 }
 
-func commandJSON(id, action, service, flag string, edit func(*actions.CommandData)) ([]byte, error) {
+func commandJSON(id, action, service, flag string, edit func(*wire.CommandData)) ([]byte, error) {
 	now := time.Now().UTC()
 	zero := 0
-	d := actions.CommandData{IncidentID: "inc-d-1", Action: action, Service: service, Guard: "checkout-errors",
-		Deployment: detector.Deployment{ID: "d-1", Service: service, Version: "v2", PreviousVersion: "v1", Flags: []string{flag}},
-		Target:     actions.Target{Flag: flag, Percent: &zero}, IssuedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
+	d := wire.CommandData{IncidentID: "inc-d-1", Action: action, Service: service, Guard: "checkout-errors",
+		Deployment: wire.Deployment{ID: "d-1", Service: service, Version: "v2", PreviousVersion: "v1", Flags: []string{flag}},
+		Target:     wire.Target{Flag: flag, Percent: &zero}, IssuedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
 	if edit != nil {
 		edit(&d)
 	}
-	ev, err := actions.NewEvent(id, actions.CommandType(d.Action), service, now, d)
+	ev, err := wire.NewEvent(id, wire.CommandType(d.Action), service, now, d)
 	if err != nil {
 		return nil, err
 	}
@@ -112,9 +111,9 @@ func (e *env) publish(t *testing.T, subject, msgID string, data []byte, header m
 }
 
 // sign returns the headers rollguard's signer puts on data.
-func sign(t *testing.T, s *actions.Signer, data []byte) map[string]string {
+func sign(t *testing.T, s *wire.Signer, data []byte) map[string]string {
 	t.Helper()
-	m := actions.Message{Data: data}
+	m := wire.Message{Data: data}
 	if err := s.Sign(&m); err != nil {
 		t.Fatal(err)
 	}
@@ -166,8 +165,8 @@ func (e *env) run(t *testing.T, o Options, d Driver) (stop func()) {
 type result struct {
 	Subject string
 	MsgID   string
-	Event   actions.Event
-	Data    actions.ResultData
+	Event   wire.Event
+	Data    wire.ResultData
 }
 
 // results reads every result in the stream, in order.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // hook is a webhook receiver that answers each request with the next status
@@ -53,7 +53,7 @@ func newHook(t *testing.T, statuses ...int) (*hook, string) {
 // configured headers; 5xx and 429 are retried, 2xx is ok, other 4xx fail at
 // once, and an endpoint that does not answer fails after the retries.
 func TestWebhook(t *testing.T) {
-	raw := command(t, "d-1/flag_kill/new-checkout", actions.ActionFlagKill, "checkout", "new-checkout", nil)
+	raw := command(t, "d-1/flag_kill/new-checkout", wire.ActionFlagKill, "checkout", "new-checkout", nil)
 	for _, tc := range []struct {
 		name     string
 		statuses []int

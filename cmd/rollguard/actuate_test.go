@@ -235,7 +235,7 @@ func actuateCommand(t *testing.T, id, flag string) []byte {
 	zero := 0
 	ev, err := actions.NewEvent(id, actions.CommandType(actions.ActionFlagKill), "checkout", now, actions.CommandData{
 		IncidentID: "inc-d-3fa2b1c0d4e5", Action: actions.ActionFlagKill, Service: "checkout", Guard: "checkout",
-		Deployment: detector.Deployment{ID: "d-3fa2b1c0d4e5", Service: "checkout", Version: "v2", PreviousVersion: "v1", Flags: []string{flag}},
+		Deployment: actions.WireDeployment(detector.Deployment{ID: "d-3fa2b1c0d4e5", Service: "checkout", Version: "v2", PreviousVersion: "v1", Flags: []string{flag}}),
 		Target:     actions.Target{Flag: flag, Percent: &zero}, IssuedAt: now, ExpiresAt: now.Add(10 * time.Minute)})
 	if err != nil {
 		t.Fatal(err)

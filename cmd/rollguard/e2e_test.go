@@ -348,7 +348,7 @@ func TestRegressionPublishesOneFlagKill(t *testing.T) {
 	if len(data.Evidence) != 1 {
 		t.Fatalf("evidence = %+v", data.Evidence)
 	}
-	e := data.Evidence[0]
+	e := actions.DetectorEvidence(data.Evidence)[0]
 	if e.State != detector.StateRegressed || float64(e.EValue) < e.Threshold || e.Threshold != 1000 {
 		t.Errorf("evidence state %s e-value %v threshold %v", e.State, e.EValue, e.Threshold)
 	}

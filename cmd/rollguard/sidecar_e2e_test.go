@@ -127,7 +127,7 @@ func TestSidecarsBadCanary(t *testing.T) {
 	if d.Version != "v2" || d.PreviousVersion != "v1" || d.Source != "implicit" || data.Target.Flag != "new-checkout-flow" {
 		t.Errorf("command data = %+v", data)
 	}
-	if e := data.Evidence[0]; e.State != detector.StateRegressed || e.Candidate.Ratio <= e.Baseline.Ratio {
+	if e := actions.DetectorEvidence(data.Evidence)[0]; e.State != detector.StateRegressed || e.Candidate.Ratio <= e.Baseline.Ratio {
 		t.Errorf("evidence = %+v", e)
 	}
 	// Both sidecars published; neither sent a command of its own.

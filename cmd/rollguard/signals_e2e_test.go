@@ -248,7 +248,7 @@ func TestSaturationCanary(t *testing.T) {
 				}
 				if tc.commands == 1 {
 					cd := oneCommand(t, td, round)
-					e := cd.Evidence[0]
+					e := actions.DetectorEvidence(cd.Evidence)[0]
 					if e.Signal != "pool" || e.Kind != "sequential" || e.State != detector.StateRegressed ||
 						float64(e.EValue) < e.Threshold || e.Threshold != 1000 {
 						t.Errorf("evidence = %+v", e)
@@ -310,7 +310,7 @@ func TestDataIntegrityCanary(t *testing.T) {
 			}
 			if tc.commands == 1 {
 				cd := oneCommand(t, td, round)
-				e := cd.Evidence[0]
+				e := actions.DetectorEvidence(cd.Evidence)[0]
 				if e.Signal != "writes" || e.Kind != "sequential" || e.State != detector.StateRegressed || float64(e.EValue) < e.Threshold {
 					t.Errorf("evidence = %+v", e)
 				}
@@ -368,7 +368,7 @@ func TestSLOBurn(t *testing.T) {
 			}
 			if tc.commands == 1 {
 				cd := oneCommand(t, td, round)
-				e := cd.Evidence[0]
+				e := actions.DetectorEvidence(cd.Evidence)[0]
 				if e.Signal != "availability" || e.Kind != "rule" || e.State != detector.StateRegressed ||
 					!strings.HasPrefix(e.Reason, "rule-based SLO burn") || e.Threshold != 14.4 || float64(e.Estimate) < 14.4 ||
 					e.Theta0 != 0.999 || e.Candidate.Version != "v2" || e.Candidate.Ratio < 0.03 {
@@ -447,7 +447,7 @@ func TestBeforeAfterAllAtOnce(t *testing.T) {
 				}
 				if tc.commands == 1 {
 					cd := oneCommand(t, td, round)
-					e := cd.Evidence[0]
+					e := actions.DetectorEvidence(cd.Evidence)[0]
 					checkEvidence(e)
 					if e.State != detector.StateRegressed || float64(e.EValue) < e.Threshold ||
 						!strings.Contains(e.Reason, "before the deployment") || e.Candidate.Ratio < 0.03 {

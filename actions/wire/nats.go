@@ -1,4 +1,4 @@
-package actions
+package wire
 
 import (
 	"context"
@@ -8,6 +8,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// Message is one event ready for the wire.
+type Message struct {
+	Subject string            `json:"subject"`
+	ID      string            `json:"id"`
+	Data    []byte            `json:"data"`
+	Header  map[string]string `json:"header,omitempty"` // besides Nats-Msg-Id and Content-Type
+}
 
 // Subjects builds the NATS subjects of the external contract.
 type Subjects struct{ Prefix string }

@@ -1,4 +1,4 @@
-package actions
+package wire
 
 import (
 	"encoding/base64"

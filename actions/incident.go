@@ -28,6 +28,7 @@ const (
 	CommandFailed    = ResultFailed
 	CommandRejected  = ResultRejected
 	CommandTimedOut  = "timed_out" // no result within ack_timeout
+	CommandCancelled = "cancelled" // held when its incident closed: never sent
 )
 
 // Timeline entry kinds.
@@ -38,6 +39,7 @@ const (
 	EntryStatus   = "status"
 	EntryApproval = "approval"
 	EntryEvidence = "evidence"
+	EntryHuman    = "human" // a person acknowledged or closed the incident
 )
 
 // Incident is the playbook's record of one regressed deployment. It is
@@ -69,6 +71,12 @@ type Incident struct {
 	EscalatedAt *time.Time `json:"escalated_at,omitempty"`
 	ClosedAt    *time.Time `json:"closed_at,omitempty"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	// AckedBy and AckedAt say who took the incident in hand; ClosedBy and
+	// CloseReason who closed it, when a person did.
+	AckedBy     string     `json:"acked_by,omitempty"`
+	AckedAt     *time.Time `json:"acked_at,omitempty"`
+	ClosedBy    string     `json:"closed_by,omitempty"`
+	CloseReason string     `json:"close_reason,omitempty"`
 
 	Timeline []TimelineEntry `json:"timeline"`
 	Commands []CommandRecord `json:"commands"`
@@ -112,6 +120,8 @@ type CommandRecord struct {
 	AckFrom  *time.Time  `json:"ack_from,omitempty"`
 	ResultAt *time.Time  `json:"result_at,omitempty"`
 	Result   *ResultData `json:"result,omitempty"`
+	// Progress is the actuator's latest in_progress report, if any.
+	Progress *ResultData `json:"progress,omitempty"`
 	// Step groups the commands sent together (all flags of one flag kill).
 	Step int `json:"step"`
 }

@@ -34,9 +34,9 @@ func BenchmarkVerdictToJetStream(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		d := h.dep
 		d.ID = fmt.Sprintf("d-%012x", i)
-		h.p.mu.Lock()
-		h.p.onVerdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: h.now, Signals: evs})
-		h.p.mu.Unlock()
+		h.p.step(func(m *Model) Effects {
+			return m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: h.now, Signals: evs}, h.now)
+		})
 		h.p.flush(context.Background())
 		h.p.persist(context.Background())
 	}

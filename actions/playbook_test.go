@@ -36,6 +36,17 @@ func startJetStream(t testing.TB) (jetstream.JetStream, *server.Server) {
 type restarts struct {
 	verified []time.Time
 	resumed  []string
+	ended    []DeploymentEnd
+}
+
+func (r *restarts) EndDeployment(id, reason string) bool {
+	r.ended = append(r.ended, DeploymentEnd{DeploymentID: id, Reason: reason})
+	return true
+}
+
+func (r *restarts) NextGeneration(id string) (detector.Deployment, bool) {
+	r.ended = append(r.ended, DeploymentEnd{DeploymentID: id, Reason: EndNextGeneration})
+	return detector.Deployment{}, true
 }
 
 func (r *restarts) Verify(_ string, from time.Time) bool {
@@ -122,16 +133,16 @@ func (h *harness) verdict(state detector.State, evs []detector.Evidence) {
 	if n := len(h.det.verified); n > 0 {
 		since = h.det.verified[n-1]
 	}
-	h.p.mu.Lock()
-	h.p.onVerdict(detector.GuardVerdict{Guard: "checkout", Deployment: h.dep, State: state, At: h.now, Since: since, Signals: evs})
-	h.p.mu.Unlock()
+	h.p.step(func(m *Model) Effects {
+		return m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: h.dep, State: state, At: h.now, Since: since, Signals: evs}, h.now)
+	})
 	h.flush()
 }
 
 func (h *harness) result(id, status string) {
-	h.p.mu.Lock()
-	h.p.onResult(ResultData{CommandID: id, Status: status, Actuator: "test", Detail: "done"})
-	h.p.mu.Unlock()
+	h.p.step(func(m *Model) Effects {
+		return m.Result(ResultData{CommandID: id, Status: status, Actuator: "test", Detail: "done"}, h.now)
+	})
 	h.flush()
 }
 
@@ -139,9 +150,7 @@ func (h *harness) result(id, status string) {
 func (h *harness) advance(d time.Duration) {
 	for end := h.now.Add(d); h.now.Before(end); {
 		h.now = h.now.Add(10 * time.Second)
-		h.p.mu.Lock()
-		h.p.tick()
-		h.p.mu.Unlock()
+		h.p.step(func(m *Model) Effects { return m.Tick(h.now) })
 		h.flush()
 	}
 }
@@ -236,9 +245,9 @@ func TestPlaybookFlagKillRecovers(t *testing.T) {
 		t.Fatalf("tests restarted %d times, want once", len(h.det.verified))
 	}
 	// A stale verdict on data from before the kill does not count.
-	h.p.mu.Lock()
-	h.p.onVerdict(detector.GuardVerdict{Guard: "checkout", Deployment: h.dep, State: detector.StateRegressed, At: h.now, Since: h.dep.StartedAt, Signals: evidence(detector.StateRegressed, 0.05, 0.01)})
-	h.p.mu.Unlock()
+	h.p.step(func(m *Model) Effects {
+		return m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: h.dep, State: detector.StateRegressed, At: h.now, Since: h.dep.StartedAt, Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, h.now)
+	})
 	h.wantState(StateVerifying)
 
 	for i := 0; i < 13; i++ { // 130 s of healthy verdicts: past the 2m hold
@@ -453,9 +462,9 @@ func TestPlaybookBudgetAndCooldown(t *testing.T) {
 	h := newHarnessOn(t, js, "budget: {max_commands: 1, window: 1h}", detector.Deployment{}, nil)
 	h.verdict(detector.StateRegressed, evidence(detector.StateRegressed, 0.05, 0.01))
 	other := detector.Deployment{ID: "d-0000000000ff", Service: "payments", Version: "v9", PreviousVersion: "v8", StartedAt: h.now}
-	h.p.mu.Lock()
-	h.p.onVerdict(detector.GuardVerdict{Guard: "checkout", Deployment: other, State: detector.StateRegressed, At: h.now, Signals: evidence(detector.StateRegressed, 0.05, 0.01)})
-	h.p.mu.Unlock()
+	h.p.step(func(m *Model) Effects {
+		return m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: other, State: detector.StateRegressed, At: h.now, Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, h.now)
+	})
 	h.flush()
 	if ids := h.commandIDs(); len(ids) != 1 {
 		t.Fatalf("commands %v, want 1 within the budget", ids)

@@ -33,8 +33,13 @@ type PlaybookConfig struct {
 	// HealthyHold is how long every signal must stay healthy after an
 	// action before the incident counts as stabilized.
 	HealthyHold Duration `yaml:"healthy_hold" json:"healthy_hold"`
-	// AckTimeout is how long an actuator has to report on a command.
+	// AckTimeout is how long an actuator has to report on a command (an
+	// in_progress report starts the clock again).
 	AckTimeout Duration `yaml:"ack_timeout" json:"ack_timeout"`
+	// MaxActionTime is, per action, how long after publishing in_progress
+	// reports may keep extending the ack clock: long enough for a real
+	// redeploy, short enough that a stuck actuator is noticed.
+	MaxActionTime map[string]Duration `yaml:"max_action_time" json:"max_action_time"`
 	// StatusInterval is the cadence of status updates while an incident is open.
 	StatusInterval Duration `yaml:"status_interval" json:"status_interval"`
 	// CloseAfter is how long a stabilized incident stays open (still
@@ -99,11 +104,13 @@ var DefaultPlaybook = GlobalPlaybookConfig{
 		RecoveryTimeout:    Duration(15 * time.Minute),
 		HealthyHold:        Duration(2 * time.Minute),
 		AckTimeout:         Duration(time.Minute),
-		StatusInterval:     Duration(15 * time.Minute),
-		CloseAfter:         Duration(30 * time.Minute),
-		CommandTTL:         Duration(15 * time.Minute),
-		DataAudit:          DataAuditOnIntegrity,
-		Templates:          StatusTemplates{Internal: DefaultInternalTemplate, Customer: DefaultCustomerTemplate},
+		MaxActionTime: map[string]Duration{"flag_kill": Duration(5 * time.Minute),
+			"rollback": Duration(30 * time.Minute), "data_audit": Duration(2 * time.Hour)},
+		StatusInterval: Duration(15 * time.Minute),
+		CloseAfter:     Duration(30 * time.Minute),
+		CommandTTL:     Duration(15 * time.Minute),
+		DataAudit:      DataAuditOnIntegrity,
+		Templates:      StatusTemplates{Internal: DefaultInternalTemplate, Customer: DefaultCustomerTemplate},
 	},
 	Budget: BudgetConfig{MaxCommands: 20, Window: Duration(time.Hour)},
 }
@@ -111,6 +118,12 @@ var DefaultPlaybook = GlobalPlaybookConfig{
 // UnmarshalYAML sets the defaults before decoding.
 func (c *GlobalPlaybookConfig) UnmarshalYAML(n *yaml.Node) error {
 	*c = DefaultPlaybook
+	// A copy, so that the keys a file sets merge into the defaults without
+	// changing them for the next file.
+	c.MaxActionTime = map[string]Duration{}
+	for k, v := range DefaultPlaybook.MaxActionTime {
+		c.MaxActionTime[k] = v
+	}
 	type plain GlobalPlaybookConfig
 	return n.Decode((*plain)(c))
 }
@@ -118,18 +131,19 @@ func (c *GlobalPlaybookConfig) UnmarshalYAML(n *yaml.Node) error {
 // GuardPlaybookConfig overrides the global playbook for one guard; a key
 // left out keeps the global value.
 type GuardPlaybookConfig struct {
-	DryRun             *bool            `yaml:"dry_run"`
-	ContainmentTimeout *Duration        `yaml:"containment_timeout"`
-	RecoveryTimeout    *Duration        `yaml:"recovery_timeout"`
-	HealthyHold        *Duration        `yaml:"healthy_hold"`
-	AckTimeout         *Duration        `yaml:"ack_timeout"`
-	StatusInterval     *Duration        `yaml:"status_interval"`
-	CloseAfter         *Duration        `yaml:"close_after"`
-	CommandTTL         *Duration        `yaml:"command_ttl"`
-	DataAudit          *string          `yaml:"data_audit"`
-	Approval           *[]string        `yaml:"approval"`
-	Cooldown           *Duration        `yaml:"cooldown"`
-	Templates          *StatusTemplates `yaml:"templates"`
+	DryRun             *bool               `yaml:"dry_run"`
+	ContainmentTimeout *Duration           `yaml:"containment_timeout"`
+	RecoveryTimeout    *Duration           `yaml:"recovery_timeout"`
+	HealthyHold        *Duration           `yaml:"healthy_hold"`
+	AckTimeout         *Duration           `yaml:"ack_timeout"`
+	MaxActionTime      map[string]Duration `yaml:"max_action_time"`
+	StatusInterval     *Duration           `yaml:"status_interval"`
+	CloseAfter         *Duration           `yaml:"close_after"`
+	CommandTTL         *Duration           `yaml:"command_ttl"`
+	DataAudit          *string             `yaml:"data_audit"`
+	Approval           *[]string           `yaml:"approval"`
+	Cooldown           *Duration           `yaml:"cooldown"`
+	Templates          *StatusTemplates    `yaml:"templates"`
 }
 
 // Playbook returns the guard's effective playbook settings.
@@ -152,6 +166,16 @@ func (c *Config) Playbook(guard string) PlaybookConfig {
 		set(&p.RecoveryTimeout, o.RecoveryTimeout)
 		set(&p.HealthyHold, o.HealthyHold)
 		set(&p.AckTimeout, o.AckTimeout)
+		if o.MaxActionTime != nil {
+			merged := map[string]Duration{}
+			for k, v := range p.MaxActionTime {
+				merged[k] = v
+			}
+			for k, v := range o.MaxActionTime {
+				merged[k] = v
+			}
+			p.MaxActionTime = merged
+		}
 		set(&p.StatusInterval, o.StatusInterval)
 		set(&p.CloseAfter, o.CloseAfter)
 		set(&p.CommandTTL, o.CommandTTL)
@@ -213,6 +237,13 @@ func (c *Config) validatePlaybook() []fieldError {
 		case DataAuditOnIntegrity, DataAuditAlways, DataAuditNever:
 		default:
 			add(prefix+".data_audit", "%q must be one of on_integrity, always, never", p.DataAudit)
+		}
+		for a, d := range p.MaxActionTime {
+			if !contains(playbookActions, a) {
+				add(prefix+".max_action_time."+a, "%q is not an action (known: flag_kill, rollback, data_audit)", a)
+			} else if d < p.AckTimeout {
+				add(prefix+".max_action_time."+a, "must be >= ack_timeout (%s)", p.AckTimeout)
+			}
 		}
 		for i, a := range p.Approval {
 			if !contains(playbookActions, a) {

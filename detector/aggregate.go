@@ -190,6 +190,7 @@ func (a *Aggregator) Flush() []Aggregate {
 // An aggregate of an unknown guard, signal or version, or with invalid
 // counts, is dropped and counted; the rest are merged.
 func (e *Engine) AppendAggregates(aggs []Aggregate) error {
+	defer e.report()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -224,7 +225,10 @@ func (e *Engine) AppendAggregates(aggs []Aggregate) error {
 			e.metrics.aggregates.WithLabelValues("invalid").Inc()
 			continue
 		}
-		e.observeVersion(g, ag.Version, now)
+		if e.observeVersion(g, ag.Version, now) {
+			e.metrics.aggregates.WithLabelValues("other_version").Inc()
+			continue
+		}
 		ok = append(ok, placed{g, si, ag})
 	}
 	for _, p := range ok {
@@ -232,7 +236,7 @@ func (e *Engine) AppendAggregates(aggs []Aggregate) error {
 		t := tick{total: ag.Total, bad: ag.Bad, cum: ag.Cum}
 		d := e.deployments[g.Service]
 		if d == nil {
-			if ag.Version == e.stable[g.Service] {
+			if ag.Version == e.tracks[g.Service].Stable {
 				e.historyOf(g).signals[p.si].cur[baseline].merge(t)
 			}
 			e.metrics.aggregates.WithLabelValues("merged").Inc()

@@ -39,6 +39,10 @@ type Deployment struct {
 	// EndedAt and EndReason (superseded, promoted) are set once it is over.
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
 	EndReason string     `json:"end_reason,omitempty"`
+
+	// flagsGiven and migrationGiven say whether an announcement named
+	// them, so that a re-announcement that leaves them out keeps them.
+	flagsGiven, migrationGiven bool
 }
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -86,9 +90,6 @@ func (d *Deployment) validate() error {
 		if strings.TrimSpace(f) == "" {
 			return invalid("flags[%d] is empty", i)
 		}
-	}
-	if d.ID == "" {
-		d.ID = deploymentID(d.Service, d.PreviousVersion, d.Version)
 	}
 	return nil
 }

@@ -42,13 +42,16 @@ type Engine struct {
 	global      configs.GlobalConfig
 	guards      map[string]*configs.GuardConfig
 	byMetric    map[string][]*configs.GuardConfig
-	stable      map[string]string // service -> stable version
+	tracks      map[string]Track // by service: stable, retired and current versions
 	deployments map[string]*deploymentRun
 	histories   map[string]*history // by guard name
 	ended       []Deployment
 	endedSeries map[string]DeploymentSeries
 	doors       // byMetric, for lock-free filtering at the door
 	handler     VerdictHandler
+	incidents   Incidents
+	onChange    func(Deployment)
+	changed     []Deployment // deployment changes to report once the lock is released
 	now         func() time.Time
 	log         hclog.Logger
 	metrics     *engineMetrics
@@ -182,6 +185,12 @@ type EngineOptions struct {
 	Handler    VerdictHandler
 	Logger     hclog.Logger
 	Registerer prometheus.Registerer
+	// Incidents tells the phase of each deployment's incident (the
+	// playbook); nil: no deployment ever has one.
+	Incidents Incidents
+	// OnDeployment is told every deployment that opens, changes or ends,
+	// after the engine's lock is released; nil: nobody listens.
+	OnDeployment func(Deployment)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -197,8 +206,16 @@ func NewEngine(cfg *configs.Config, o EngineOptions) *Engine {
 	if o.Handler == nil {
 		o.Handler = VerdictFunc(func(GuardVerdict) {})
 	}
+	if o.Incidents == nil {
+		o.Incidents = IncidentsFunc(func(string) Phase { return PhaseNone })
+	}
+	if o.OnDeployment == nil {
+		o.OnDeployment = func(Deployment) {}
+	}
 	e := &Engine{
-		stable:      map[string]string{},
+		tracks:      map[string]Track{},
+		incidents:   o.Incidents,
+		onChange:    o.OnDeployment,
 		deployments: map[string]*deploymentRun{},
 		histories:   map[string]*history{},
 		endedSeries: map[string]DeploymentSeries{},
@@ -235,6 +252,7 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 
 // Append routes samples to guard signals and cohorts. It implements sample.Appender.
 func (e *Engine) Append(samples []sample.Sample) error {
+	defer e.report()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -249,10 +267,13 @@ func (e *Engine) Append(samples []sample.Sample) error {
 				e.metrics.dropped.WithLabelValues("no_version").Inc()
 				continue
 			}
-			e.observeVersion(g, version, now)
+			if e.observeVersion(g, version, now) {
+				e.metrics.dropped.WithLabelValues("other_version").Inc()
+				continue
+			}
 			d := e.deployments[g.Service]
 			if d == nil {
-				if version == e.stable[g.Service] {
+				if version == e.tracks[g.Service].Stable {
 					e.historyOf(g).add(s)
 				}
 				continue // no deployment under way: nothing to compare
@@ -278,26 +299,61 @@ func (e *Engine) Append(samples []sample.Sample) error {
 	return nil
 }
 
-// observeVersion opens a deployment when a guarded service reports a new version.
-func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time.Time) {
-	stable, ok := e.stable[g.Service]
-	if !ok {
-		e.stable[g.Service] = version
-		return
+// observeVersion applies the tracker's rule for traffic of version; it
+// reports whether the version is a retired one.
+func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time.Time) bool {
+	t := e.tracks[g.Service]
+	if version == t.Stable || (t.Current != nil && (t.Current.Version == version || t.Current.PreviousVersion == version)) {
+		return false // the common case, without building a flag list
 	}
-	if version == stable {
-		return
+	t, tr, retired := t.Observe(g.Service, version, e.serviceFlags(g.Service), now, e.used)
+	e.apply(g.Service, t, tr)
+	return retired
+}
+
+// used reports whether a deployment id is taken: an incident was opened
+// for it, or it ended here recently.
+func (e *Engine) used(id string) bool {
+	if e.incidents.Phase(id) != PhaseNone {
+		return true
 	}
-	if d := e.deployments[g.Service]; d != nil && (d.Version == version || d.PreviousVersion == version) {
-		return
+	_, ended := e.endedSeries[id]
+	return ended
+}
+
+// apply carries out a tracker transition on the engine's runs.
+func (e *Engine) apply(service string, t Track, tr Transition) {
+	e.tracks[service] = t
+	var pre map[string][]tick
+	if tr.End != nil {
+		if run := e.deployments[service]; run != nil && run.ID == tr.End.ID {
+			pre = run.pre
+			run.Deployment = *tr.End
+			e.end(run)
+			e.log.Info("deployment ended", "deployment", run.ID, "service", service, "reason", run.EndReason, "by", run.SupersededBy)
+		}
 	}
-	d := Deployment{Service: g.Service, Version: version, PreviousVersion: stable,
-		Flags: e.serviceFlags(g.Service), Source: "implicit", StartedAt: now}
-	if err := d.validate(); err != nil {
-		e.log.Warn("implicit deployment refused", "service", g.Service, "version", version, "error", err)
-		return
+	if tr.Update != nil {
+		if run := e.deployments[service]; run != nil && run.ID == tr.Update.ID {
+			run.Deployment = *tr.Update
+			e.changed = append(e.changed, run.Deployment)
+		}
 	}
-	e.open(d)
+	if tr.Open != nil {
+		e.open(*tr.Open, pre)
+	}
+}
+
+// report hands the deployment changes made under the lock to the
+// listener; call it deferred before taking the lock.
+func (e *Engine) report() {
+	e.mu.Lock()
+	changed := e.changed
+	e.changed = nil
+	e.mu.Unlock()
+	for _, d := range changed {
+		e.onChange(d)
+	}
 }
 
 func (e *Engine) historyOf(g *configs.GuardConfig) *history {
@@ -370,29 +426,32 @@ func (e *Engine) serviceFlags(service string) []string {
 	return flags
 }
 
-func (e *Engine) open(d Deployment) {
-	if old := e.deployments[d.Service]; old != nil {
-		old.SupersededBy = d.ID
-		e.end(old, "superseded", d.StartedAt)
-		e.log.Info("deployment superseded", "deployment", old.ID, "by", d.ID)
-	}
-	run := &deploymentRun{Deployment: d, guards: map[string]*guardRun{}, pre: map[string][]tick{}}
-	for _, g := range e.guardsOf(d.Service) {
-		if h := e.histories[g.Name]; h != nil {
-			run.pre[g.Name] = h.snapshot(d.StartedAt, time.Duration(g.Baseline.Window))
-			delete(e.histories, g.Name) // the next deployment's before starts after this one
+// open starts a run for d. pre, when set, is the before window of the
+// generation it follows; otherwise the guards' history gives it.
+func (e *Engine) open(d Deployment, pre map[string][]tick) {
+	run := &deploymentRun{Deployment: d, guards: map[string]*guardRun{}, pre: pre}
+	if run.pre == nil {
+		run.pre = map[string][]tick{}
+		for _, g := range e.guardsOf(d.Service) {
+			if h := e.histories[g.Name]; h != nil {
+				run.pre[g.Name] = h.snapshot(d.StartedAt, time.Duration(g.Baseline.Window))
+				delete(e.histories, g.Name) // the next deployment's before starts after this one
+			}
 		}
 	}
 	e.deployments[d.Service] = run
+	e.changed = append(e.changed, d)
 	e.metrics.deployments.WithLabelValues(d.Source).Inc()
 	e.log.Info("deployment opened", "deployment", d.ID, "service", d.Service,
 		"version", d.Version, "previous_version", d.PreviousVersion, "source", d.Source, "flags", d.Flags)
 }
 
-// end moves a deployment to the ended list.
-func (e *Engine) end(d *deploymentRun, reason string, at time.Time) {
-	d.EndedAt, d.EndReason = &at, reason
-	delete(e.deployments, d.Service)
+// end moves a deployment, whose end is already set, to the ended list.
+func (e *Engine) end(d *deploymentRun) {
+	if e.deployments[d.Service] == d {
+		delete(e.deployments, d.Service)
+	}
+	e.changed = append(e.changed, d.Deployment)
 	e.ended = append(e.ended, d.Deployment)
 	e.endedSeries[d.ID] = DeploymentSeries{Deployment: d.Deployment, Guards: d.series(), Restarts: d.restarts}
 	if len(e.ended) > 100 {
@@ -402,9 +461,13 @@ func (e *Engine) end(d *deploymentRun, reason string, at time.Time) {
 }
 
 // promoteIfDone ends a deployment whose previous version has had no traffic
-// for the promotion hold while the candidate served and no signal
-// regressed: the rollout is complete, and the candidate is the new stable.
+// for the promotion hold while the candidate served, no signal regressed
+// and no incident is in hand: the rollout is complete, and the candidate
+// is the new stable.
 func (e *Engine) promoteIfDone(d *deploymentRun, now time.Time) bool {
+	if p := e.incidents.Phase(d.ID); p == PhaseActing || p == PhaseEscalated {
+		return false
+	}
 	hold := time.Duration(e.global.PromotionHold)
 	var lastBase, lastCand time.Time
 	for _, r := range d.guards {
@@ -423,17 +486,19 @@ func (e *Engine) promoteIfDone(d *deploymentRun, now time.Time) bool {
 	if len(d.guards) == 0 || !lastCand.After(d.StartedAt) || now.Sub(lastBase) < hold {
 		return false
 	}
-	e.stable[d.Service] = d.Version
-	e.end(d, "promoted", now)
+	t, tr := e.tracks[d.Service].Promote(now)
+	e.apply(d.Service, t, tr)
 	e.metrics.promotions.Inc()
 	e.log.Info("deployment promoted: the previous version is gone and the new one did not regress",
 		"deployment", d.ID, "service", d.Service, "version", d.Version, "previous_version", d.PreviousVersion)
 	return true
 }
 
-// Announce opens (or updates) a deployment explicitly. An announcement of the
-// deployment already under way updates its details and keeps its evidence.
+// Announce opens (or updates) a deployment explicitly, by the tracker's
+// rule (Track.Announce). The source is the announcement's (api or nats;
+// empty means api).
 func (e *Engine) Announce(d Deployment) (Deployment, error) {
+	defer e.report()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if d.Service == "" {
@@ -442,25 +507,68 @@ func (e *Engine) Announce(d Deployment) (Deployment, error) {
 	if !e.guarded(d.Service) {
 		return Deployment{}, invalid("no guard watches service %q: add a guard for it to the configuration", d.Service)
 	}
+	t := e.tracks[d.Service]
 	if d.PreviousVersion == "" {
-		d.PreviousVersion = e.stable[d.Service]
+		d.PreviousVersion = t.Stable
 	}
+	switch d.Source {
+	case "":
+		d.Source = SourceAPI
+	case SourceAPI, SourceNATS:
+	default:
+		return Deployment{}, invalid("source %q must be api or nats", d.Source)
+	}
+	d.flagsGiven, d.migrationGiven = d.Flags != nil, d.Migration != ""
 	if d.Flags == nil {
 		d.Flags = e.serviceFlags(d.Service)
 	}
-	d.Source = "api"
 	d.StartedAt = e.now()
+	d.SupersededBy, d.EndedAt, d.EndReason = "", nil, ""
 	if err := d.validate(); err != nil {
 		return Deployment{}, err
 	}
-	if cur := e.deployments[d.Service]; cur != nil && cur.Version == d.Version && cur.PreviousVersion == d.PreviousVersion {
-		d.ID, d.StartedAt = cur.ID, cur.StartedAt
-		cur.Deployment = d
-		return d, nil
+	t, tr, err := t.Announce(d, e.incidents.Phase, e.used)
+	if err != nil {
+		return Deployment{}, err
 	}
-	e.stable[d.Service] = d.PreviousVersion
-	e.open(d)
-	return d, nil
+	e.apply(d.Service, t, tr)
+	if tr.Update != nil {
+		return *tr.Update, nil
+	}
+	return *tr.Open, nil
+}
+
+// EndDeployment ends the deployment under way with id for reason (the
+// playbook rolled it back); it reports whether it was under way.
+func (e *Engine) EndDeployment(id, reason string) bool {
+	defer e.report()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for svc, d := range e.deployments {
+		if d.ID == id {
+			t, tr := e.tracks[svc].End(id, reason, e.now())
+			e.apply(svc, t, tr)
+			return true
+		}
+	}
+	return false
+}
+
+// NextGeneration follows the deployment under way with id by a new
+// generation of the same versions (its incident ended); it reports the
+// new deployment, if id was under way.
+func (e *Engine) NextGeneration(id string) (Deployment, bool) {
+	defer e.report()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for svc, d := range e.deployments {
+		if d.ID == id {
+			t, tr := e.tracks[svc].NextGeneration(id, e.now(), e.used)
+			e.apply(svc, t, tr)
+			return *tr.Open, true
+		}
+	}
+	return Deployment{}, false
 }
 
 // Verify restarts the tests of an active deployment on data from from on,
@@ -484,6 +592,7 @@ func (e *Engine) Verify(deploymentID string, from time.Time) bool {
 // incident's), with its id and start, testing data from from on. A newer
 // deployment of the service already under way is left alone.
 func (e *Engine) Resume(d Deployment, from time.Time) {
+	defer e.report()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if cur := e.deployments[d.Service]; cur != nil {
@@ -495,8 +604,14 @@ func (e *Engine) Resume(d Deployment, from time.Time) {
 	if !e.guarded(d.Service) || d.EndedAt != nil {
 		return
 	}
-	e.stable[d.Service] = d.PreviousVersion
-	e.open(d)
+	t := e.tracks[d.Service]
+	if t.Stable != d.PreviousVersion {
+		t.retire(t.Stable)
+		t.Stable = d.PreviousVersion
+	}
+	t.Current = &d
+	e.tracks[d.Service] = t
+	e.open(d, nil)
 	e.deployments[d.Service].restart(from)
 }
 
@@ -567,6 +682,7 @@ func (e *Engine) Run(ctx context.Context) error {
 // Evaluate runs one tick: closes the batches where both cohorts reported,
 // updates the tests and hands every guard's verdict to the handler.
 func (e *Engine) Evaluate() {
+	defer e.report()
 	e.mu.Lock()
 	now := e.now()
 	e.metrics.evaluations.Inc()

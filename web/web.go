@@ -22,6 +22,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/jsonbody"
 )
 
 // Deployments is what the API needs of the deployment tracker.
@@ -42,6 +43,11 @@ type Incidents interface {
 	// id for every command it holds. It fails with actions.ErrNotFound or
 	// actions.ErrNothingToApprove.
 	Approve(id, by string) ([]string, error)
+	// Close closes an open incident by a person's decision; Ack records
+	// that a person has it in hand. Both fail with actions.ErrNotFound,
+	// actions.ErrNotOpen or actions.ErrNoReason.
+	Close(id, by, reason string) (actions.Incident, error)
+	Ack(id, by, reason string) (actions.Incident, error)
 }
 
 // Options are the handler's dependencies.
@@ -124,6 +130,8 @@ func Handler(o Options) http.Handler {
 	// probes, they sit behind the web listener's Authenticator (see
 	// Authenticator.Wrap), the same credentials as POST /api/v1/deployments.
 	mux.HandleFunc("POST /api/v1/approvals", a.approve)
+	mux.HandleFunc("POST /api/v1/incidents/{id}/close", a.human(true))
+	mux.HandleFunc("POST /api/v1/incidents/{id}/ack", a.human(false))
 	mux.HandleFunc("GET /api/v1/deployments/{id}/series", func(w http.ResponseWriter, r *http.Request) {
 		h, ok := o.Deployments.History(r.PathValue("id"))
 		if !ok {
@@ -197,37 +205,91 @@ func (a *api) approve(w http.ResponseWriter, r *http.Request) {
 // decodeApproval reads one approval: a JSON object with no unknown fields,
 // an id, and who approves.
 func decodeApproval(r io.Reader) (approval, error) {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
 	var body approval
-	if err := dec.Decode(&body); err != nil {
-		var te *json.UnmarshalTypeError
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			return approval{}, err
-		case errors.Is(err, io.EOF):
-			return approval{}, errors.New(`the body is empty: send a JSON object like {"id":"inc-d-3fa2b1c0d4e5","by":"alice"}`)
-		case errors.As(err, &te) && te.Field != "":
-			return approval{}, fmt.Errorf("decode approval: %s must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
-		}
-		return approval{}, errors.New("decode approval: " + strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if dec.More() {
-		return approval{}, errors.New("decode approval: trailing data after the JSON object")
+	if err := jsonbody.Decode(r, &body, "approval", `{"id":"inc-d-3fa2b1c0d4e5","by":"alice"}`); err != nil {
+		return approval{}, err
 	}
 	body.ID, body.By = strings.TrimSpace(body.ID), strings.TrimSpace(body.By)
-	switch {
-	case body.ID == "":
+	if body.ID == "" {
 		return approval{}, errors.New("id is required: a command id (d-…/action/target) or an incident id (inc-d-…)")
-	case body.By == "":
-		return approval{}, errors.New("by is required: say who approves, it is recorded in the incident")
-	case len(body.By) > maxApprover:
-		return approval{}, fmt.Errorf("by is longer than %d bytes", maxApprover)
-	case strings.IndexFunc(body.By, unicode.IsControl) >= 0 || !utf8.ValidString(body.By):
-		return approval{}, errors.New("by must be printable UTF-8 text")
+	}
+	if err := checkPerson(body.By, "approves"); err != nil {
+		return approval{}, err
 	}
 	return body, nil
+}
+
+// checkPerson checks the "by" of a person's decision, which is kept in
+// the incident.
+func checkPerson(by, does string) error {
+	switch {
+	case by == "":
+		return fmt.Errorf("by is required: say who %s, it is recorded in the incident", does)
+	case len(by) > maxApprover:
+		return fmt.Errorf("by is longer than %d bytes", maxApprover)
+	case strings.IndexFunc(by, unicode.IsControl) >= 0 || !utf8.ValidString(by):
+		return errors.New("by must be printable UTF-8 text")
+	}
+	return nil
+}
+
+// decision is the body of POST /api/v1/incidents/{id}/close and /ack.
+type decision struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+// maxReason bounds the reason of a person's decision.
+const maxReason = 1024
+
+// human answers a person's close (or acknowledgement) of an incident.
+func (a *api) human(closing bool) http.HandlerFunc {
+	verb := "acknowledges"
+	if closing {
+		verb = "closes"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body decision
+		if err := jsonbody.Decode(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes), &body, "decision", `{"by":"alice","reason":"rolled forward by hand"}`); err != nil {
+			a.badBody(w, err)
+			return
+		}
+		body.By, body.Reason = strings.TrimSpace(body.By), strings.TrimSpace(body.Reason)
+		err := checkPerson(body.By, verb)
+		switch {
+		case err != nil:
+		case closing && body.Reason == "":
+			err = errors.New("reason is required: say why the incident can close, it is recorded in the incident and the post-mortem")
+		case len(body.Reason) > maxReason:
+			err = fmt.Errorf("reason is longer than %d bytes", maxReason)
+		case !utf8.ValidString(body.Reason):
+			err = errors.New("reason must be UTF-8 text")
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		id := r.PathValue("id")
+		var inc actions.Incident
+		if closing {
+			inc, err = a.o.Incidents.Close(id, body.By, body.Reason)
+		} else {
+			inc, err = a.o.Incidents.Ack(id, body.By, body.Reason)
+		}
+		switch {
+		case errors.Is(err, actions.ErrNotFound):
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no incident %q", id))
+			return
+		case errors.Is(err, actions.ErrNotOpen):
+			writeError(w, http.StatusConflict, fmt.Sprintf("incident %q is closed already", id))
+			return
+		case err != nil:
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		a.o.Logger.Info("incident "+map[bool]string{true: "closed", false: "acknowledged"}[closing]+" by a person", "incident", inc.ID, "by", body.By, "reason", body.Reason)
+		writeJSON(w, http.StatusOK, inc)
+	}
 }
 
 type api struct{ o Options }
@@ -238,20 +300,6 @@ func (a *api) reload(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	_, _ = io.WriteString(w, "configuration reloaded\n")
-}
-
-// announcement is the body of POST /api/v1/deployments.
-type announcement struct {
-	ID              string   `json:"id"`
-	Service         string   `json:"service"`
-	Version         string   `json:"version"`
-	PreviousVersion string   `json:"previous_version"`
-	Commit          string   `json:"commit"`
-	PreviousCommit  string   `json:"previous_commit"`
-	Flags           []string `json:"flags"`
-	Migration       string   `json:"migration"`
-	Strategy        string   `json:"strategy"`
-	Weight          float64  `json:"weight"`
 }
 
 // badBody answers a request body that did not decode: 413 when it was too
@@ -266,7 +314,7 @@ func (a *api) badBody(w http.ResponseWriter, err error) {
 }
 
 func (a *api) announce(w http.ResponseWriter, r *http.Request) {
-	d, err := DecodeAnnouncement(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
+	d, err := detector.DecodeAnnouncement(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {
 		a.badBody(w, err)
 		return
@@ -277,58 +325,11 @@ func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, detector.ErrInvalidDeployment) {
 			code = http.StatusBadRequest
 		}
-		writeError(w, code, AnnounceError(err))
+		writeError(w, code, detector.AnnounceError(err))
 		return
 	}
 	a.o.Logger.Info("deployment announced", "deployment", d.ID, "service", d.Service, "version", d.Version)
 	writeJSON(w, http.StatusCreated, d)
-}
-
-// AnnounceError is the message a client is shown for a refused announcement.
-func AnnounceError(err error) string {
-	return strings.TrimPrefix(err.Error(), detector.ErrInvalidDeployment.Error()+": ")
-}
-
-// DecodeAnnouncement reads one deployment announcement (the body of POST
-// /api/v1/deployments and of a message on rollguard.deploy.<service>):
-// one JSON object, no unknown fields. Errors are written for the sender.
-func DecodeAnnouncement(r io.Reader) (detector.Deployment, error) {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	var body announcement
-	if err := dec.Decode(&body); err != nil {
-		var te *json.UnmarshalTypeError
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			return detector.Deployment{}, err
-		case errors.Is(err, io.EOF):
-			return detector.Deployment{}, errors.New(`the body is empty: send a JSON object like {"service":"checkout","version":"v2","previous_version":"v1"}`)
-		case errors.As(err, &te) && te.Field != "":
-			return detector.Deployment{}, fmt.Errorf("decode deployment: %s must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
-		}
-		return detector.Deployment{}, errors.New("decode deployment: " + strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if dec.More() {
-		return detector.Deployment{}, errors.New("decode deployment: trailing data after the JSON object")
-	}
-	return detector.Deployment{
-		ID: body.ID, Service: body.Service, Version: body.Version, PreviousVersion: body.PreviousVersion,
-		Commit: body.Commit, PreviousCommit: body.PreviousCommit, Flags: body.Flags,
-		Migration: body.Migration, Strategy: body.Strategy, Weight: body.Weight,
-	}, nil
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "slice", "array":
-		return "a list"
-	case "string":
-		return "a string"
-	case "struct", "map":
-		return "an object"
-	}
-	return "a " + goKind
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -756,6 +756,12 @@ type approvalsOnly struct{ by chan string }
 
 func (approvalsOnly) Incidents() []actions.Incident            { return nil }
 func (approvalsOnly) Incident(string) (actions.Incident, bool) { return actions.Incident{}, false }
+func (approvalsOnly) Close(string, string, string) (actions.Incident, error) {
+	return actions.Incident{}, actions.ErrNotFound
+}
+func (approvalsOnly) Ack(string, string, string) (actions.Incident, error) {
+	return actions.Incident{}, actions.ErrNotFound
+}
 func (a approvalsOnly) Approve(id, by string) ([]string, error) {
 	a.by <- by
 	switch id {

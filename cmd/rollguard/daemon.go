@@ -159,9 +159,11 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.engine = detector.NewEngine(cfg, detector.EngineOptions{
-		Handler:    detector.VerdictFunc(func(v detector.GuardVerdict) { d.playbook.HandleVerdict(v) }),
-		Logger:     d.log.Named("detector"),
-		Registerer: d.reg,
+		Handler:      detector.VerdictFunc(func(v detector.GuardVerdict) { d.playbook.HandleVerdict(v) }),
+		Incidents:    detector.IncidentsFunc(func(id string) detector.Phase { return d.playbook.Phase(id) }),
+		OnDeployment: func(dep detector.Deployment) { d.playbook.HandleDeployment(dep) },
+		Logger:       d.log.Named("detector"),
+		Registerer:   d.reg,
 	})
 	d.playbook = actions.NewPlaybook(actions.PlaybookOptions{
 		Publisher:  actions.JetStreamPublisher{JS: js},

@@ -12,7 +12,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go"
 
-	"github.com/rollguard/rollguard/web"
+	"github.com/rollguard/rollguard/detector"
 )
 
 // maxDeployMessage bounds a deployment announcement on NATS.
@@ -26,7 +26,7 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 	log := d.log.Named("deploys")
 	return d.nc.Subscribe(prefix+".deploy.*", func(m *nats.Msg) {
 		service := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-		dep, err := web.DecodeAnnouncement(io.LimitReader(bytes.NewReader(m.Data), maxDeployMessage))
+		dep, err := detector.DecodeAnnouncement(io.LimitReader(bytes.NewReader(m.Data), maxDeployMessage))
 		switch {
 		case err != nil:
 		case len(m.Data) > maxDeployMessage:
@@ -37,9 +37,10 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 			err = fmt.Errorf("service %q does not match the subject's %q", dep.Service, service)
 		}
 		if err == nil {
+			dep.Source = detector.SourceNATS
 			dep, err = d.engine.Announce(dep)
 			if err != nil {
-				err = errors.New(web.AnnounceError(err))
+				err = errors.New(detector.AnnounceError(err))
 			}
 		}
 		reply := map[string]any{"status": "ok", "deployment": dep}

@@ -142,21 +142,27 @@ type replay struct {
 
 	verdicts    []detector.GuardVerdict // handed over during Evaluate
 	deployments map[string]*replayDeployment
-	incidents   map[string]bool // by deployment id, as the playbook keys them
-	report      replayReport
+	// model is the daemon's playbook, run on the replay's clock: no
+	// actuator answers, so its ack timeouts take the next steps.
+	model   *actions.Model
+	printed map[string]int // by incident id: timeline entries printed
+	report  replayReport
 }
 
 func newReplay(cfg *configs.Config, w io.Writer) *replay {
 	r := &replay{cfg: cfg, w: w, interval: time.Duration(cfg.Global.EvaluationInterval),
-		deployments: map[string]*replayDeployment{}, incidents: map[string]bool{}}
+		deployments: map[string]*replayDeployment{}, printed: map[string]int{}}
+	r.model = actions.NewModel(cfg, actions.Subjects{Prefix: cfg.NATS.SubjectPrefix}, r.interval, nil)
 	r.horizon = max(time.Duration(cfg.Global.NoDataTimeout), time.Duration(cfg.Global.PromotionHold))
 	for _, g := range cfg.Guards {
 		r.horizon = max(r.horizon, time.Duration(g.Baseline.Window))
 	}
 	r.horizon += 3 * r.interval
 	r.engine = detector.NewEngine(cfg, detector.EngineOptions{
-		Handler: detector.VerdictFunc(func(v detector.GuardVerdict) { r.verdicts = append(r.verdicts, v) }),
-		Now:     func() time.Time { return r.now },
+		Handler:      detector.VerdictFunc(func(v detector.GuardVerdict) { r.verdicts = append(r.verdicts, v) }),
+		Incidents:    detector.IncidentsFunc(func(id string) detector.Phase { return r.model.Phases()[id] }),
+		OnDeployment: func(d detector.Deployment) { r.apply(r.model.Deployment(d, r.now)) },
+		Now:          func() time.Time { return r.now },
 	})
 	r.receiver = otlp.NewReceiver(otlp.Config{
 		Appender:            r.engine,
@@ -340,6 +346,73 @@ func (r *replay) evaluate(at time.Time) {
 	for _, v := range r.verdicts {
 		r.verdict(v)
 	}
+	r.apply(r.model.Tick(at))
+}
+
+// apply carries out the model's effects on the replay's engine (nothing is
+// published) and prints what the playbook did: state changes and commands.
+func (r *replay) apply(eff actions.Effects) {
+	for _, m := range eff.Messages {
+		r.model.Published(m.ID, r.now) // as if JetStream had stored it at once
+	}
+	for _, x := range eff.Restarts {
+		r.engine.Verify(x.Deployment.ID, x.From)
+	}
+	for _, e := range eff.Ends {
+		if e.Reason == actions.EndRolledBack {
+			r.engine.EndDeployment(e.DeploymentID, e.Reason)
+		} else {
+			r.engine.NextGeneration(e.DeploymentID)
+		}
+	}
+	incs := r.model.Incidents()
+	sort.Slice(incs, func(i, j int) bool { return incs[i].OpenedAt.Before(incs[j].OpenedAt) })
+	for _, inc := range incs {
+		for _, e := range inc.Timeline[r.printed[inc.ID]:] {
+			switch {
+			case e.Kind == actions.EntryState && e.To != "" && e.To != "deployed":
+				fmt.Fprintf(r.w, "%s incident %s %s: %s\n", r.rel(e.At), inc.ID, e.To, e.Reason)
+			case e.Kind == actions.EntryCommand && e.CommandID != "":
+				c := commandOf(inc, e.CommandID)
+				if c.Status == actions.CommandHeld || c.Status == actions.CommandCancelled {
+					fmt.Fprintf(r.w, "%s command %s %s %s: %s (id %s)\n", r.rel(e.At), c.Action, targetOf(c), c.Status, c.HoldReason, c.ID)
+					continue
+				}
+				rc := replayCommand{At: e.At, ID: c.ID, Action: c.Action, Target: targetOf(c)}
+				r.report.Commands = append(r.report.Commands, rc)
+				fmt.Fprintf(r.w, "%s command %s %s (id %s)%s\n", r.rel(rc.At), rc.Action, rc.Target, rc.ID, dryRun(c.DryRun))
+			}
+		}
+		r.printed[inc.ID] = len(inc.Timeline)
+	}
+}
+
+func commandOf(inc actions.Incident, id string) actions.CommandRecord {
+	for _, c := range inc.Commands {
+		if c.ID == id {
+			return c
+		}
+	}
+	return actions.CommandRecord{ID: id}
+}
+
+// targetOf names what a command acts on: the flag, the version to return
+// to, or the audited window.
+func targetOf(c actions.CommandRecord) string {
+	switch {
+	case c.Target.Flag != "":
+		return c.Target.Flag
+	case c.Target.Version != "":
+		return c.Target.Version
+	}
+	return "window"
+}
+
+func dryRun(dry bool) string {
+	if dry {
+		return " (dry run)"
+	}
+	return ""
 }
 
 func deploymentKey(d detector.Deployment) string {
@@ -382,8 +455,8 @@ func (r *replay) deployment(d detector.Deployment) *replayDeployment {
 	return rd
 }
 
-// verdict prints a guard's verdict when its state changed, and the
-// commands of a deployment's first regression, as the playbook issues them.
+// verdict prints a guard's verdict when its state changed and hands it to
+// the playbook's model, which issues the commands as the daemon would.
 func (r *replay) verdict(v detector.GuardVerdict) {
 	rd := r.deployment(v.Deployment)
 	rd.Last[v.Guard] = v
@@ -391,10 +464,7 @@ func (r *replay) verdict(v detector.GuardVerdict) {
 		rd.State[v.Guard], rd.Since[v.Guard] = v.State, v.At
 		fmt.Fprintf(r.w, "%s %s %-12s %s\n", r.rel(v.At), v.Guard, v.State, explain(v))
 	}
-	if v.State != detector.StateRegressed {
-		return
-	}
-	if rd.Detected.IsZero() {
+	if v.State == detector.StateRegressed && rd.Detected.IsZero() {
 		rd.Detected = v.At
 		for _, ev := range v.Signals {
 			if ev.State == detector.StateRegressed {
@@ -402,21 +472,7 @@ func (r *replay) verdict(v detector.GuardVerdict) {
 			}
 		}
 	}
-	d := v.Deployment
-	if r.incidents[d.ID] {
-		return
-	}
-	r.incidents[d.ID] = true
-	flags := append([]string(nil), d.Flags...)
-	sort.Strings(flags)
-	if len(flags) == 0 {
-		fmt.Fprintf(r.w, "%s no command: deployment %s declares no feature flag to kill (the playbook escalates to people)\n", r.rel(v.At), d.ID)
-	}
-	for _, flag := range flags {
-		c := replayCommand{At: v.At, ID: actions.CommandID(d.ID, actions.ActionFlagKill, flag), Action: actions.ActionFlagKill, Target: flag}
-		r.report.Commands = append(r.report.Commands, c)
-		fmt.Fprintf(r.w, "%s command %s %s (id %s)\n", r.rel(c.At), c.Action, c.Target, c.ID)
-	}
+	r.apply(r.model.Verdict(v, v.At))
 }
 
 // explain is the evidence of the signals that gave the guard its state.

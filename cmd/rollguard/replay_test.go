@@ -78,16 +78,25 @@ func TestReplayRecordings(t *testing.T) {
 			if d.Service != "checkout" || d.PreviousVersion != "v1" || d.Version != "v2" {
 				t.Errorf("deployment %s %s -> %s, want checkout v1 -> v2", d.Service, d.PreviousVersion, d.Version)
 			}
-			if len(rep.Commands) != tc.commands {
-				t.Fatalf("commands = %+v, want %d flag_kill", rep.Commands, tc.commands)
+			// The daemon's playbook: a flag kill at detection; no actuator
+			// answers a replay, so the rollback follows one ack_timeout later.
+			if tc.commands == 0 && len(rep.Commands) != 0 {
+				t.Fatalf("commands = %+v, want none", rep.Commands)
 			}
-			for _, c := range rep.Commands {
-				wantID := actions.CommandID(d.ID, actions.ActionFlagKill, "new-checkout-flow")
-				if c.Action != actions.ActionFlagKill || c.Target != "new-checkout-flow" || c.ID != wantID {
-					t.Errorf("command %+v, want flag_kill new-checkout-flow with id %s", c, wantID)
+			if tc.commands > 0 {
+				if len(rep.Commands) != 2 {
+					t.Fatalf("commands = %+v, want flag_kill then rollback", rep.Commands)
 				}
-				if c.At.Before(d.StartedAt) || !c.At.Equal(d.Detected) {
-					t.Errorf("command at %v, deployment started %v and detected %v", c.At, d.StartedAt, d.Detected)
+				kill, rb := rep.Commands[0], rep.Commands[1]
+				wantID := actions.CommandID(d.ID, actions.ActionFlagKill, "new-checkout-flow")
+				if kill.Action != actions.ActionFlagKill || kill.Target != "new-checkout-flow" || kill.ID != wantID {
+					t.Errorf("command %+v, want flag_kill new-checkout-flow with id %s", kill, wantID)
+				}
+				if kill.At.Before(d.StartedAt) || !kill.At.Equal(d.Detected) {
+					t.Errorf("command at %v, deployment started %v and detected %v", kill.At, d.StartedAt, d.Detected)
+				}
+				if rb.Action != actions.ActionRollback || rb.Target != "v1" || rb.At.Sub(kill.At) != time.Minute {
+					t.Errorf("second command %+v, want rollback to v1 one ack_timeout (1m) after the kill", rb)
 				}
 			}
 			if detected := !d.Detected.IsZero(); detected != (tc.commands > 0) {

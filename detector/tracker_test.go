@@ -1,0 +1,209 @@
+package detector
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rollguard/rollguard/sample"
+)
+
+// phases is an Incidents the tests set by hand.
+type phases struct {
+	mu sync.Mutex
+	m  map[string]Phase
+}
+
+func (p *phases) Phase(id string) Phase {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[id]
+}
+
+func (p *phases) set(id string, ph Phase) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]Phase{}
+	}
+	p.m[id] = ph
+}
+
+func active(t *testing.T, e *Engine) Deployment {
+	t.Helper()
+	deps := e.Deployments()
+	if len(deps) == 0 || deps[0].EndedAt != nil {
+		t.Fatalf("no deployment under way: %+v", deps)
+	}
+	return deps[0]
+}
+
+// An announced deployment is not superseded by traffic of an older
+// version; the healthy twin: a version never seen before still opens an
+// implicit deployment.
+func TestTrackerOldVersionDoesNotSupersede(t *testing.T) {
+	c := newClock()
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: c.now})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 10)})
+	if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	v3, err := e.Announce(Deployment{Service: "checkout", Version: "v3", PreviousVersion: "v2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 10), requests("checkout", "v2", 200, 10), requests("checkout", "v3", 200, 10)})
+		c.advance(10 * time.Second)
+		e.Evaluate()
+	}
+	if d := active(t, e); d.ID != v3.ID {
+		t.Fatalf("old-version traffic superseded the announcement: active %+v", d)
+	}
+	_ = e.Append([]sample.Sample{requests("checkout", "v4", 200, 10)})
+	if d := active(t, e); d.Version != "v4" || d.PreviousVersion != "v2" || d.Source != SourceImplicit {
+		t.Fatalf("a new version did not open a deployment: %+v", d)
+	}
+}
+
+// A re-announcement while the incident is in rollguard's hands keeps the
+// deployment (and merges its details); after the incident ended, or was
+// handed to people, it opens a new generation with its own id.
+func TestTrackerReannouncementGenerations(t *testing.T) {
+	c, ph := newClock(), &phases{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: c.now, Incidents: ph})
+	ann := Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Commit: "9f2c1e", PreviousCommit: "41ab07", Flags: []string{"f"}}
+	d1, err := e.Announce(ann)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The tour's three announcements: the later ones name no commit.
+	ph.set(d1.ID, PhaseActing)
+	d, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Source: SourceNATS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID != d1.ID || d.Commit != "9f2c1e" || d.PreviousCommit != "41ab07" || len(d.Flags) != 1 || d.Source != SourceNATS {
+		t.Fatalf("re-announcement lost details: %+v", d)
+	}
+	for _, p := range []Phase{PhaseClosed, PhaseEscalated} {
+		cur := active(t, e)
+		ph.set(cur.ID, p)
+		next, err := e.Announce(ann)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.ID == cur.ID || !strings.HasPrefix(next.ID, d1.ID+"-") || next.Generation() < 2 {
+			t.Fatalf("phase %v: re-announcement id %q, want a new generation of %q", p, next.ID, d1.ID)
+		}
+		deps := e.Deployments()
+		if deps[1].ID != cur.ID || deps[1].SupersededBy != next.ID {
+			t.Fatalf("phase %v: earlier generation not superseded: %+v", p, deps[1])
+		}
+	}
+	if g := active(t, e).Generation(); g != 3 {
+		t.Errorf("generation = %d, want 3", g)
+	}
+}
+
+// --id is honoured for versions already seen, and an id in use is refused.
+func TestTrackerExplicitID(t *testing.T) {
+	c, ph := newClock(), &phases{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: c.now, Incidents: ph})
+	d1, _ := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1"})
+	ph.set(d1.ID, PhaseClosed)
+	d, err := e.Announce(Deployment{ID: "d-retry1", Service: "checkout", Version: "v2", PreviousVersion: "v1"})
+	if err != nil || d.ID != "d-retry1" || !d.StartedAt.Equal(c.now()) {
+		t.Fatalf("announce with id = %+v, %v", d, err)
+	}
+	if _, err := e.Announce(Deployment{ID: d1.ID, Service: "checkout", Version: "v3", PreviousVersion: "v2"}); err == nil {
+		t.Error("an id taken by an earlier deployment was accepted")
+	}
+	// The same id again is the same deployment (a retried announcement).
+	if again, err := e.Announce(Deployment{ID: "d-retry1", Service: "checkout", Version: "v2", PreviousVersion: "v1", Commit: "c"}); err != nil || again.ID != "d-retry1" || again.Commit != "c" {
+		t.Errorf("retried announcement = %+v, %v", again, err)
+	}
+}
+
+// No promotion while an incident is in hand, even with the previous
+// version gone; the twin without an incident is promoted.
+func TestTrackerNoPromotionWithOpenIncident(t *testing.T) {
+	for _, tc := range []struct {
+		phase    Phase
+		promoted bool
+	}{{PhaseNone, true}, {PhaseActing, false}, {PhaseEscalated, false}} {
+		c, ph := newClock(), &phases{}
+		cfg := mustParse(t, strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 1m", 1))
+		e := NewEngine(cfg, EngineOptions{Now: c.now, Incidents: ph})
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
+		runTick(e, c, 1, 1)
+		ph.set(active(t, e).ID, tc.phase)
+		for i := 0; i < 10; i++ {
+			_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 100)})
+			c.advance(10 * time.Second)
+			e.Evaluate()
+		}
+		if got := e.Deployments()[0].EndReason == "promoted"; got != tc.promoted {
+			t.Errorf("phase %v: promoted = %v, want %v", tc.phase, got, tc.promoted)
+		}
+	}
+}
+
+// A deployment rolled back ends, its candidate may come back as a new
+// generation; one whose incident closed goes on as a new generation; the
+// listener hears every change.
+func TestTrackerEndAndNextGeneration(t *testing.T) {
+	c, ph := newClock(), &phases{}
+	var heard []Deployment
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: c.now, Incidents: ph,
+		OnDeployment: func(d Deployment) { heard = append(heard, d) }})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 10), requests("checkout", "v2", 200, 10)})
+	d1 := active(t, e)
+	ph.set(d1.ID, PhaseClosed)
+	g2, ok := e.NextGeneration(d1.ID)
+	if !ok || g2.Generation() != 2 || g2.Version != "v2" || g2.PreviousVersion != "v1" {
+		t.Fatalf("next generation = %+v, %v", g2, ok)
+	}
+	ph.set(g2.ID, PhaseClosed)
+	if !e.EndDeployment(g2.ID, "rolled_back") {
+		t.Fatal("EndDeployment: not under way")
+	}
+	if deps := e.Deployments(); deps[0].EndReason != "rolled_back" {
+		t.Fatalf("after rollback: %+v", deps)
+	}
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 10)})
+	if deps := e.Deployments(); deps[0].EndedAt == nil {
+		t.Fatalf("stable traffic opened a deployment: %+v", deps[0])
+	}
+	_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 10)})
+	if d := active(t, e); d.Generation() != 3 {
+		t.Fatalf("redeploy of the rolled-back version = %+v, want generation 3", d)
+	}
+	var ended, opened int
+	for _, d := range heard {
+		if d.EndedAt != nil {
+			ended++
+		} else {
+			opened++
+		}
+	}
+	if opened != 3 || ended != 2 {
+		t.Errorf("listener heard %d opened and %d ended, want 3 and 2: %+v", opened, ended, heard)
+	}
+}
+
+// Resume never brings back an ended deployment.
+func TestTrackerResumeEnded(t *testing.T) {
+	c := newClock()
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: c.now})
+	at := c.now()
+	e.Resume(Deployment{ID: "d-x", Service: "checkout", Version: "v2", PreviousVersion: "v1", EndedAt: &at, EndReason: "superseded"}, at)
+	if deps := e.Deployments(); len(deps) != 0 {
+		t.Errorf("an ended deployment was resumed: %+v", deps)
+	}
+	e.Resume(Deployment{ID: "d-y", Service: "checkout", Version: "v2", PreviousVersion: "v1", StartedAt: at}, at)
+	if d := active(t, e); d.ID != "d-y" {
+		t.Errorf("resume = %+v", d)
+	}
+}

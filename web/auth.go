@@ -34,12 +34,24 @@ func NewAuthenticator(c configs.ServerConfig) (*Authenticator, error) {
 
 // Update replaces the credentials; on error the old ones stay.
 func (a *Authenticator) Update(c configs.ServerConfig) error {
+	commit, err := a.Prepare(c)
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// Prepare reads the credentials of c (their files too) without changing
+// a, so that a reload can check every component before it changes any;
+// commit puts them in force.
+func (a *Authenticator) Prepare(c configs.ServerConfig) (commit func(), err error) {
 	cr := &credentials{}
 	switch {
 	case c.Authorization != nil:
 		secret, err := secretOrFile(string(c.Authorization.Credentials), c.Authorization.CredentialsFile)
 		if err != nil {
-			return fmt.Errorf("authorization: %w", err)
+			return nil, fmt.Errorf("authorization: %w", err)
 		}
 		cr.scheme, cr.secret = c.Authorization.Type, secret
 		if cr.scheme == "" {
@@ -48,16 +60,15 @@ func (a *Authenticator) Update(c configs.ServerConfig) error {
 	case c.BasicAuth != nil:
 		user, err := secretOrFile(c.BasicAuth.Username, c.BasicAuth.UsernameFile)
 		if err != nil {
-			return fmt.Errorf("basic_auth: %w", err)
+			return nil, fmt.Errorf("basic_auth: %w", err)
 		}
 		pass, err := secretOrFile(string(c.BasicAuth.Password), c.BasicAuth.PasswordFile)
 		if err != nil {
-			return fmt.Errorf("basic_auth: %w", err)
+			return nil, fmt.Errorf("basic_auth: %w", err)
 		}
 		cr.scheme, cr.secret = "Basic", user+":"+pass
 	}
-	a.creds.Store(cr)
-	return nil
+	return func() { a.creds.Store(cr) }, nil
 }
 
 func secretOrFile(inline, file string) (string, error) {

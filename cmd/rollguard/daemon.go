@@ -303,16 +303,51 @@ func (d *daemon) Run(ctx context.Context) error {
 	return err
 }
 
-// reload applies the configuration file again. An invalid file leaves the
-// running configuration untouched.
+// reload applies the configuration file again, whole or not at all: every
+// component first builds what it needs from the new configuration and
+// says whether it can, changing nothing; only when all can are they all
+// switched. An invalid file, or one a component cannot apply (a missing
+// credentials or CA file), leaves the running configuration untouched.
 func (d *daemon) reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	cfg, err := d.o.load()
+	if err == nil {
+		err = d.applyConfig(cfg)
+	}
 	if err != nil {
 		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
 		return err
 	}
+	d.log.Info("configuration reloaded", "file", d.o.ConfigFile, "guards", len(cfg.Guards))
+	return nil
+}
+
+// applyConfig prepares every component for cfg, then commits them all, or
+// returns the first component's error having changed nothing.
+func (d *daemon) applyConfig(cfg *configs.Config) error {
+	var commits []func()
+	prepare := func(commit func(), err error) error {
+		if err == nil {
+			commits = append(commits, commit)
+		}
+		return err
+	}
+	if err := prepare(d.scraper.Prepare(cfg.ScrapeConfigs)); err != nil {
+		return fmt.Errorf("scrape: %w", err)
+	}
+	if err := prepare(d.otlpAuth.Prepare(cfg.OTLP.ServerConfig)); err != nil {
+		return fmt.Errorf("otlp: %w", err)
+	}
+	if err := prepare(d.webAuth.Prepare(cfg.Web.ServerConfig)); err != nil {
+		return fmt.Errorf("web: %w", err)
+	}
+	if d.poller != nil {
+		if err := prepare(d.poller.Prepare(cfg)); err != nil {
+			return err
+		}
+	}
+
 	old := d.cfg.Load()
 	if !reflect.DeepEqual(old.NATS, cfg.NATS) || old.OTLP.HTTPListenAddress != cfg.OTLP.HTTPListenAddress ||
 		old.OTLP.GRPCListenAddress != cfg.OTLP.GRPCListenAddress || !reflect.DeepEqual(old.OTLP.TLS, cfg.OTLP.TLS) ||
@@ -322,23 +357,8 @@ func (d *daemon) reload() error {
 	if old.Mode != cfg.Mode {
 		d.log.Warn("mode changes only on restart", "running", old.Mode)
 	}
-	if d.poller != nil {
-		if err := d.poller.ApplyConfig(cfg); err != nil {
-			d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
-			return err
-		}
-	}
-	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
-		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
-		return fmt.Errorf("scrape: %w", err)
-	}
-	if err := d.otlpAuth.Update(cfg.OTLP.ServerConfig); err != nil {
-		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
-		return fmt.Errorf("otlp: %w", err)
-	}
-	if err := d.webAuth.Update(cfg.Web.ServerConfig); err != nil {
-		d.log.Error("reload failed, previous configuration kept", "file", d.o.ConfigFile, "error", err)
-		return fmt.Errorf("web: %w", err)
+	for _, commit := range commits {
+		commit()
 	}
 	if d.sidecar != nil {
 		d.sidecar.agg.ApplyConfig(cfg)
@@ -351,7 +371,6 @@ func (d *daemon) reload() error {
 		}
 	}
 	d.cfg.Store(cfg)
-	d.log.Info("configuration reloaded", "file", d.o.ConfigFile, "guards", len(cfg.Guards))
 	return nil
 }
 

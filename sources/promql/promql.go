@@ -79,22 +79,42 @@ func New(c Config) *Poller {
 
 // ApplyConfig swaps in the configuration and the API client built from it.
 func (p *Poller) ApplyConfig(cfg *configs.Config) error {
+	commit, err := p.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// Prepare builds the API client of cfg without changing the poller, so that
+// a reload can check every component before it changes any; commit swaps
+// the configuration and the client in.
+func (p *Poller) Prepare(cfg *configs.Config) (commit func(), err error) {
 	var a v1.API
 	if cfg.PromQL.URL != "" {
 		rt, err := commoncfg.NewRoundTripperFromConfig(cfg.PromQL.HTTPClientConfig, "rollguard")
 		if err != nil {
-			return fmt.Errorf("promql client: %w", err)
+			return nil, fmt.Errorf("promql client: %w", err)
 		}
 		client, err := api.NewClient(api.Config{Address: cfg.PromQL.URL, RoundTripper: rt})
 		if err != nil {
-			return fmt.Errorf("promql client: %w", err)
+			return nil, fmt.Errorf("promql client: %w", err)
 		}
 		a = v1.NewAPI(client)
 	}
+	return func() {
+		p.mu.Lock()
+		p.cfg, p.api = cfg, a
+		p.mu.Unlock()
+	}, nil
+}
+
+// Config returns the configuration the poller runs with.
+func (p *Poller) Config() *configs.Config {
 	p.mu.Lock()
-	p.cfg, p.api = cfg, a
-	p.mu.Unlock()
-	return nil
+	defer p.mu.Unlock()
+	return p.cfg
 }
 
 // Run polls every evaluation interval until ctx ends.

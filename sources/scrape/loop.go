@@ -47,10 +47,8 @@ func (m *Manager) newPool(c configs.ScrapeConfig) (*pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(m.ctx)
 	p := &pool{
 		m: m, cfg: c, client: client, accept: acceptHeader(c.ScrapeProtocols),
-		ctx: ctx, cancel: cancel,
 		files: make([]map[string][]configs.TargetGroup, len(c.FileSDConfigs)),
 		loops: map[string]*loop{},
 	}
@@ -62,7 +60,10 @@ func (m *Manager) newPool(c configs.ScrapeConfig) (*pool, error) {
 
 // begin reads the target files once, starts the loops and the file
 // watchers. The caller holds m.mu and has checked that m is not stopped.
+// A pool gets its context here, not in newPool, so that one built for a
+// configuration that is never committed holds nothing.
 func (p *pool) begin() {
+	p.ctx, p.cancel = context.WithCancel(p.m.ctx)
 	for _, sd := range p.sds {
 		sd.refresh()
 	}

@@ -59,9 +59,10 @@ type Manager struct {
 	startOnce sync.Once
 	wg        sync.WaitGroup // every goroutine the manager started
 
-	applyMu sync.Mutex // serialises ApplyConfig
+	applyMu sync.Mutex // serialises ApplyConfig and commits
 	mu      sync.Mutex
 	pools   map[string]*pool
+	gen     uint64 // counts the commits of pools
 	stopped bool
 }
 
@@ -96,55 +97,116 @@ func NewManager(cfg Config) *Manager {
 func (m *Manager) ApplyConfig(cfgs []configs.ScrapeConfig) error {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
+	pl, err := m.plan(cfgs)
+	if err != nil {
+		return err
+	}
+	return pl.commit()
+}
+
+// Prepare builds the jobs of cfgs that are new or changed, without
+// starting them or touching the running ones, so that a reload can check
+// every component before it changes any; on error nothing changed. commit
+// then does what ApplyConfig does (after Stop, nothing). Should another
+// configuration have been applied in between, commit applies cfgs again
+// from scratch and logs what fails.
+func (m *Manager) Prepare(cfgs []configs.ScrapeConfig) (commit func(), err error) {
+	pl, err := m.plan(cfgs)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		m.applyMu.Lock()
+		defer m.applyMu.Unlock()
+		err := pl.commit()
+		if errors.Is(err, errStale) {
+			if pl, err = m.plan(cfgs); err == nil {
+				err = pl.commit()
+			}
+		}
+		if err != nil && !errors.Is(err, ErrStopped) {
+			m.log.Error("scrape configuration not applied", "error", err)
+		}
+	}, nil
+}
+
+// errStale is a plan made against jobs that have changed since.
+var errStale = errors.New("scrape: configuration changed since it was prepared")
+
+// plan is the jobs of a configuration, built and not yet running.
+type plan struct {
+	m     *Manager
+	gen   uint64           // the manager's generation it was made against
+	old   map[string]*pool // the jobs running then
+	next  map[string]*pool // the jobs to run: old ones kept, fresh ones
+	fresh []*pool
+}
+
+// plan builds the pools of new and changed jobs; it changes nothing.
+func (m *Manager) plan(cfgs []configs.ScrapeConfig) (*plan, error) {
 	m.mu.Lock()
 	if m.stopped {
 		m.mu.Unlock()
-		return ErrStopped
+		return nil, ErrStopped
 	}
-	old := m.pools
+	pl := &plan{m: m, gen: m.gen, old: m.pools, next: make(map[string]*pool, len(cfgs))}
 	m.mu.Unlock()
-
-	next := make(map[string]*pool, len(cfgs))
-	var fresh []*pool
-	discard := func() {
-		for _, p := range fresh {
-			p.client.CloseIdleConnections()
-		}
-	}
 	for _, c := range cfgs {
-		if _, dup := next[c.JobName]; dup {
-			discard()
-			return fmt.Errorf("scrape: job %q is configured twice", c.JobName)
+		if _, dup := pl.next[c.JobName]; dup {
+			pl.discard()
+			return nil, fmt.Errorf("scrape: job %q is configured twice", c.JobName)
 		}
-		if p := old[c.JobName]; p != nil && reflect.DeepEqual(p.cfg, c) {
-			next[c.JobName] = p
+		if p := pl.old[c.JobName]; p != nil && reflect.DeepEqual(p.cfg, c) {
+			pl.next[c.JobName] = p
 			continue
 		}
 		p, err := m.newPool(c)
 		if err != nil {
-			discard()
-			return fmt.Errorf("scrape job %q: %w", c.JobName, err)
+			pl.discard()
+			return nil, fmt.Errorf("scrape job %q: %w", c.JobName, err)
 		}
-		next[c.JobName] = p
-		fresh = append(fresh, p)
+		pl.next[c.JobName] = p
+		pl.fresh = append(pl.fresh, p)
+	}
+	return pl, nil
+}
+
+// discard releases the pools of a plan that will not run.
+func (pl *plan) discard() {
+	for _, p := range pl.fresh {
+		p.client.CloseIdleConnections()
+	}
+}
+
+// commit stops the replaced and removed jobs and starts the fresh ones.
+// The caller holds applyMu.
+func (pl *plan) commit() error {
+	m := pl.m
+	m.mu.Lock()
+	stale := m.gen != pl.gen
+	m.mu.Unlock()
+	if stale {
+		pl.discard()
+		return errStale
 	}
 	// Stop replaced and removed jobs before their successors start, so that
 	// one target is never scraped by two loops.
-	for name, p := range old {
-		if next[name] != p {
+	for name, p := range pl.old {
+		if pl.next[name] != p {
 			p.stop()
 			m.log.Info("scrape job stopped", "job", name)
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.gen++
 	if m.stopped {
-		discard()
+		pl.discard()
 		m.pools = map[string]*pool{}
 		return ErrStopped
 	}
-	m.pools = next
-	for _, p := range fresh {
+	m.pools = pl.next
+	for _, p := range pl.fresh {
 		p.begin()
 		m.log.Info("scrape job started", "job", p.cfg.JobName, "targets", len(p.loops))
 	}

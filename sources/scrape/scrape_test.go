@@ -620,6 +620,58 @@ func TestApplyConfig(t *testing.T) {
 	}
 }
 
+// Prepare builds a configuration and changes nothing until its commit,
+// which does what ApplyConfig does; a commit prepared against jobs that
+// were changed since still applies its configuration.
+func TestPrepare(t *testing.T) {
+	srv := httptest.NewServer(fixedBody(ctText, "g 1\n"))
+	t.Cleanup(srv.Close)
+	doc := func(interval string) string {
+		return fmt.Sprintf("scrape_configs:\n  - job_name: a\n    scrape_interval: %s\n    static_configs: [{targets: [%s]}]\n", interval, hostOf(srv))
+	}
+	m, _ := newManager(t, &recorder{}, doc("1h"))
+	runManager(t, m)
+	running := func() string {
+		ls := m.loops()
+		if len(ls) != 1 || isDone(ls[0].done) {
+			t.Fatalf("loops = %v", ls)
+		}
+		return time.Duration(ls[0].p.cfg.ScrapeInterval).String()
+	}
+
+	commit, err := m.Prepare(scrapeConfigs(t, doc("2h")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := running(); got != "1h0m0s" {
+		t.Errorf("interval after Prepare = %s, want the running 1h0m0s", got)
+	}
+	commit()
+	if got := running(); got != "2h0m0s" {
+		t.Errorf("interval after commit = %s, want 2h0m0s", got)
+	}
+
+	commit, err = m.Prepare(scrapeConfigs(t, doc("3h")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ApplyConfig(scrapeConfigs(t, doc("4h"))); err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	if got := running(); got != "3h0m0s" {
+		t.Errorf("interval after a stale commit = %s, want 3h0m0s", got)
+	}
+
+	noCA := scrapeConfigs(t, doc("5h")+"    tls_config: {ca_file: "+filepath.Join(t.TempDir(), "missing.pem")+"}\n")
+	if _, err := m.Prepare(noCA); err == nil || !strings.Contains(err.Error(), `scrape job "a": `) {
+		t.Errorf("Prepare with a missing CA file = %v", err)
+	}
+	if got := running(); got != "3h0m0s" {
+		t.Errorf("interval after a refused Prepare = %s, want 3h0m0s", got)
+	}
+}
+
 // file_sd: a target file's targets appear, follow its rewrites, survive an
 // invalid rewrite and leave with the file.
 func TestFileSD(t *testing.T) {

@@ -512,6 +512,13 @@ func (m *Model) result(r ResultData, now time.Time) {
 		m.log.Debug("duplicate result ignored", "command", c.ID, "status", r.Status)
 		return
 	}
+	if c.Status == CommandHeld || c.Status == CommandCancelled {
+		// Never sent: no actuator can have acted on it.
+		m.entry(inc, TimelineEntry{At: now, Kind: EntryResult, CommandID: c.ID,
+			Reason: fmt.Sprintf("%s by %s ignored: %s was never sent", r.Status, r.Actuator, describeCommand(*c))})
+		m.log.Warn("result for a command that was never sent", "incident", inc.ID, "command", c.ID, "status", r.Status, "actuator", r.Actuator)
+		return
+	}
 	if c.Published == nil {
 		t := now
 		c.Published = &t
@@ -700,13 +707,7 @@ func (m *Model) Tick(now time.Time) Effects {
 }
 
 func (m *Model) tickAt(now time.Time) {
-	ids := make([]string, 0, len(m.incidents))
-	for id := range m.incidents {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		inc := m.incidents[id]
+	for _, inc := range m.sorted() {
 		if !inc.Open() {
 			continue
 		}
@@ -790,7 +791,7 @@ func (m *Model) Published(id string, now time.Time) {
 func (m *Model) Approve(id, by string, now time.Time) ([]string, Effects, error) {
 	found := false
 	var out []string
-	for _, inc := range m.incidents {
+	for _, inc := range m.sorted() {
 		if !inc.Open() {
 			continue
 		}
@@ -866,6 +867,21 @@ func (m *Model) Ack(id, by, reason string, now time.Time) (Incident, Effects, er
 	m.event(inc, "acknowledged", inc.State, now)
 	m.status(inc, now)
 	return inc.Clone(), m.take(), nil
+}
+
+// sorted is the incidents in the order of their deployment ids, so that
+// a step's effects do not depend on map order.
+func (m *Model) sorted() []*Incident {
+	ids := make([]string, 0, len(m.incidents))
+	for id := range m.incidents {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	out := make([]*Incident, len(ids))
+	for i, id := range ids {
+		out[i] = m.incidents[id]
+	}
+	return out
 }
 
 func (m *Model) lookup(id string) *Incident {

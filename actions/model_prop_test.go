@@ -88,8 +88,8 @@ type propRun struct {
 	log      []propEvent
 	effects  []Effects
 	sent     map[string]bool // command ids emitted (once each, unless the outbox refused them)
-	outbox    []Message       // emitted, not yet published
-	lastCmds  []string        // the commands of the last step
+	outbox   []Message       // emitted, not yet published
+	lastCmds []string        // the commands of the last step
 }
 
 func (r *propRun) step(ev propEvent) Effects {

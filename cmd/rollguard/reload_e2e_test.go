@@ -4,38 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rollguard/rollguard/internal/promtest"
 )
-
-// prometheusAPI is an HTTP server answering the Prometheus query API with
-// a constant, counting the queries it receives.
-type prometheusAPI struct {
-	url     string
-	queries atomic.Int64
-}
-
-func newPrometheusAPI(t *testing.T) *prometheusAPI {
-	t.Helper()
-	p := &prometheusAPI{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/v1/query" {
-			http.NotFound(w, r)
-			return
-		}
-		p.queries.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"scalar","result":[%d,"10"]}}`, time.Now().Unix())
-	}))
-	t.Cleanup(srv.Close)
-	p.url = srv.URL
-	return p
-}
 
 // promqlConfig is testConfig's settings with one query-defined guard,
 // named guard, whose queries go to url; extra goes before the guards.
@@ -61,13 +37,13 @@ func promqlConfig(url, guard, extra string) string {
 // and the guards, scrape jobs and credentials stay as they were. Its twin,
 // the same change with nothing missing, is applied whole.
 func TestReloadAllOrNothing(t *testing.T) {
-	promA, promB := newPrometheusAPI(t), newPrometheusAPI(t)
-	td := startDaemon(t, promqlConfig(promA.url, "checkout", ""))
+	promA, promB := promtest.NewQueryAPI(t), promtest.NewQueryAPI(t)
+	td := startDaemon(t, promqlConfig(promA.URL, "checkout", ""))
 	if code, b := td.post("/api/v1/deployments", `{"service":"checkout","version":"v2","previous_version":"v1"}`); code != http.StatusCreated {
 		t.Fatalf("announce: %d %s", code, b)
 	}
 	checkFor(t, 10*time.Second, func() error {
-		if n := promA.queries.Load(); n == 0 {
+		if n := promA.Queries(); n == 0 {
 			return fmt.Errorf("no query reached the configured Prometheus")
 		}
 		return nil
@@ -93,7 +69,7 @@ func TestReloadAllOrNothing(t *testing.T) {
 		{"scrape fails", scrapeJob(missing) + webAuth(password), `scrape: scrape job "app": `},
 		{"web credentials fail", scrapeJob("") + webAuth(missing), "web: basic_auth: "},
 	} {
-		if err := os.WriteFile(td.file, []byte(promqlConfig(promB.url, "checkout-new", tc.extra)), 0o644); err != nil {
+		if err := os.WriteFile(td.file, []byte(promqlConfig(promB.URL, "checkout-new", tc.extra)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		code, b := td.post("/-/reload", "")
@@ -104,14 +80,14 @@ func TestReloadAllOrNothing(t *testing.T) {
 		}
 		// Two rounds of queries (total and bad, per version) after the
 		// reload, all to the old Prometheus.
-		after := promA.queries.Load()
+		after := promA.Queries()
 		checkFor(t, 10*time.Second, func() error {
-			if n := promA.queries.Load() + promB.queries.Load(); n < after+8 {
+			if n := promA.Queries() + promB.Queries(); n < after+8 {
 				return fmt.Errorf("%d queries since the reload", n-after)
 			}
 			return nil
 		})
-		if n := promB.queries.Load(); n != 0 {
+		if n := promB.Queries(); n != 0 {
 			t.Errorf("%s: the poller sent %d queries to the Prometheus of the refused configuration", tc.name, n)
 		}
 		if cfg := td.Config(); cfg.Guards[0].Name != "checkout" || td.poller.Config() != cfg {
@@ -126,14 +102,14 @@ func TestReloadAllOrNothing(t *testing.T) {
 	}
 
 	// The twin: nothing missing, everything applied.
-	if err := os.WriteFile(td.file, []byte(promqlConfig(promB.url, "checkout-new", scrapeJob("")+webAuth(password))), 0o644); err != nil {
+	if err := os.WriteFile(td.file, []byte(promqlConfig(promB.URL, "checkout-new", scrapeJob("")+webAuth(password))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if code, b := td.post("/-/reload", ""); code != http.StatusOK {
 		t.Fatalf("valid reload: %d %s", code, b)
 	}
 	checkFor(t, 10*time.Second, func() error {
-		if n := promB.queries.Load(); n == 0 {
+		if n := promB.Queries(); n == 0 {
 			return fmt.Errorf("no query reached the new Prometheus")
 		}
 		return nil

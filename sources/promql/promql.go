@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/internal/ticker"
 	"github.com/rollguard/rollguard/sources"
 )
 
@@ -117,21 +118,13 @@ func (p *Poller) Config() *configs.Config {
 	return p.cfg
 }
 
-// Run polls every evaluation interval until ctx ends.
+// Run polls every evaluation interval until ctx ends; a configuration
+// that changes the interval takes effect from the next tick.
 func (p *Poller) Run(ctx context.Context) error {
-	p.mu.Lock()
-	interval := time.Duration(p.cfg.Global.EvaluationInterval)
-	p.mu.Unlock()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			p.Poll(ctx)
-		}
-	}
+	ticker.Run(ctx, func() time.Duration {
+		return time.Duration(p.Config().Global.EvaluationInterval)
+	}, p.Poll)
+	return nil
 }
 
 // Poll runs one round of queries and appends what they returned.

@@ -125,6 +125,9 @@ func (pm *postmortem) summary() {
 		}
 		s = append(s, "rollguard issued "+strings.Join(acts, "; ")+".")
 	}
+	if inc.AckedBy != "" && inc.AckedAt != nil {
+		s = append(s, fmt.Sprintf("%s acknowledged the incident at %s UTC.", pmEsc(inc.AckedBy), pmStamp(*inc.AckedAt)))
+	}
 	s = append(s, pm.outcome())
 	pm.p("%s\n\n", strings.Join(s, " "))
 }
@@ -144,13 +147,24 @@ func (pm *postmortem) outcome() string {
 			o += " (" + why + ")"
 		}
 		if inc.State == StateClosed && inc.ClosedAt != nil {
-			return o + fmt.Sprintf(", and closed at %s UTC without a recorded recovery.", pmStamp(*inc.ClosedAt))
+			return o + fmt.Sprintf(", and closed at %s UTC%s without a recorded recovery.", pmStamp(*inc.ClosedAt), pm.closedBy())
 		}
 		return o + "; no recovery is recorded as of this draft."
+	case inc.State == StateClosed && inc.ClosedAt != nil:
+		return fmt.Sprintf("The incident was closed at %s UTC%s without a recorded recovery.", pmStamp(*inc.ClosedAt), pm.closedBy())
 	case inc.State == StateClosed:
 		return "The incident was closed without a recorded recovery."
 	}
 	return fmt.Sprintf("The incident is still %s as of this draft.", pmEsc(inc.State))
+}
+
+// closedBy names the person who closed the incident, and why, if one did.
+func (pm *postmortem) closedBy() string {
+	inc := pm.inc
+	if inc.ClosedBy == "" {
+		return ""
+	}
+	return fmt.Sprintf(" by %s (%s)", pmEsc(inc.ClosedBy), pmEsc(inc.CloseReason))
 }
 
 func (pm *postmortem) impact() {

@@ -55,6 +55,8 @@ const (
 	DefaultBucket     = "ROLLGUARD_ACTUATOR"
 	DefaultAckWait    = 30 * time.Second
 	DefaultActTimeout = 5 * time.Minute
+	// DefaultProgressEvery is the in_progress cadence of a long action.
+	DefaultProgressEvery = 20 * time.Second
 )
 
 // Options are an actuator's dependencies and settings.
@@ -84,6 +86,10 @@ type Options struct {
 	AckWait time.Duration
 	// ActTimeout bounds one call of the driver (default 5m).
 	ActTimeout time.Duration
+	// ProgressEvery is how often an in_progress result tells rollguard the
+	// driver is still at work (default 20s, well within rollguard's default
+	// 1m ack_timeout; a quick action sends none); negative sends none.
+	ProgressEvery time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -135,6 +141,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ActTimeout <= 0 {
 		o.ActTimeout = DefaultActTimeout
+	}
+	if o.ProgressEvery == 0 {
+		o.ProgressEvery = DefaultProgressEvery
 	}
 	return nil
 }
@@ -384,7 +393,7 @@ func (r *runner) claimAndAct(ctx context.Context, log hclog.Logger, msg jetstrea
 		res = r.newResult(cr, wire.ResultOK, "dry run: not acted")
 		res.DryRun = true
 	} else {
-		status, detail := r.act(msg, c)
+		status, detail := r.act(ctx, log, msg, c, cr)
 		res = r.newResult(cr, status, detail)
 	}
 	rec.ResultID, rec.Result = resultID(cr.id, r.o.Name), &res
@@ -400,8 +409,10 @@ func (r *runner) claimAndAct(ctx context.Context, log hclog.Logger, msg jetstrea
 }
 
 // act calls the driver with a timeout, telling JetStream the message is in
-// progress so it is not redelivered meanwhile.
-func (r *runner) act(msg jetstream.Msg, c Command) (status, detail string) {
+// progress so it is not redelivered meanwhile, and rollguard every
+// ProgressEvery that the action is under way (in_progress results), so that
+// a long action (a redeploy) does not run into its ack_timeout.
+func (r *runner) act(pctx context.Context, log hclog.Logger, msg jetstream.Msg, c Command, cr ref) (status, detail string) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.o.ActTimeout)
 	defer cancel()
 	done := make(chan struct{})
@@ -418,6 +429,24 @@ func (r *runner) act(msg jetstream.Msg, c Command) (status, detail string) {
 			}
 		}
 	})
+	if r.o.ProgressEvery > 0 {
+		wg.Go(func() {
+			t := time.NewTicker(r.o.ProgressEvery)
+			defer t.Stop()
+			for n := 1; ; n++ {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+				}
+				res := r.newResult(cr, wire.ResultInProgress, "acting")
+				id := fmt.Sprintf("%s/progress/%s/%d", cr.id, r.o.Name, n)
+				if err := r.publish(pctx, id, res); err != nil {
+					log.Warn("progress not reported", "error", err)
+				}
+			}
+		})
+	}
 	detail, err := r.d.Act(ctx, c)
 	close(done)
 	wg.Wait()

@@ -400,3 +400,45 @@ func TestSlowActionNotRedelivered(t *testing.T) {
 		t.Errorf("program runs: %q", runs)
 	}
 }
+
+// TestSlowActionReportsProgress: a driver still at work after
+// ProgressEvery tells rollguard so with in_progress results (each its own
+// message id), then the final result; the quick twin sends none.
+func TestSlowActionReportsProgress(t *testing.T) {
+	e := newEnv(t)
+	_, file := script(t, "sleep 1\necho done\n")
+	x, err := NewExec([]string{"/bin/sh", file}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(t, Options{Durable: "actuator-exec", ProgressEvery: 300 * time.Millisecond}, x)
+	e.publishSigned(t, wire.ActionRollback, "checkout", "slow", command(t, "slow", wire.ActionRollback, "checkout", "", nil))
+	var got []result
+	waitFor(t, 10*time.Second, func() error {
+		got = e.resultsFor(t, "slow")
+		if len(got) == 0 || got[len(got)-1].Data.Status != wire.ResultOK {
+			return fmt.Errorf("results %+v, want progress then ok", got)
+		}
+		return nil
+	})
+	ids := map[string]bool{}
+	for _, r := range got[:len(got)-1] {
+		if r.Data.Status != wire.ResultInProgress || ids[r.MsgID] {
+			t.Errorf("result %+v (id %s), want in_progress with its own id", r.Data, r.MsgID)
+		}
+		ids[r.MsgID] = true
+	}
+	if len(got) < 2 {
+		t.Errorf("no in_progress before the result of a 1 s action reported every 300 ms: %+v", got)
+	}
+
+	quick, err := NewExec([]string{"/bin/true"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(t, Options{Durable: "actuator-quick", Actions: []string{wire.ActionFlagKill}, ProgressEvery: time.Minute}, quick)
+	e.publishSigned(t, wire.ActionFlagKill, "checkout", "quick", command(t, "quick", wire.ActionFlagKill, "checkout", "f", nil))
+	if r := e.waitResult(t, "quick"); r.Data.Status != wire.ResultOK {
+		t.Errorf("quick action: %+v", r.Data)
+	}
+}

@@ -86,8 +86,8 @@ func daemonError(resp *http.Response) error {
 	return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 }
 
-// addIncidentCommands adds `rollguard postmortem` and `rollguard approve`;
-// it returns what to run, by full command name.
+// addIncidentCommands adds `rollguard postmortem`, `rollguard approve` and
+// `rollguard incident close|ack`; it returns what to run, by full command name.
 func addIncidentCommands(app *kingpin.Application) map[string]func(stdout, stderr io.Writer) int {
 	pmCmd := app.Command("postmortem", "Print the post-mortem draft (Markdown) of an incident from a running rollguard.")
 	var pc daemonClient
@@ -99,6 +99,26 @@ func addIncidentCommands(app *kingpin.Application) map[string]func(stdout, stder
 	addDaemonClientFlags(apCmd, &ac)
 	apID := apCmd.Arg("id", "A command id (d-…/action/target) or an incident id (inc-d-…).").Required().String()
 	apBy := apCmd.Flag("by", "Who approves; recorded in the incident (default: your login name).").String()
+
+	incCmd := app.Command("incident", "A person's decision on an incident of a running rollguard.")
+	var hc daemonClient
+	var hID, hBy, hReason string
+	humans := map[string]*kingpin.CmdClause{}
+	for _, verb := range []struct{ name, help string }{
+		{"close", "Close an open incident (an escalated one, say, once people have dealt with it); held commands are cancelled and the deployment goes on as a new generation."},
+		{"ack", "Acknowledge an incident: record that you have it in hand (rollguard goes on acting)."},
+	} {
+		c := incCmd.Command(verb.name, verb.help)
+		addDaemonClientFlags(c, &hc)
+		c.Arg("id", "The incident id, like inc-d-3fa2b1c0d4e5 (GET /api/v1/incidents lists them).").Required().StringVar(&hID)
+		c.Flag("by", "Who decides; recorded in the incident (default: your login name).").StringVar(&hBy)
+		reason := c.Flag("reason", "Why; recorded in the incident and the post-mortem.")
+		if verb.name == "close" {
+			reason = reason.Required()
+		}
+		reason.StringVar(&hReason)
+		humans[verb.name] = c
+	}
 
 	report := func(what string, err error, stderr io.Writer) int {
 		if err != nil {
@@ -114,7 +134,45 @@ func addIncidentCommands(app *kingpin.Application) map[string]func(stdout, stder
 		apCmd.FullCommand(): func(stdout, stderr io.Writer) int {
 			return report("approve", approveCommands(ac, *apID, *apBy, stdout), stderr)
 		},
+		humans["close"].FullCommand(): func(stdout, stderr io.Writer) int {
+			return report("incident close", decideIncident(hc, "close", hID, hBy, hReason, stdout), stderr)
+		},
+		humans["ack"].FullCommand(): func(stdout, stderr io.Writer) int {
+			return report("incident ack", decideIncident(hc, "ack", hID, hBy, hReason, stdout), stderr)
+		},
 	}
+}
+
+// decideIncident sends a person's close or acknowledgement and prints the
+// incident's state afterwards.
+func decideIncident(c daemonClient, verb, id, by, reason string, stdout io.Writer) error {
+	if strings.Contains(id, "/") {
+		return fmt.Errorf("%q is not an incident id: incident %s takes one like inc-d-3fa2b1c0d4e5, not a command id", id, verb)
+	}
+	if by == "" {
+		by = loginName()
+	}
+	if by == "" {
+		return errors.New("cannot tell who you are: say who decides with --by")
+	}
+	body, _ := json.Marshal(map[string]string{"by": by, "reason": reason})
+	resp, err := c.do(http.MethodPost, "/api/v1/incidents/"+url.PathEscape(id)+"/"+verb, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return daemonError(resp)
+	}
+	var inc struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&inc); err != nil || inc.ID == "" {
+		return fmt.Errorf("%s answered with something other than an incident", c.url)
+	}
+	_, err = fmt.Fprintf(stdout, "%s %s\n", inc.ID, inc.State)
+	return err
 }
 
 // printPostmortem prints an incident's post-mortem draft.

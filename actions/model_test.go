@@ -1,0 +1,155 @@
+package actions
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/detector"
+)
+
+// modelOn is a Model for the harness's playbook settings plus extra.
+func modelOn(t *testing.T, extra string) (*Model, detector.Deployment) {
+	t.Helper()
+	doc := strings.Replace(testPlaybook, "%s", extra, 1)
+	cfg, err := configs.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := detector.Deployment{ID: "d-0123456789ab", Service: "checkout", Version: "v2", PreviousVersion: "v1",
+		Migration: detector.MigrationNone, StartedAt: propT0} // no flag: rollback first
+	return NewModel(cfg, Subjects{Prefix: "rollguard"}, 10*time.Second, nil), d
+}
+
+func publishAll(m *Model, eff Effects, at time.Time) {
+	for _, msg := range eff.Messages {
+		m.Published(msg.ID, at)
+	}
+}
+
+// A rollback whose ok arrives after ack_timeout moved the incident to
+// escalated is acted on: the incident verifies; the twin with a late
+// failure stays escalated. Both are recorded as late.
+func TestModelLateResult(t *testing.T) {
+	for _, status := range []string{ResultOK, ResultFailed} {
+		m, d := modelOn(t, "")
+		now := propT0
+		publishAll(m, m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+			Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now), now)
+		rb := CommandID(d.ID, ActionRollback, "v1")
+		now = now.Add(61 * time.Second)
+		m.Tick(now)
+		if inc := m.incidents[d.ID]; inc.State != StateEscalated {
+			t.Fatalf("after ack_timeout: %s, want escalated", inc.State)
+		}
+		now = now.Add(16 * time.Second)
+		eff := m.Result(ResultData{CommandID: rb, Status: status, Actuator: "deploy"}, now)
+		inc := m.incidents[d.ID]
+		want := StateEscalated
+		if status == ResultOK {
+			want = StateVerifying
+			if len(eff.Restarts) != 1 {
+				t.Errorf("late ok: tests restarted %d times, want once", len(eff.Restarts))
+			}
+		}
+		if inc.State != want || !strings.Contains(inc.Timeline[len(inc.Timeline)-1].Reason+inc.Timeline[len(inc.Timeline)-2].Reason, "late") {
+			t.Errorf("late %s: state %s (want %s), timeline %+v", status, inc.State, want, inc.Timeline[len(inc.Timeline)-2:])
+		}
+	}
+}
+
+// in_progress restarts the ack clock up to max_action_time; past it the
+// command times out as before.
+func TestModelInProgress(t *testing.T) {
+	m, d := modelOn(t, "max_action_time: {rollback: 3m}")
+	now := propT0
+	publishAll(m, m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+		Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now), now)
+	rb := CommandID(d.ID, ActionRollback, "v1")
+	for i := 0; i < 6; i++ { // every 50 s for 5 minutes
+		now = now.Add(50 * time.Second)
+		m.Result(ResultData{CommandID: rb, Status: ResultInProgress, Actuator: "deploy", Detail: "redeploying"}, now)
+		m.Tick(now)
+		if i < 3 && m.incidents[d.ID].State != StateRollingBack {
+			t.Fatalf("after %d in_progress reports: %s, want rolling_back", i+1, m.incidents[d.ID].State)
+		}
+	}
+	inc := m.incidents[d.ID]
+	if inc.State != StateEscalated || inc.Commands[0].Status != CommandTimedOut {
+		t.Errorf("past max_action_time: %s / %s, want escalated / timed_out", inc.State, inc.Commands[0].Status)
+	}
+	n := 0
+	for _, e := range inc.Timeline {
+		if strings.Contains(e.Reason, "in progress by deploy") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d timeline entries for repeated in_progress reports, want 1", n)
+	}
+}
+
+// A person closes an escalated incident: held commands are cancelled, the
+// deployment goes on as a new generation, and the post-mortem names them;
+// an acknowledgement leaves the incident open.
+func TestModelHumanCloseAndAck(t *testing.T) {
+	m, d := modelOn(t, "approval: [rollback]")
+	now := propT0
+	m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+		Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now)
+	if _, _, err := m.Close(IncidentID(d.ID), "alice", "", now); err != ErrNoReason {
+		t.Errorf("close without a reason: %v", err)
+	}
+	inc, eff, err := m.Ack(IncidentID(d.ID), "bob", "looking", now)
+	if err != nil || inc.AckedBy != "bob" || !inc.Open() || len(eff.Messages) == 0 {
+		t.Fatalf("ack: %+v %v", inc, err)
+	}
+	now = now.Add(time.Minute)
+	inc, eff, err = m.Close(d.ID, "alice", "rolled forward by hand", now)
+	if err != nil || inc.State != StateClosed || inc.ClosedBy != "alice" {
+		t.Fatalf("close: %+v %v", inc, err)
+	}
+	if inc.Commands[0].Status != CommandCancelled {
+		t.Errorf("held rollback: %s, want cancelled", inc.Commands[0].Status)
+	}
+	if len(eff.Ends) != 1 || eff.Ends[0].Reason != EndNextGeneration {
+		t.Errorf("ends %+v, want the deployment to go on as a new generation", eff.Ends)
+	}
+	if _, _, err := m.Close(d.ID, "alice", "again", now); err != ErrNotOpen {
+		t.Errorf("second close: %v", err)
+	}
+	if _, _, err := m.Approve(inc.Commands[0].ID, "carol", now); err != ErrNotFound {
+		t.Errorf("approving a closed incident's command: %v", err)
+	}
+	var b bytes.Buffer
+	if err := RenderPostmortem(&b, inc, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"by alice (rolled forward by hand)", "bob acknowledged"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("post-mortem lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// A superseded deployment's incident: closed when it had stabilized,
+// escalated when still acting; a restart does not resume the deployment.
+func TestModelSupersededDeployment(t *testing.T) {
+	m, d := modelOn(t, "")
+	now := propT0
+	m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+		Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now)
+	ended := d
+	ended.EndedAt, ended.EndReason, ended.SupersededBy = &now, "superseded", "d-next"
+	m.Deployment(ended, now)
+	inc := m.incidents[d.ID]
+	if inc.State != StateEscalated || inc.Deployment.SupersededBy != "d-next" {
+		t.Fatalf("acting incident after supersession: %s %+v", inc.State, inc.Deployment)
+	}
+	eff := NewModel(m.cfg, m.subjects, m.every, nil).Restore(m.Incidents(), nil, func(string) bool { return true }, now)
+	if len(eff.Resumes) != 0 {
+		t.Errorf("restart resumed the superseded deployment: %+v", eff.Resumes)
+	}
+}

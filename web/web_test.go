@@ -872,3 +872,43 @@ func TestUIPages(t *testing.T) {
 		t.Errorf("series of an unknown deployment: %d %s", r.code, r.body)
 	}
 }
+
+// TestIncidentCloseAndAck: a person acknowledges, then closes the incident
+// over the API; bad bodies get a 400 naming the problem, an unknown id 404,
+// a second close 409; the incident page shows who and why.
+func TestIncidentCloseAndAck(t *testing.T) {
+	s := newIncidentServer(t, nil)
+	base := "/api/v1/incidents/" + incidentID
+	for _, tc := range []struct{ name, path, body, msg string }{
+		{"empty", base + "/close", "", `the body is empty: send a JSON object like {"by":"alice","reason":"rolled forward by hand"}`},
+		{"unknown field", base + "/close", `{"by":"alice","reason":"x","force":true}`, `decode decision: unknown field "force"`},
+		{"no reason to close", base + "/close", `{"by":"alice"}`, "reason is required: say why the incident can close, it is recorded in the incident and the post-mortem"},
+		{"no one", base + "/ack", `{"reason":"x"}`, "by is required: say who acknowledges, it is recorded in the incident"},
+		{"by with a newline", base + "/close", `{"by":"a\nb","reason":"x"}`, "by must be printable UTF-8 text"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkError(t, s.do(t, http.MethodPost, tc.path, tc.body), http.StatusBadRequest, tc.msg)
+		})
+	}
+	checkError(t, s.do(t, http.MethodPost, "/api/v1/incidents/inc-d-000000000000/ack", `{"by":"bob"}`), http.StatusNotFound, `no incident "inc-d-000000000000"`)
+	if inc, _ := s.playbook.Incident(incidentID); !inc.Open() || inc.AckedBy != "" {
+		t.Fatalf("refused decisions changed the incident: %+v", inc)
+	}
+
+	r := s.do(t, http.MethodPost, base+"/ack", `{"by":"bob","reason":"on it"}`)
+	var inc actions.Incident
+	if r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &inc) != nil || inc.AckedBy != "bob" || !inc.Open() {
+		t.Fatalf("ack: %d %s", r.code, r.body)
+	}
+	r = s.do(t, http.MethodPost, base+"/close", `{"by":"alice","reason":"rolled forward by hand"}`)
+	if r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &inc) != nil || inc.State != actions.StateClosed || inc.ClosedBy != "alice" {
+		t.Fatalf("close: %d %s", r.code, r.body)
+	}
+	checkError(t, s.do(t, http.MethodPost, base+"/close", `{"by":"alice","reason":"again"}`), http.StatusConflict, `incident "`+incidentID+`" is closed already`)
+	page := s.do(t, http.MethodGet, "/incidents/"+incidentID, "")
+	for _, want := range []string{"by alice: rolled forward by hand", "UTC by bob", "cancelled"} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("incident page lacks %q", want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/rollguard/rollguard/cluster"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/ticker"
 	"github.com/rollguard/rollguard/sources"
 	"github.com/rollguard/rollguard/sources/agg"
 )
@@ -155,23 +156,22 @@ func (d *daemon) addClusterActors(g *run.Group) {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			t := time.NewTicker(time.Duration(d.Config().Global.EvaluationInterval))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-					err := c.checkpoints.Save(sctx, d.engine.Deployments(), d.ownsService)
-					scancel()
-					if err != nil {
-						d.log.Named("cluster").Warn("deployments not checkpointed; will retry", "error", err)
-					}
+			ticker.Run(ctx, d.evaluationInterval, func(ctx context.Context) {
+				sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+				err := c.checkpoints.Save(sctx, d.engine.Deployments(), d.ownsService)
+				scancel()
+				if err != nil {
+					d.log.Named("cluster").Warn("deployments not checkpointed; will retry", "error", err)
 				}
-			}
+			})
+			return nil
 		}, func(error) { cancel() })
 	}
+}
+
+// evaluationInterval is the running configuration's tick.
+func (d *daemon) evaluationInterval() time.Duration {
+	return time.Duration(d.Config().Global.EvaluationInterval)
 }
 
 // ownsService reports whether this replica owns a guard of the service.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/ticker"
 	"github.com/rollguard/rollguard/sources/agg"
 )
 
@@ -185,35 +186,30 @@ func newShipper(a *detector.Aggregator, publish func(context.Context, string, ag
 }
 
 // Run ticks every evaluation interval until ctx ends, then ships the last,
-// partial tick with a short grace.
+// partial tick with a short grace. A reloaded interval takes effect from
+// the next tick.
 func (s *shipper) Run(ctx context.Context) error {
-	interval := time.Duration(s.config().Global.EvaluationInterval)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.tick()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			s.ship(sctx)
-			cancel()
-			return nil
-		case <-t.C:
-			s.tick()
-			// A publish may take half a tick at most, so that ticks keep time.
-			sctx, cancel := context.WithTimeout(ctx, interval/2)
-			s.ship(sctx)
-			cancel()
-			if iv := time.Duration(s.config().Global.EvaluationInterval); iv != interval {
-				interval = iv
-				t.Reset(iv)
-			}
-			if s.afterFirstTick != nil {
-				s.afterFirstTick()
-				s.afterFirstTick = nil
-			}
+	ticker.Run(ctx, s.interval, func(ctx context.Context) {
+		s.tick()
+		// A publish may take half a tick at most, so that ticks keep time.
+		sctx, cancel := context.WithTimeout(ctx, s.interval()/2)
+		s.ship(sctx)
+		cancel()
+		if s.afterFirstTick != nil {
+			s.afterFirstTick()
+			s.afterFirstTick = nil
 		}
-	}
+	})
+	s.tick()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.ship(sctx)
+	cancel()
+	return nil
+}
+
+// interval is the running configuration's evaluation interval.
+func (s *shipper) interval() time.Duration {
+	return time.Duration(s.config().Global.EvaluationInterval)
 }
 
 // tick flushes the aggregator and queues one message per guard.

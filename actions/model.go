@@ -29,7 +29,15 @@ type Model struct {
 	every     time.Duration // how often Tick is called
 	log       hclog.Logger
 	out       Effects
+	// orphans are results for commands this model does not know (yet):
+	// after a crash before the incident was saved, the restarted rollguard
+	// issues the same command ids again, and a result that came first is
+	// applied then. Oldest first, at most maxOrphans.
+	orphans []ResultData
 }
+
+// maxOrphans bounds the results kept for commands not (yet) known.
+const maxOrphans = 256
 
 // Effects are what one step of the model asks the shell to do.
 type Effects struct {
@@ -80,8 +88,12 @@ func NewModel(cfg *configs.Config, subjects Subjects, tick time.Duration, log hc
 		subjects: subjects, every: tick, log: log}
 }
 
-// take returns the effects of the step and starts the next one.
-func (m *Model) take() Effects {
+// take settles the step (results that came before their commands) and
+// returns its effects, starting the next one.
+func (m *Model) take(now time.Time) Effects {
+	if len(m.orphans) > 0 {
+		m.adoptOrphans(now)
+	}
 	out := m.out
 	m.out = Effects{}
 	return out
@@ -136,7 +148,7 @@ func (m *Model) Restore(incs []Incident, msgs []Message, want func(guard string)
 			inc.VerifyFrom, inc.HealthySince = &t, nil
 		}
 	}
-	return m.take()
+	return m.take(now)
 }
 
 // Release forgets a guard's incidents (another replica owns it now).
@@ -186,7 +198,7 @@ func (m *Model) reconcile(inc *Incident, msgs []Message, now time.Time) {
 // the deployment, whose own incident then acts.
 func (m *Model) Verdict(v detector.GuardVerdict, now time.Time) Effects {
 	m.verdict(v, now)
-	return m.take()
+	return m.take(now)
 }
 
 func (m *Model) verdict(v detector.GuardVerdict, now time.Time) {
@@ -430,6 +442,22 @@ func (m *Model) send(inc *Incident, c *CommandRecord, now time.Time) {
 	m.log.Info("command queued", "incident", inc.ID, "command", c.ID, "subject", c.Subject, "dry_run", c.DryRun)
 }
 
+// adoptOrphans applies the results that arrived before their commands were
+// known here (the commands went out before a crash and are issued again),
+// once the step that issued them is done.
+func (m *Model) adoptOrphans(now time.Time) {
+	for i := 0; i < len(m.orphans); {
+		r := m.orphans[i]
+		if _, c := m.findCommand(r.CommandID); c == nil || c.Status == CommandHeld {
+			i++
+			continue
+		}
+		m.orphans = append(m.orphans[:i:i], m.orphans[i+1:]...)
+		m.log.Info("result that came before its command applied", "command", r.CommandID, "status", r.Status)
+		m.result(r, now)
+	}
+}
+
 func dryRunNote(dry bool) string {
 	if dry {
 		return " (dry run: actuators do not act)"
@@ -499,13 +527,19 @@ func (m *Model) coolingUntil(inc *Incident, step int) time.Time {
 // on as if it had come in time; a second final result is ignored.
 func (m *Model) Result(r ResultData, now time.Time) Effects {
 	m.result(r, now)
-	return m.take()
+	return m.take(now)
 }
 
 func (m *Model) result(r ResultData, now time.Time) {
 	inc, c := m.findCommand(r.CommandID)
 	if c == nil {
-		m.log.Debug("result for an unknown command", "command", r.CommandID, "status", r.Status)
+		m.log.Debug("result for an unknown command: kept in case the command is issued again", "command", r.CommandID, "status", r.Status)
+		if r.Status != ResultInProgress {
+			m.orphans = append(m.orphans, r)
+			if len(m.orphans) > maxOrphans {
+				m.orphans = m.orphans[len(m.orphans)-maxOrphans:]
+			}
+		}
 		return
 	}
 	if c.Result != nil {
@@ -703,7 +737,7 @@ func (m *Model) handOver(inc *Incident, now time.Time, why string) {
 // keeps the status cadence.
 func (m *Model) Tick(now time.Time) Effects {
 	m.tickAt(now)
-	return m.take()
+	return m.take(now)
 }
 
 func (m *Model) tickAt(now time.Time) {
@@ -818,11 +852,11 @@ func (m *Model) Approve(id, by string, now time.Time) ([]string, Effects, error)
 	}
 	switch {
 	case len(out) > 0:
-		return out, m.take(), nil
+		return out, m.take(now), nil
 	case found:
-		return nil, m.take(), ErrNothingToApprove
+		return nil, m.take(now), ErrNothingToApprove
 	}
-	return nil, m.take(), ErrNotFound
+	return nil, m.take(now), ErrNotFound
 }
 
 // Close closes an open incident by a person's decision (id is the
@@ -833,15 +867,15 @@ func (m *Model) Close(id, by, reason string, now time.Time) (Incident, Effects, 
 	inc := m.lookup(id)
 	switch {
 	case inc == nil:
-		return Incident{}, m.take(), ErrNotFound
+		return Incident{}, m.take(now), ErrNotFound
 	case !inc.Open():
-		return inc.Clone(), m.take(), ErrNotOpen
+		return inc.Clone(), m.take(now), ErrNotOpen
 	case strings.TrimSpace(by) == "" || strings.TrimSpace(reason) == "":
-		return Incident{}, m.take(), ErrNoReason
+		return Incident{}, m.take(now), ErrNoReason
 	}
 	inc.ClosedBy, inc.CloseReason = by, reason
 	m.close(inc, now, "closed by "+by+": "+reason)
-	return inc.Clone(), m.take(), nil
+	return inc.Clone(), m.take(now), nil
 }
 
 // Ack records that a person has taken the incident in hand; rollguard
@@ -851,11 +885,11 @@ func (m *Model) Ack(id, by, reason string, now time.Time) (Incident, Effects, er
 	inc := m.lookup(id)
 	switch {
 	case inc == nil:
-		return Incident{}, m.take(), ErrNotFound
+		return Incident{}, m.take(now), ErrNotFound
 	case !inc.Open():
-		return inc.Clone(), m.take(), ErrNotOpen
+		return inc.Clone(), m.take(now), ErrNotOpen
 	case strings.TrimSpace(by) == "":
-		return Incident{}, m.take(), ErrNoReason
+		return Incident{}, m.take(now), ErrNoReason
 	}
 	t := now
 	inc.AckedBy, inc.AckedAt = by, &t
@@ -866,7 +900,7 @@ func (m *Model) Ack(id, by, reason string, now time.Time) (Incident, Effects, er
 	m.entry(inc, TimelineEntry{At: now, Kind: EntryHuman, Reason: why})
 	m.event(inc, "acknowledged", inc.State, now)
 	m.status(inc, now)
-	return inc.Clone(), m.take(), nil
+	return inc.Clone(), m.take(now), nil
 }
 
 // sorted is the incidents in the order of their deployment ids, so that
@@ -934,13 +968,13 @@ func (m *Model) follow(inc *Incident) {
 func (m *Model) Deployment(d detector.Deployment, now time.Time) Effects {
 	inc := m.incidents[d.ID]
 	if inc == nil {
-		return m.take()
+		return m.take(now)
 	}
 	wasEnded := inc.Deployment.EndedAt != nil
 	inc.Deployment = d
 	m.touch(inc, now)
 	if d.EndedAt == nil || wasEnded {
-		return m.take()
+		return m.take(now)
 	}
 	why := "deployment " + d.ID + " ended: " + d.EndReason
 	if d.SupersededBy != "" {
@@ -948,7 +982,7 @@ func (m *Model) Deployment(d detector.Deployment, now time.Time) Effects {
 	}
 	m.entry(inc, TimelineEntry{At: now, Kind: EntryState, Reason: why})
 	if !inc.Open() || d.EndReason != "superseded" {
-		return m.take()
+		return m.take(now)
 	}
 	switch inc.State {
 	case StateStabilized:
@@ -957,7 +991,7 @@ func (m *Model) Deployment(d detector.Deployment, now time.Time) Effects {
 	default:
 		m.handOver(inc, now, why+" before recovery was verified")
 	}
-	return m.take()
+	return m.take(now)
 }
 
 // takeDirty returns copies of the incidents changed since the last call.

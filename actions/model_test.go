@@ -153,3 +153,30 @@ func TestModelSupersededDeployment(t *testing.T) {
 		t.Errorf("restart resumed the superseded deployment: %+v", eff.Resumes)
 	}
 }
+
+// A result that comes before its command is known (rollguard crashed after
+// sending the command and before saving the incident; the restarted one
+// issues the same command id again) is applied when the command is issued.
+func TestModelResultBeforeCommand(t *testing.T) {
+	m, d := modelOn(t, "")
+	now := propT0
+	rb := CommandID(d.ID, ActionRollback, "v1")
+	m.Result(ResultData{CommandID: rb, Status: ResultOK, Actuator: "deploy"}, now)
+	if len(m.Incidents()) != 0 {
+		t.Fatal("a result opened an incident")
+	}
+	eff := m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+		Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now)
+	inc := m.incidents[d.ID]
+	if inc.State != StateVerifying || inc.Commands[0].Status != CommandOK || len(eff.Restarts) != 1 {
+		t.Fatalf("incident %s, command %s, restarts %d: want verifying, ok, 1", inc.State, inc.Commands[0].Status, len(eff.Restarts))
+	}
+	// The twin: a result for another command stays aside.
+	m2, _ := modelOn(t, "")
+	m2.Result(ResultData{CommandID: "d-other/rollback/v1", Status: ResultOK, Actuator: "deploy"}, now)
+	m2.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+		Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now)
+	if inc := m2.incidents[d.ID]; inc.State != StateRollingBack {
+		t.Errorf("unrelated early result moved the incident to %s", inc.State)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/internal/ticker"
 	"github.com/rollguard/rollguard/sample"
 )
 
@@ -656,27 +657,15 @@ func (e *Engine) Cohorts(service string) (candidate, baseline string, ok bool) {
 	return d.Version, d.PreviousVersion, true
 }
 
-// Run evaluates every guard each evaluation interval until ctx ends.
+// Run evaluates every guard each evaluation interval until ctx ends; a
+// configuration that changes the interval takes effect from the next tick.
 func (e *Engine) Run(ctx context.Context) error {
-	e.mu.Lock()
-	interval := time.Duration(e.global.EvaluationInterval)
-	e.mu.Unlock()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			e.Evaluate()
-			e.mu.Lock()
-			if iv := time.Duration(e.global.EvaluationInterval); iv != interval {
-				interval = iv
-				t.Reset(iv)
-			}
-			e.mu.Unlock()
-		}
-	}
+	ticker.Run(ctx, func() time.Duration {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return time.Duration(e.global.EvaluationInterval)
+	}, func(context.Context) { e.Evaluate() })
+	return nil
 }
 
 // Evaluate runs one tick: closes the batches where both cohorts reported,

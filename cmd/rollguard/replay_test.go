@@ -389,3 +389,53 @@ func FuzzReplay(f *testing.F) {
 		_ = fmt.Sprint(r.report)
 	})
 }
+
+// TestReplayRunsThePlaybook: replay runs the daemon's playbook model, so
+// its commands follow the same rules: a deployment that declares no flag
+// gets a rollback first (replay once printed "no command" here), an action
+// that needs approval is held, and dry run marks the commands; the healthy
+// recording gets none of them.
+func TestReplayRunsThePlaybook(t *testing.T) {
+	b, err := os.ReadFile(recordingConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noFlag := strings.Replace(string(b), "    flags: [new-checkout-flow]\n", "", 1)
+	for _, tc := range []struct {
+		name, config, recording string
+		want, not               []string
+	}{
+		{"no flag: rollback first", noFlag, "bad-canary",
+			[]string{" command rollback v1 (id d-9efbd2039229/rollback/v1)\n", " incident inc-d-9efbd2039229 rolling_back: regression detected"},
+			[]string{"flag_kill", "no command"}},
+		{"approval holds the kill", string(b) + "playbook:\n  approval: [flag_kill]\n", "bad-canary",
+			[]string{" command flag_kill new-checkout-flow held: awaiting approval (rollguard approve d-9efbd2039229/flag_kill/new-checkout-flow)"},
+			[]string{"rollback"}},
+		{"dry run", string(b) + "playbook:\n  dry_run: true\n", "bad-canary",
+			[]string{" command flag_kill new-checkout-flow (id d-9efbd2039229/flag_kill/new-checkout-flow) (dry run)\n"}, nil},
+		{"healthy twin", noFlag, "healthy-canary", nil, []string{" command ", " incident "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			config := filepath.Join(t.TempDir(), "rollguard.yaml")
+			if err := os.WriteFile(config, []byte(tc.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := rollguard([]string{"replay", "--config.file=" + config, filepath.Join(recordingsDir, tc.recording+".jsonl")}, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr.String())
+			}
+			got := stdout.String()
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("output lacks %q:\n%s", w, got)
+				}
+			}
+			body := got[:strings.Index(got, "--- summary")]
+			for _, n := range tc.not {
+				if strings.Contains(body, n) {
+					t.Errorf("output has %q:\n%s", n, got)
+				}
+			}
+		})
+	}
+}

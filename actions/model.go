@@ -431,7 +431,10 @@ func (m *Model) send(inc *Incident, c *CommandRecord, now time.Time) {
 		IssuedAt: now.UTC(), ExpiresAt: now.Add(time.Duration(s.CommandTTL)).UTC()}
 	ev, err := newEvent(c.ID, CommandType(c.Action), inc.Service, now, data)
 	if err != nil {
+		// Held in plain sight and retried each tick, never dropped.
 		m.log.Error("encode command", "command", c.ID, "error", err)
+		c.Status, c.HoldReason = CommandHeld, holdNotQueued+": encode: "+err.Error()+"; retrying"
+		m.touch(inc, now)
 		return
 	}
 	m.emit(message(c.Subject, ev))
@@ -1112,15 +1115,14 @@ func (m *Model) touch(inc *Incident, now time.Time) {
 	m.dirty[inc.Deployment.ID] = true
 }
 
-// summary names the regressed signals with their numbers.
+// summary names the regressed signals with their evidence, in the
+// detector's one wording.
 func summary(evs []detector.Evidence) string {
 	var parts []string
 	for _, ev := range evs {
-		if ev.State != detector.StateRegressed {
-			continue
+		if ev.State == detector.StateRegressed {
+			parts = append(parts, detector.Describe(ev))
 		}
-		parts = append(parts, fmt.Sprintf("%s %.3g%% vs %.3g%% baseline (ratio %.3g, e-value %.3g >= %.3g)",
-			ev.Signal, 100*ev.Candidate.Ratio, 100*ev.Baseline.Ratio, float64(ev.Estimate), float64(ev.EValue), ev.Threshold))
 	}
 	if len(parts) == 0 {
 		return "no signal regressed"

@@ -462,7 +462,7 @@ func (r *replay) verdict(v detector.GuardVerdict) {
 	rd.Last[v.Guard] = v
 	if prev, seen := rd.State[v.Guard]; !seen || prev != v.State {
 		rd.State[v.Guard], rd.Since[v.Guard] = v.State, v.At
-		fmt.Fprintf(r.w, "%s %s %-12s %s\n", r.rel(v.At), v.Guard, v.State, explain(v))
+		fmt.Fprintf(r.w, "%s %s %-12s %s\n", r.rel(v.At), v.Guard, v.State, detector.Explain(v))
 	}
 	if v.State == detector.StateRegressed && rd.Detected.IsZero() {
 		rd.Detected = v.At
@@ -473,83 +473,6 @@ func (r *replay) verdict(v detector.GuardVerdict) {
 		}
 	}
 	r.apply(r.model.Verdict(v, v.At))
-}
-
-// explain is the evidence of the signals that gave the guard its state.
-func explain(v detector.GuardVerdict) string {
-	var parts []string
-	for _, ev := range v.Signals {
-		if ev.State == v.State {
-			parts = append(parts, describe(ev))
-		}
-	}
-	if len(parts) == 0 {
-		return "no signal has a verdict yet"
-	}
-	return strings.Join(parts, "; ")
-}
-
-// describe says one signal's evidence on one line: the cohorts' bad-event
-// rates with their counts and the test's standing, or the engine's reason
-// where counts would not say it.
-func describe(ev detector.Evidence) string {
-	switch {
-	case ev.State == detector.StateNoData || (ev.State == detector.StateInconclusive && ev.Reason != ""):
-		return ev.Signal + ": " + ev.Reason
-	case ev.Kind == "rule" && ev.Reason != "":
-		return ev.Signal + ": " + ev.Reason
-	case ev.Kind == "rule":
-		return fmt.Sprintf("%s: candidate %s (%.0f/%.0f), rule-based", ev.Signal, percent(ev.Candidate.Ratio), ev.Candidate.Bad, ev.Candidate.Total)
-	case ev.Candidate.Total == 0 && ev.Baseline.Total == 0:
-		return ev.Signal + ": nothing tested yet"
-	case ev.State == detector.StateRegressed && ev.Candidate.Bad == 0 && ev.Baseline.Bad == 0 && ev.Reason != "":
-		// Counts that are not bad events (throughput: successful requests).
-		return fmt.Sprintf("%s: %s, e-value %s >= %g", ev.Signal, ev.Reason, number(float64(ev.EValue)), ev.Threshold)
-	}
-	slower := ""
-	if ev.Quantile > 0 {
-		slower = " slower than " + seconds(ev.Boundary)
-	}
-	base := "baseline"
-	if ev.Kind == "before_after" {
-		base = "baseline (before the deployment)"
-	}
-	s := fmt.Sprintf("%s: candidate %s%s (%.0f/%.0f) vs %s %s (%.0f/%.0f)", ev.Signal,
-		percent(ev.Candidate.Ratio), slower, ev.Candidate.Bad, ev.Candidate.Total,
-		base, percent(ev.Baseline.Ratio), ev.Baseline.Bad, ev.Baseline.Total)
-	switch ev.State {
-	case detector.StateRegressed:
-		return s + fmt.Sprintf(", e-value %s >= %g", number(float64(ev.EValue)), ev.Threshold)
-	case detector.StateHealthy:
-		return s + fmt.Sprintf(", ratio at most %.3g <= %g", float64(ev.IntervalHigh), ev.Theta0)
-	}
-	return s + fmt.Sprintf(", e-value %s < %g", number(float64(ev.EValue)), ev.Threshold)
-}
-
-func percent(ratio float64) string {
-	p := 100 * ratio
-	if p != 0 && p < 1 {
-		return strconv.FormatFloat(p, 'f', 2, 64) + "%"
-	}
-	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
-}
-
-// number writes an e-value: whole numbers from 100, three digits below.
-func number(f float64) string {
-	switch {
-	case f >= 1e6:
-		return strconv.FormatFloat(f, 'g', 3, 64)
-	case f >= 100:
-		return strconv.FormatFloat(f, 'f', 0, 64)
-	}
-	return strconv.FormatFloat(f, 'g', 3, 64)
-}
-
-func seconds(s float64) string {
-	if s < 1 {
-		return strconv.FormatFloat(s*1000, 'g', 4, 64) + " ms"
-	}
-	return strconv.FormatFloat(s, 'g', 4, 64) + " s"
 }
 
 // rel is t relative to the first record, as [-]HH:MM:SS.
@@ -598,7 +521,7 @@ func (r *replay) summary() {
 			last := d.Last[g]
 			fmt.Fprintf(r.w, "final:      %s %s since %s; at %s:\n", g, d.State[g], r.rel(d.Since[g]), r.rel(last.At))
 			for _, ev := range last.Signals {
-				fmt.Fprintf(r.w, "  %-12s %s\n", ev.State, describe(ev))
+				fmt.Fprintf(r.w, "  %-12s %s\n", ev.State, detector.Describe(ev))
 			}
 		}
 		if d.EndedAt != nil {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/configs"
-	"github.com/rollguard/rollguard/detector"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/recordings")
@@ -327,41 +326,6 @@ func TestReplaySeveralRecordings(t *testing.T) {
 	}
 }
 
-func TestReplayDescribe(t *testing.T) {
-	counts := func(v string, bad, total float64) detector.CohortCounts {
-		return detector.CohortCounts{Version: v, Bad: bad, Total: total, Ratio: bad / total}
-	}
-	for _, tc := range []struct {
-		ev   detector.Evidence
-		want string
-	}{
-		{detector.Evidence{Signal: "errors", Kind: "sequential", State: detector.StateRegressed,
-			Candidate: counts("v2", 122, 2000), Baseline: counts("v1", 190, 19000), EValue: 312.4, Threshold: 200},
-			"errors: candidate 6.1% (122/2000) vs baseline 1.0% (190/19000), e-value 312 >= 200"},
-		{detector.Evidence{Signal: "latency:p99", Kind: "sequential", State: detector.StateHealthy, Quantile: 0.99, Boundary: 0.25,
-			Candidate: counts("v2", 10, 2000), Baseline: counts("v1", 95, 19000), IntervalHigh: 1.049, Theta0: 1.1},
-			"latency:p99: candidate 0.50% slower than 250 ms (10/2000) vs baseline 0.50% (95/19000), ratio at most 1.05 <= 1.1"},
-		{detector.Evidence{Signal: "errors", Kind: "before_after", State: detector.StateInconclusive,
-			Candidate: counts("v2", 3, 400), Baseline: counts("v1 (before)", 700, 70000), EValue: 0.5, Threshold: 400},
-			"errors: candidate 0.75% (3/400) vs baseline (before the deployment) 1.0% (700/70000), e-value 0.5 < 400"},
-		{detector.Evidence{Signal: "errors", Kind: "sequential", State: detector.StateNoData, Reason: "baseline v1 has had no traffic for 2m10s"},
-			"errors: baseline v1 has had no traffic for 2m10s"},
-		{detector.Evidence{Signal: "errors", Kind: "sequential", State: detector.StateInconclusive, EValue: 1, Threshold: 200},
-			"errors: nothing tested yet"},
-		{detector.Evidence{Signal: "p99-rule", Kind: "rule", State: detector.StateRegressed, Reason: "rule-based: 3 consecutive failed checks of 1m"},
-			"p99-rule: rule-based: 3 consecutive failed checks of 1m"},
-		{detector.Evidence{Signal: "slo", Kind: "rule", State: detector.StateInconclusive, Candidate: counts("v2", 1, 400)},
-			"slo: candidate 0.25% (1/400), rule-based"},
-		{detector.Evidence{Signal: "throughput", Kind: "sequential", State: detector.StateRegressed, EValue: 1234.5, Threshold: 200,
-			Candidate: detector.CohortCounts{Version: "v2", Total: 300, Ratio: 0.03}, Baseline: detector.CohortCounts{Version: "v1", Total: 9700, Ratio: 0.97},
-			Reason: "the candidate served 3% of successful requests where its weight of 10% predicts more"},
-			"throughput: the candidate served 3% of successful requests where its weight of 10% predicts more, e-value 1234 >= 200"},
-	} {
-		if got := describe(tc.ev); got != tc.want {
-			t.Errorf("describe(%s %s):\ngot  %s\nwant %s", tc.ev.Signal, tc.ev.State, got, tc.want)
-		}
-	}
-}
 
 // FuzzReplay: no recording, however broken, makes a replay panic or hang.
 func FuzzReplay(f *testing.F) {

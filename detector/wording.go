@@ -1,0 +1,81 @@
+package detector
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The wording of evidence is written once, here, and used wherever a
+// verdict is told to people: the playbook's timeline and status updates,
+// replay, the demo, the UI and the post-mortem.
+
+// Explain is the evidence of the signals that gave the guard its state.
+func Explain(v GuardVerdict) string {
+	var parts []string
+	for _, ev := range v.Signals {
+		if ev.State == v.State {
+			parts = append(parts, Describe(ev))
+		}
+	}
+	if len(parts) == 0 {
+		return "no signal has a verdict yet"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Describe says one signal's evidence on one line: the cohorts' bad-event
+// rates with their counts and the test's standing, or the engine's reason
+// where counts would not say it.
+func Describe(ev Evidence) string {
+	switch {
+	case ev.State == StateNoData || (ev.State == StateInconclusive && ev.Reason != ""):
+		return ev.Signal + ": " + ev.Reason
+	case ev.Kind == "rule" && ev.Reason != "":
+		return ev.Signal + ": " + ev.Reason
+	case ev.Kind == "rule":
+		return fmt.Sprintf("%s: candidate %s (%.0f/%.0f), rule-based", ev.Signal, percent(ev.Candidate.Ratio), ev.Candidate.Bad, ev.Candidate.Total)
+	case ev.Candidate.Total == 0 && ev.Baseline.Total == 0:
+		return ev.Signal + ": nothing tested yet"
+	case ev.State == StateRegressed && ev.Candidate.Bad == 0 && ev.Baseline.Bad == 0 && ev.Reason != "":
+		// Counts that are not bad events (throughput: successful requests).
+		return fmt.Sprintf("%s: %s, e-value %s >= %g", ev.Signal, ev.Reason, number(float64(ev.EValue)), ev.Threshold)
+	}
+	slower := ""
+	if ev.Quantile > 0 {
+		slower = " slower than " + seconds(ev.Boundary)
+	}
+	base := "baseline"
+	if ev.Kind == "before_after" {
+		base = "baseline (before the deployment)"
+	}
+	s := fmt.Sprintf("%s: candidate %s%s (%.0f/%.0f) vs %s %s (%.0f/%.0f)", ev.Signal,
+		percent(ev.Candidate.Ratio), slower, ev.Candidate.Bad, ev.Candidate.Total,
+		base, percent(ev.Baseline.Ratio), ev.Baseline.Bad, ev.Baseline.Total)
+	switch ev.State {
+	case StateRegressed:
+		return s + fmt.Sprintf(", e-value %s >= %g", number(float64(ev.EValue)), ev.Threshold)
+	case StateHealthy:
+		return s + fmt.Sprintf(", ratio at most %.3g <= %g", float64(ev.IntervalHigh), ev.Theta0)
+	}
+	return s + fmt.Sprintf(", e-value %s < %g", number(float64(ev.EValue)), ev.Threshold)
+}
+
+func percent(ratio float64) string {
+	p := 100 * ratio
+	if p != 0 && p < 1 {
+		return strconv.FormatFloat(p, 'f', 2, 64) + "%"
+	}
+	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
+}
+
+// number writes an e-value: whole numbers from 100, three digits below.
+func number(f float64) string {
+	switch {
+	case f >= 1e6:
+		return strconv.FormatFloat(f, 'g', 3, 64)
+	case f >= 100:
+		return strconv.FormatFloat(f, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(f, 'g', 3, 64)
+}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rollguard/rollguard/internal/natstest"
+	"github.com/rollguard/rollguard/internal/poll"
 )
 
 // replica is one Leases with the guards it was given and lost.
@@ -60,15 +62,7 @@ func owners(rs ...*replica) map[string]int {
 
 func waitFor(t *testing.T, within time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("after %s: %v", within, err)
+	poll.Until(t, within, f)
 }
 
 // TestLeasesOneOwnerEach: two replicas share two guards, each owned by
@@ -83,10 +77,12 @@ func TestLeasesOneOwnerEach(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(2 * time.Second) // several renewals: ownership stays put
-	if o := owners(a, b); o["checkout"] != 1 || o["payments"] != 1 {
-		t.Fatalf("owners %v after renewals", o)
-	}
+	poll.Holds(t, 2*time.Second, func() error { // several renewals: ownership stays put
+		if o := owners(a, b); o["checkout"] != 1 || o["payments"] != 1 {
+			return fmt.Errorf("owners %v after renewals", o)
+		}
+		return nil
+	})
 	a.cancel()
 	<-a.done
 	start := time.Now()
@@ -114,10 +110,12 @@ func TestLeasesTakeoverAfterCrash(t *testing.T) {
 	b := startReplica(t, ns.ClientURL(), "b", ttl, 1)
 	a.nc.Close() // the crash: no renewal, no release
 	crashed := time.Now()
-	time.Sleep(ttl / 2)
-	if b.l.Owns("checkout") {
-		t.Fatal("b took checkout before the lease expired")
-	}
+	poll.Holds(t, ttl/2, func() error {
+		if b.l.Owns("checkout") {
+			return errors.New("b took checkout before the lease expired")
+		}
+		return nil
+	})
 	waitFor(t, 2*ttl, func() error {
 		if !b.l.Owns("checkout") || !b.l.Owns("payments") {
 			return fmt.Errorf("b has not taken over")
@@ -146,10 +144,12 @@ func TestLeasesOnClusterR3(t *testing.T) {
 		return nil
 	})
 	nodes[0].Shutdown()
-	time.Sleep(4 * time.Second) // more than a TTL: renewals must go on through the other nodes
-	if !a.l.Owns("checkout") {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		t.Fatalf("lease lost with one node of three down; events %v", a.events)
-	}
+	poll.Holds(t, 4*time.Second, func() error { // more than a TTL: renewals must go on through the other nodes
+		if !a.l.Owns("checkout") {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return fmt.Errorf("lease lost with one node of three down; events %v", a.events)
+		}
+		return nil
+	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions/wire"
 	"github.com/rollguard/rollguard/internal/natstest"
+	"github.com/rollguard/rollguard/internal/poll"
 )
 
 // env is a real NATS server with JetStream, rollguard's stream, and a
@@ -253,15 +254,7 @@ func (e *env) waitAcked(t *testing.T, durable string, seq uint64) {
 // waitFor polls f until it returns nil or total has passed.
 func waitFor(t *testing.T, total time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s: %v", total, err)
+	poll.Until(t, total, f)
 }
 
 // counting wraps a real driver and records the commands it was given.

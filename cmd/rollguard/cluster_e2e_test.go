@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rollguard/rollguard/internal/natstest"
+	"github.com/rollguard/rollguard/internal/poll"
 )
 
 // clusterTopology is a three-node NATS cluster (R3 streams and KV), three
@@ -113,7 +114,12 @@ func (top *clusterTopology) untilCommand(t *testing.T, within time.Duration) {
 	for i := 0; i < 20; i++ { // more evidence, more evaluations: still one command
 		top.round(t, 500)
 	}
-	time.Sleep(500 * time.Millisecond)
+	poll.Holds(t, 500*time.Millisecond, func() error {
+		if ids := top.commandIDs(t); len(ids) != 1 {
+			return fmt.Errorf("commands %v, want one", ids)
+		}
+		return nil
+	})
 }
 
 // TestClusterBadCanary: a bad canary spread across two sidecars is caught
@@ -166,7 +172,16 @@ func TestClusterOwnerDies(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(300 * time.Millisecond) // a checkpoint
+	checkFor(t, 10*time.Second, func() error { // the deployment is checkpointed
+		for _, r := range top.replicas {
+			if r.cluster != nil {
+				if _, ok := r.cluster.checkpoints.Deployment(context.Background(), "checkout"); ok {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no checkpoint of checkout's deployment yet")
+	})
 	// The kill: its NATS connection drops first, so it cannot hand the
 	// lease over; the lease must expire.
 	killed := time.Now()
@@ -201,10 +216,12 @@ func TestClusterNATSNodeDies(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		top.round(t, 500)
 	}
-	time.Sleep(time.Second)
-	if ids := top.commandIDs(t); len(ids) != 1 {
-		t.Fatalf("commands %v after a node died, want the one flag_kill", ids)
-	}
+	poll.Holds(t, time.Second, func() error {
+		if ids := top.commandIDs(t); len(ids) != 1 {
+			return fmt.Errorf("commands %v after a node died, want the one flag_kill", ids)
+		}
+		return nil
+	})
 	// Still one owner, still the incident, and its record is in KV.
 	o := top.replicas[top.owner(t)]
 	got, ok := o.playbook.Incident(inc.ID)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/poll"
 )
 
 // testConfig is the configuration of the end-to-end tests: fast ticks, a
@@ -562,15 +563,7 @@ func TestCheckConfig(t *testing.T) {
 // checkFor polls f until it returns nil or total has passed.
 func checkFor(t *testing.T, total time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s: %v", total, err)
+	poll.Until(t, total, f)
 }
 
 // testWriter sends the daemon's logs to the test log.

@@ -326,7 +326,6 @@ func TestReplaySeveralRecordings(t *testing.T) {
 	}
 }
 
-
 // FuzzReplay: no recording, however broken, makes a replay panic or hang.
 func FuzzReplay(f *testing.F) {
 	good := firstRecord(f)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/internal/poll"
 	"github.com/rollguard/rollguard/sources"
 )
 
@@ -124,19 +125,9 @@ func runManager(t testing.TB, m *Manager) (cancel func()) {
 
 // checkFor calls f every step until it returns nil, failing the test with
 // f's last error after total.
-func checkFor(t testing.TB, total, step time.Duration, f func() error) {
+func checkFor(t testing.TB, total, _ time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", total, err)
-		}
-		time.Sleep(step)
-	}
+	poll.Until(t, total, f)
 }
 
 // hostOf is the host:port of a test server.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/actions/actuator"
+	"github.com/rollguard/rollguard/actions/wire"
 	"github.com/rollguard/rollguard/detector"
 )
 
@@ -119,7 +120,7 @@ playbook:
   recovery_timeout: 60s
   healthy_hold: 15s
   ack_timeout: 20s
-  status_interval: 30s
+  status_interval: 5s
   close_after: 1h
 guards:
   - name: checkout
@@ -197,6 +198,21 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 	}
 	defer func() { err = errors.Join(err, act.stop("actuator", 15*time.Second)) }()
 
+	// The story is told from what rollguard publishes, so the subscription
+	// is in place before the service sends its first request.
+	prefix := d.Config().NATS.SubjectPrefix
+	nc, events, err := subscribeDemoEvents(d.ns.ClientURL(), prefix)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	n, err := newDemoNarrator(stdout, flagsFile, prefix, string(pub), func(guard string) time.Duration {
+		return time.Duration(d.Config().Playbook(guard).HealthyHold)
+	})
+	if err != nil {
+		return err
+	}
+
 	otlpURL := "http://" + d.otlpLn.Addr().String() + "/v1/metrics"
 	fl, err := newDemoFleet(otlpURL, flagsFile, log.Named("service"))
 	if err != nil {
@@ -224,10 +240,13 @@ Both report http.server.request.duration through the OpenTelemetry SDK, about
 		demoService, demoStable, demoGoodRate*100, demoCanary, demoFlag, demoBadRate*100, demoGoodRate*100,
 		int(demoRequestsPerRound*time.Second/demoRound))
 
-	n := &demoNarrator{out: stdout, start: time.Now(), flagsFile: flagsFile, d: d}
+	n.start = time.Now()
 	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	inc, err := n.tell(sctx, rg, act, fleet)
+	inc, err := n.tell(sctx, events, fl.canaryServing, rg, act, fleet)
+	// Nobody reads the events any more: the subscription must not fill up
+	// with status updates while the UI is served.
+	nc.Close()
 	switch {
 	case ctx.Err() != nil:
 		fmt.Fprintf(stdout, "\nstopped before the story ended.\n")
@@ -237,8 +256,8 @@ Both report http.server.request.duration through the OpenTelemetry SDK, about
 	case err != nil:
 		return err
 	}
-	fmt.Fprintf(stdout, "\nPost-mortem draft:  %s/api/v1/incidents/%s/postmortem\n", web, inc.ID)
-	fmt.Fprintf(stdout, "               or:  rollguard postmortem %s --web.url=%s\n", inc.ID, web)
+	fmt.Fprintf(stdout, "\nPost-mortem draft:  %s/api/v1/incidents/%s/postmortem\n", web, inc)
+	fmt.Fprintf(stdout, "               or:  rollguard postmortem %s --web.url=%s\n", inc, web)
 	fmt.Fprintf(stdout, "The story took %s.\n", demoDuration(n.since()))
 	if o.ExitWhenDone {
 		return nil
@@ -411,6 +430,10 @@ type demoFleet struct {
 	stable, canary *demoInstance
 	flagsFile      string
 	log            hclog.Logger
+	// canaryServing is closed once the canary has served its first round:
+	// the simulated world tells the narrator, since rollguard publishes
+	// nothing about a deployment until its test decides.
+	canaryServing chan struct{}
 }
 
 func newDemoFleet(endpoint, flagsFile string, log hclog.Logger) (*demoFleet, error) {
@@ -423,7 +446,7 @@ func newDemoFleet(endpoint, flagsFile string, log hclog.Logger) (*demoFleet, err
 		_ = stable.mp.Shutdown(context.Background())
 		return nil, err
 	}
-	return &demoFleet{stable: stable, canary: canary, flagsFile: flagsFile, log: log}, nil
+	return &demoFleet{stable: stable, canary: canary, flagsFile: flagsFile, log: log, canaryServing: make(chan struct{})}, nil
 }
 
 // run serves rounds until ctx ends, then flushes and shuts both instances
@@ -438,7 +461,7 @@ func (f *demoFleet) run(ctx context.Context) error {
 	}()
 	t := time.NewTicker(demoRound)
 	defer t.Stop()
-	start, on := time.Now(), true
+	start, on, serving := time.Now(), true, false
 	for {
 		if err := f.stable.serve(ctx, demoRequestsPerRound, demoGoodRate); err != nil && ctx.Err() == nil {
 			f.log.Warn("export failed", "version", demoStable, "error", err)
@@ -455,6 +478,10 @@ func (f *demoFleet) run(ctx context.Context) error {
 			}
 			if err := f.canary.serve(ctx, demoRequestsPerRound, rate); err != nil && ctx.Err() == nil {
 				f.log.Warn("export failed", "version", demoCanary, "error", err)
+			}
+			if !serving {
+				serving = true
+				close(f.canaryServing)
 			}
 		}
 		select {
@@ -486,21 +513,66 @@ func demoFlagOn(file, flag string) (bool, error) {
 	return ok && f.State != "DISABLED" && f.Variants[f.DefaultVariant] == true, nil
 }
 
-// demoNarrator watches the daemon's detector and playbook and tells what
-// happens, once each, as it happens.
+// subscribeDemoEvents subscribes, on a connection of its own, to everything
+// rollguard publishes under prefix: commands, actuators' results, incident
+// events and status updates. It is a core subscription made before any
+// traffic flows, so it misses nothing; it also sees what JetStream drops as
+// a duplicate, which the narrator skips by CloudEvent id.
+func subscribeDemoEvents(url, prefix string) (*nats.Conn, <-chan *nats.Msg, error) {
+	nc, err := nats.Connect(url, nats.Name("rollguard-demo-narrator"), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("narrator: connect to nats %s: %w", url, err)
+	}
+	// Far more than a story publishes: a full channel would drop messages.
+	ch := make(chan *nats.Msg, 4096)
+	if _, err := nc.ChanSubscribe(prefix+".>", ch); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("narrator: subscribe to %s.>: %w", prefix, err)
+	}
+	// The server has the subscription once the flush returns.
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("narrator: subscribe to %s.>: %w", prefix, err)
+	}
+	return nc, ch, nil
+}
+
+// demoStatusGrace is how long the story waits, once the stabilized event
+// has come, for the status update published with it.
+const demoStatusGrace = 5 * time.Second
+
+// demoNarrator tells the story from what rollguard publishes on NATS, as
+// any subscriber of the wire contract could: it never looks inside the
+// daemon. Each event is told once, as it arrives.
 type demoNarrator struct {
 	out       io.Writer
 	start     time.Time
 	flagsFile string
-	d         *daemon
+	prefix    string
+	// verifier checks command signatures against the daemon's public key.
+	verifier *wire.Verifier
+	// hold is the healthy hold of a guard's playbook, from the configuration.
+	hold func(guard string) time.Duration
 
-	deployment   string
-	verdictAt    time.Time // the last evaluation told
-	incident     string
-	state        string
-	sent, result map[string]bool
-	healthySince *time.Time
-	holdTold     time.Duration // how much of the hold has been told
+	told     map[string]bool             // CloudEvent ids already told
+	commands map[string]wire.CommandData // by command id
+
+	incident      string
+	deployment    wire.Deployment
+	state, reason string
+	// Times of the incident's events.
+	openedAt, mitigatedAt, stabilizedAt time.Time
+	statusState                         string // of the last status update
+	finalStatus                         bool   // the stabilized status update has come
+}
+
+func newDemoNarrator(out io.Writer, flagsFile, prefix, pub string, hold func(string) time.Duration) (*demoNarrator, error) {
+	v, err := wire.NewVerifier(pub)
+	if err != nil {
+		return nil, fmt.Errorf("narrator: %w", err)
+	}
+	return &demoNarrator{out: out, start: time.Now(), flagsFile: flagsFile, prefix: prefix, verifier: v, hold: hold,
+		told: map[string]bool{}, commands: map[string]wire.CommandData{}}, nil
 }
 
 func (n *demoNarrator) since() time.Duration { return time.Since(n.start) }
@@ -509,159 +581,204 @@ func (n *demoNarrator) say(format string, args ...any) {
 	fmt.Fprintf(n.out, "[%5.1fs] %s\n", n.since().Seconds(), fmt.Sprintf(format, args...))
 }
 
-// tell narrates until the incident is stabilized and returns it. It fails
+// clock is t as the narration's time, like "3.1s".
+func (n *demoNarrator) clock(t time.Time) string {
+	return fmt.Sprintf("%.1fs", t.Sub(n.start).Seconds())
+}
+
+// tell narrates the events on msgs until the incident is stabilized and
+// returns its id. canary is closed when the canary starts serving. It fails
 // when ctx ends first (with ctx.Err()) or one of the actors stops.
-func (n *demoNarrator) tell(ctx context.Context, rg, act, fleet *demoActor) (actions.Incident, error) {
-	n.sent, n.result = map[string]bool{}, map[string]bool{}
+func (n *demoNarrator) tell(ctx context.Context, msgs <-chan *nats.Msg, canary <-chan struct{}, rg, act, fleet *demoActor) (string, error) {
 	n.say("%s %s is serving; the canary %s starts in %s", demoService, demoStable, demoCanary, demoCanaryAfter)
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
+	n.say("narrating what rollguard publishes on %s.> (commands, results, incident events, status updates)", n.prefix)
+	var grace <-chan time.Time
 	for {
-		if inc, done := n.look(); done {
-			return inc, nil
-		}
 		select {
 		case <-ctx.Done():
-			return actions.Incident{}, ctx.Err()
+			return "", ctx.Err()
 		case <-rg.done:
-			return actions.Incident{}, errDemoPartStopped
+			return "", errDemoPartStopped
 		case <-act.done:
-			return actions.Incident{}, errDemoPartStopped
+			return "", errDemoPartStopped
 		case <-fleet.done:
-			return actions.Incident{}, errDemoPartStopped
-		case <-t.C:
+			return "", errDemoPartStopped
+		case <-canary:
+			canary = nil
+			n.say("the canary %s is serving, %s on; rollguard publishes nothing until its test decides", demoCanary, demoFlag)
+		case <-grace:
+			return n.incident, nil
+		case m := <-msgs:
+			n.handle(m.Subject, m.Data, m.Header.Get)
+			switch {
+			case n.stabilizedAt.IsZero():
+			case n.finalStatus:
+				return n.incident, nil
+			case grace == nil:
+				grace = time.After(demoStatusGrace)
+			}
 		}
 	}
 }
 
 // where says how far the story got, for a timeout.
 func (n *demoNarrator) where() string {
-	switch {
-	case n.deployment == "":
-		return "rollguard never saw the canary's deployment"
-	case n.incident == "":
-		return "no regression detected on deployment " + n.deployment
+	if n.incident == "" {
+		return fmt.Sprintf("rollguard published no incident for %s: no regression detected on the canary", demoService)
 	}
-	inc, _ := n.d.playbook.Incident(n.incident)
-	return fmt.Sprintf("incident %s is %s: %s", inc.ID, inc.State, inc.Reason)
+	return fmt.Sprintf("incident %s is %s: %s", n.incident, n.state, n.reason)
 }
 
-// look reports what changed since the last look; done once stabilized.
-func (n *demoNarrator) look() (actions.Incident, bool) {
-	if n.deployment == "" {
-		for _, dep := range n.d.engine.Deployments() {
-			if dep.Service == demoService && dep.Version == demoCanary {
-				n.deployment = dep.ID
-				n.say("deployment seen: %s %s → %s (%s, from the service.version the SDK reports; deployment %s, flags %s)",
-					dep.Service, dep.PreviousVersion, dep.Version, dep.Source, dep.ID, strings.Join(dep.Flags, ", "))
-			}
+// handle tells one message of the wire contract; what is not a CloudEvent
+// of it (a deployment announcement, say) is not part of the story.
+func (n *demoNarrator) handle(subject string, data []byte, header func(string) string) {
+	var ev wire.Event
+	if err := json.Unmarshal(data, &ev); err != nil || ev.ID == "" || n.told[ev.ID] {
+		return
+	}
+	kind, _, _ := strings.Cut(strings.TrimPrefix(subject, n.prefix+"."), ".")
+	var err error
+	switch kind {
+	case "cmd":
+		var c wire.CommandData
+		if err = json.Unmarshal(ev.Data, &c); err == nil {
+			n.command(subject, ev, c, n.verifier.Verify(data, header))
+		}
+	case "result":
+		var r wire.ResultData
+		if err = json.Unmarshal(ev.Data, &r); err == nil {
+			n.result(r)
+		}
+	case "incident":
+		var d wire.IncidentData
+		if err = json.Unmarshal(ev.Data, &d); err == nil {
+			n.incidentEvent(subject, ev, d)
+		}
+	case "status":
+		var s wire.StatusData
+		if err = json.Unmarshal(ev.Data, &s); err == nil {
+			n.status(subject, ev, s)
+		}
+	default:
+		return
+	}
+	if err != nil {
+		n.say("%s on %s is unreadable: %v", ev.ID, subject, err)
+	}
+	n.told[ev.ID] = true
+}
+
+// ours reports whether an incident's events belong to the story: the
+// first incident of the demo's service.
+func (n *demoNarrator) ours(id, service string) bool {
+	return service == demoService && (n.incident == "" || n.incident == id)
+}
+
+func (n *demoNarrator) command(subject string, ev wire.Event, c wire.CommandData, sig error) {
+	if !n.ours(c.IncidentID, c.Service) {
+		return
+	}
+	n.commands[ev.ID] = c
+	what := c.Target.Flag
+	if c.Target.Percent != nil {
+		what += fmt.Sprintf(" → %d%%", *c.Target.Percent)
+	}
+	if c.Target.Version != "" {
+		what += " → " + c.Target.Version
+	}
+	signed := "signature verified against rollguard's key"
+	if sig != nil {
+		signed = "signature check failed: " + sig.Error()
+	}
+	if c.DryRun {
+		signed += ", dry run"
+	}
+	n.say("%s sent: %s, %s, on %s (command %s, expires in %s)", c.Action, strings.TrimSpace(what), signed, subject,
+		ev.ID, demoDuration(c.ExpiresAt.Sub(c.IssuedAt)))
+}
+
+func (n *demoNarrator) result(r wire.ResultData) {
+	c, ok := n.commands[r.CommandID]
+	if !ok {
+		return // not a command of the story
+	}
+	detail := ""
+	if r.Detail != "" {
+		detail = ": " + r.Detail
+	}
+	n.say("actuator %s reports %s%s", r.Actuator, r.Status, detail)
+	if r.Status == wire.ResultOK && c.Action == wire.ActionFlagKill && c.Target.Flag == demoFlag {
+		if on, err := demoFlagOn(n.flagsFile, demoFlag); err == nil && !on {
+			n.say("  %s now serves %s off: the canary takes the old code path", filepath.Base(n.flagsFile), demoFlag)
+		} else if err == nil {
+			n.say("  %s still serves %s on", filepath.Base(n.flagsFile), demoFlag)
 		}
 	}
-	var inc *actions.Incident
-	for _, i := range n.d.playbook.Incidents() {
-		if i.Service == demoService && (n.incident == "" || i.ID == n.incident) {
-			inc = &i
-			break
+}
+
+func (n *demoNarrator) incidentEvent(subject string, ev wire.Event, d wire.IncidentData) {
+	if !n.ours(d.IncidentID, d.Service) {
+		return
+	}
+	n.incident, n.deployment, n.state, n.reason = d.IncidentID, d.Deployment, d.State, d.Reason
+	switch d.Event {
+	case "opened":
+		n.openedAt = ev.Time
+		dep := d.Deployment
+		n.say("incident %s opened on %s: regression detected %s after the deploy", d.IncidentID, subject, demoDuration(ev.Time.Sub(dep.StartedAt)))
+		source := dep.Source
+		if source == "implicit" {
+			source += ", from the service.version the SDK reports"
 		}
-	}
-	if inc == nil {
-		n.evaluating()
-		return actions.Incident{}, false
-	}
-	if n.incident == "" {
-		n.incident = inc.ID
-		n.say("regression detected %s after the deploy: incident %s opened", demoDuration(inc.DetectedAt.Sub(inc.Deployment.StartedAt)), inc.ID)
-		for _, e := range inc.Trigger {
-			if e.State == detector.StateRegressed {
+		n.say("  deployment: %s %s → %s (%s; deployment %s, flags %s), started at %s",
+			dep.Service, dep.PreviousVersion, dep.Version, source, dep.ID, strings.Join(dep.Flags, ", "), n.clock(dep.StartedAt))
+		for _, e := range d.Evidence {
+			if e.State == string(detector.StateRegressed) {
 				n.say("  evidence: %s", demoEvidence(e))
 			}
 		}
-	}
-	for _, c := range inc.Commands {
-		if !n.sent[c.ID] && (c.Published != nil || c.Result != nil) {
-			n.sent[c.ID] = true
-			what := c.Target.Flag
-			if c.Target.Percent != nil {
-				what += fmt.Sprintf(" → %d%%", *c.Target.Percent)
-			}
-			if c.Target.Version != "" {
-				what += " → " + c.Target.Version
-			}
-			n.say("%s sent: %s, signed, stored in JetStream on %s (command %s)", c.Action, what, c.Subject, c.ID)
-		}
-		if !n.result[c.ID] && c.Result != nil {
-			n.result[c.ID] = true
-			detail := ""
-			if c.Result.Detail != "" {
-				detail = ": " + c.Result.Detail
-			}
-			n.say("actuator %s reports %s%s", c.Result.Actuator, c.Result.Status, detail)
-			if c.Action == actions.ActionFlagKill && c.Target.Flag == demoFlag {
-				if on, err := demoFlagOn(n.flagsFile, demoFlag); err == nil && !on {
-					n.say("  %s now serves %s off: the canary takes the old code path", filepath.Base(n.flagsFile), demoFlag)
-				} else if err == nil {
-					n.say("  %s still serves %s on", filepath.Base(n.flagsFile), demoFlag)
-				}
-			}
-		}
-	}
-	if inc.State != n.state {
-		n.state = inc.State
-		switch inc.State {
-		case actions.StateWatching, actions.StateContaining:
-			// told through the detection and the command
+	case "state_changed":
+		switch d.State {
 		case actions.StateVerifying:
-			n.say("verifying: tests restarted on data since the mitigation; recovery must hold for %s", n.d.Config().Playbook(inc.Guard).HealthyHold)
+			if n.mitigatedAt.IsZero() {
+				n.mitigatedAt = ev.Time
+			}
+			n.say("verifying: %s; recovery must hold for %s", d.Reason, n.hold(d.Guard))
 		case actions.StateStabilized:
+			n.stabilizedAt = ev.Time
 			n.say("stabilized: time to detect %s, to mitigate %s, to recover %s (mitigation and recovery counted from detection)",
-				demoDuration(inc.DetectedAt.Sub(inc.Deployment.StartedAt)),
-				demoAfter(inc.DetectedAt, inc.MitigatedAt), demoAfter(inc.DetectedAt, inc.RecoveredAt))
-			return *inc, true
+				demoDuration(n.openedAt.Sub(d.Deployment.StartedAt)), demoAfter(n.openedAt, n.mitigatedAt), demoAfter(n.openedAt, n.stabilizedAt))
+			n.say("  %s: %s", d.Reason, demoLatest(d.Evidence))
 		default:
-			n.say("incident is %s: %s", inc.State, inc.Reason)
+			n.say("incident %s → %s: %s", d.From, d.State, d.Reason)
 		}
+	default: // acknowledged, closed
+		n.say("incident %s (%s): %s", d.Event, d.State, d.Reason)
 	}
-	switch hold := time.Duration(n.d.Config().Playbook(inc.Guard).HealthyHold); {
-	case inc.HealthySince != nil && (n.healthySince == nil || !inc.HealthySince.Equal(*n.healthySince)):
-		n.say("signals back within tolerance of %s: %s", demoStable, demoLatest(inc.Latest))
-		n.holdTold = 0
-	case inc.HealthySince == nil && n.healthySince != nil && inc.State == actions.StateVerifying:
-		n.say("hold interrupted, waiting again: %s", demoLatest(inc.Latest))
-	case inc.HealthySince != nil:
-		// A word every few seconds, so that a quiet hold does not look stuck.
-		if held := time.Since(*inc.HealthySince).Truncate(5 * time.Second); held > n.holdTold && held < hold {
-			n.holdTold = held
-			n.say("holding, %s of %s: %s", held, hold, demoLatest(inc.Latest))
-		}
-	}
-	n.healthySince = inc.HealthySince
-	return *inc, false
 }
 
-// evaluating tells each evaluation of the deployment before the verdict
-// turns: the evidence growing towards the threshold.
-func (n *demoNarrator) evaluating() {
-	if n.deployment == "" {
+// status tells a status update: what it tells customers when the state is
+// new (the internal text repeats the incident event just told), in short
+// when it only keeps the cadence.
+func (n *demoNarrator) status(subject string, ev wire.Event, s wire.StatusData) {
+	if !n.ours(s.IncidentID, s.Service) {
 		return
 	}
-	for _, g := range n.d.engine.Guards() {
-		v := g.Verdict
-		if v == nil || v.Deployment.ID != n.deployment || !v.At.After(n.verdictAt) || v.State == detector.StateRegressed {
-			continue
-		}
-		n.verdictAt = v.At
-		for _, e := range v.Signals {
-			if e.Candidate.Total > 0 {
-				n.say("evaluated, %s so far: %s %s %.1f%% bad (%.0f requests) against %s %.1f%%; e-value %.1f, regressed at %.0f",
-					e.State, e.Signal, e.Candidate.Version, e.Candidate.Ratio*100, e.Candidate.Total,
-					e.Baseline.Version, e.Baseline.Ratio*100, float64(e.EValue), e.Threshold)
-			}
-		}
+	next := ""
+	if !s.NextUpdate.IsZero() {
+		next = ", next within " + demoDuration(s.NextUpdate.Sub(ev.Time))
 	}
+	if s.State == n.statusState {
+		n.say("status update %d: still %s%s", s.Seq, s.State, next)
+	} else {
+		n.say("status update %d on %s (%s%s), for customers: %q", s.Seq, subject, s.State, next, s.Customer)
+	}
+	n.statusState = s.State
+	n.finalStatus = n.finalStatus || s.State == actions.StateStabilized
 }
 
-func demoAfter(from time.Time, to *time.Time) string {
-	if to == nil {
+func demoAfter(from, to time.Time) string {
+	if from.IsZero() || to.IsZero() {
 		return "unknown"
 	}
 	return demoDuration(to.Sub(from))
@@ -677,7 +794,7 @@ func demoDuration(d time.Duration) string {
 }
 
 // demoEvidence says one signal's verdict in numbers a person can check.
-func demoEvidence(e detector.Evidence) string {
+func demoEvidence(e wire.Evidence) string {
 	high := "∞"
 	if h := float64(e.IntervalHigh); !math.IsInf(h, 0) && !math.IsNaN(h) {
 		high = fmt.Sprintf("%.1f×", h)
@@ -690,11 +807,14 @@ func demoEvidence(e detector.Evidence) string {
 }
 
 // demoLatest sums up the latest evidence of a verification.
-func demoLatest(evs []detector.Evidence) string {
+func demoLatest(evs []wire.Evidence) string {
 	var parts []string
 	for _, e := range evs {
 		parts = append(parts, fmt.Sprintf("%s %s %.2f%% (%.0f requests) against %s %.2f%%, ratio %.2f",
 			e.Signal, e.Candidate.Version, e.Candidate.Ratio*100, e.Candidate.Total, e.Baseline.Version, e.Baseline.Ratio*100, float64(e.Estimate)))
+	}
+	if len(parts) == 0 {
+		return "no evidence"
 	}
 	return strings.Join(parts, "; ")
 }

@@ -603,25 +603,34 @@ func (m *Model) progress(inc *Incident, c *CommandRecord, r ResultData, now time
 	first := c.Progress == nil || c.Progress.Detail != r.Detail
 	rr := r
 	c.Progress = &rr
-	if limit > 0 && now.Sub(*c.Published) >= time.Duration(limit) {
-		if first {
-			m.entry(inc, TimelineEntry{At: now, Kind: EntryResult, CommandID: c.ID,
-				Reason: fmt.Sprintf("%s still in progress by %s after max_action_time (%s): the clock is not extended", describeCommand(*c), r.Actuator, limit)})
-		}
-		return
-	}
-	t := now
-	c.AckFrom = &t
-	if c.Status == CommandTimedOut {
-		c.Status = CommandPublished
-	}
 	m.touch(inc, now)
-	if first {
-		reason := fmt.Sprintf("%s in progress by %s", describeCommand(*c), r.Actuator)
-		if r.Detail != "" {
-			reason += " (" + r.Detail + ")"
+	note := func(reason string) {
+		// Once per kind of note: a heartbeat every few seconds must not
+		// flood the timeline.
+		for i := len(inc.Timeline) - 1; i >= 0 && i >= len(inc.Timeline)-50; i-- {
+			if e := inc.Timeline[i]; e.CommandID == c.ID && e.Reason == reason {
+				return
+			}
 		}
 		m.entry(inc, TimelineEntry{At: now, Kind: EntryResult, CommandID: c.ID, Reason: reason})
+	}
+	switch {
+	case c.Status == CommandTimedOut:
+		// Too late to hold the ladder back; the final result will still
+		// be recorded, and acted on if its rung is current.
+		note(fmt.Sprintf("%s in progress by %s, late: after the ack timeout", describeCommand(*c), r.Actuator))
+	case limit > 0 && now.Sub(*c.Published) >= time.Duration(limit):
+		note(fmt.Sprintf("%s still in progress by %s after max_action_time (%s): the clock is not extended", describeCommand(*c), r.Actuator, limit))
+	default:
+		t := now
+		c.AckFrom = &t
+		if first {
+			reason := fmt.Sprintf("%s in progress by %s", describeCommand(*c), r.Actuator)
+			if r.Detail != "" {
+				reason += " (" + r.Detail + ")"
+			}
+			m.entry(inc, TimelineEntry{At: now, Kind: EntryResult, CommandID: c.ID, Reason: reason})
+		}
 	}
 }
 

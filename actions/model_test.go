@@ -80,14 +80,20 @@ func TestModelInProgress(t *testing.T) {
 	if inc.State != StateEscalated || inc.Commands[0].Status != CommandTimedOut {
 		t.Errorf("past max_action_time: %s / %s, want escalated / timed_out", inc.State, inc.Commands[0].Status)
 	}
-	n := 0
-	for _, e := range inc.Timeline {
-		if strings.Contains(e.Reason, "in progress by deploy") {
-			n++
+	count := func(sub string) int {
+		n := 0
+		for _, e := range inc.Timeline {
+			if strings.Contains(e.Reason, sub) {
+				n++
+			}
 		}
+		return n
 	}
-	if n != 1 {
+	if n := count("in progress by deploy (redeploying)"); n != 1 {
 		t.Errorf("%d timeline entries for repeated in_progress reports, want 1", n)
+	}
+	if n := count("still in progress by deploy after max_action_time (3m)"); n != 1 {
+		t.Errorf("%d notes that max_action_time was reached, want 1", n)
 	}
 }
 

@@ -103,9 +103,6 @@ type Playbook struct {
 
 	appendMu sync.Mutex // keeps the outbox in the order of the steps
 
-	qmu      sync.Mutex
-	deploysQ []detector.Deployment // deployment changes not yet stepped
-
 	memMu   sync.Mutex
 	memory  []Message // the outbox when there is no durable one
 	metrics *playbookMetrics
@@ -189,12 +186,11 @@ func (p *Playbook) Phase(deploymentID string) detector.Phase {
 	return (*p.phases.Load())[deploymentID]
 }
 
-// HandleDeployment takes a deployment change from the tracker; it never
-// blocks, and the next step records it in the deployment's incident.
+// HandleDeployment records a deployment change from the tracker in the
+// deployment's incident at once, so that nothing the tracker decided is
+// lost to a stop that follows. The engine calls it with no lock held.
 func (p *Playbook) HandleDeployment(d detector.Deployment) {
-	p.qmu.Lock()
-	p.deploysQ = append(p.deploysQ, d)
-	p.qmu.Unlock()
+	p.step(func(m *Model) Effects { return m.Deployment(d, p.o.Now()) })
 	p.poke()
 }
 
@@ -346,20 +342,8 @@ func (p *Playbook) Run(ctx context.Context) error {
 		case <-t.C:
 			p.step(func(m *Model) Effects { return m.Tick(p.o.Now()) })
 		}
-		p.deployments()
 		p.flush(ctx)
 		p.persist(ctx)
-	}
-}
-
-// deployments steps the queued deployment changes.
-func (p *Playbook) deployments() {
-	p.qmu.Lock()
-	q := p.deploysQ
-	p.deploysQ = nil
-	p.qmu.Unlock()
-	for _, d := range q {
-		p.step(func(m *Model) Effects { return m.Deployment(d, p.o.Now()) })
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/replay"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/recordings")
@@ -66,7 +67,7 @@ func TestReplayRecordings(t *testing.T) {
 				t.Errorf("output differs from %s (go test ./cmd/rollguard -run Replay -update rewrites it):\ngot:\n%s\nwant:\n%s", golden, got, want)
 			}
 
-			rep, err := replayFile(loadRecordingConfig(t), recording, io.Discard, io.Discard)
+			rep, err := replay.File(loadRecordingConfig(t), recording, io.Discard, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -247,7 +248,7 @@ func TestReplayClock(t *testing.T) {
 	}
 	cfg := loadRecordingConfig(t)
 	var out bytes.Buffer
-	rep, err := replayFile(cfg, file, &out, io.Discard)
+	rep, err := replay.File(cfg, file, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,13 +295,13 @@ func TestReplayExtremeTimes(t *testing.T) {
 		return string(b)
 	}
 	recording := strings.Join([]string{at("v1", 1<<63), at("v2", 1<<63-1), at("v2", 1<<63-1), at("v1", 1<<64-1)}, "\n")
-	r := newReplay(loadRecordingConfig(t), io.Discard)
-	if err := r.feedAll("extreme.jsonl", strings.NewReader(recording), io.Discard); err != nil {
+	r := replay.New(loadRecordingConfig(t), io.Discard)
+	if err := r.FeedAll("extreme.jsonl", strings.NewReader(recording), io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	r.finish()
-	if r.report.Records != 4 || r.report.Evaluations > 1000 {
-		t.Errorf("records %d, evaluations %d", r.report.Records, r.report.Evaluations)
+	r.Finish()
+	if r.Report().Records != 4 || r.Report().Evaluations > 1000 {
+		t.Errorf("records %d, evaluations %d", r.Report().Records, r.Report().Evaluations)
 	}
 }
 
@@ -338,18 +339,18 @@ func FuzzReplay(f *testing.F) {
 	f.Add(`{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"http.server.request.duration","histogram":{"dataPoints":[{"timeUnixNano":"18446744073709551615","count":"5"}]}}]}]}]}` + "\n")
 	cfg := loadRecordingConfig(f)
 	f.Fuzz(func(t *testing.T, recording string) {
-		r := newReplay(cfg, io.Discard)
-		if err := r.feedAll("fuzz.jsonl", strings.NewReader(recording), io.Discard); err != nil {
+		r := replay.New(cfg, io.Discard)
+		if err := r.FeedAll("fuzz.jsonl", strings.NewReader(recording), io.Discard); err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.jsonl:") {
 				t.Errorf("error %q does not name the file and line", err)
 			}
 			return
 		}
-		r.finish()
-		if r.report.Evaluations > 100_000 {
-			t.Errorf("%d evaluations", r.report.Evaluations)
+		r.Finish()
+		if r.Report().Evaluations > 100_000 {
+			t.Errorf("%d evaluations", r.Report().Evaluations)
 		}
-		_ = fmt.Sprint(r.report)
+		_ = fmt.Sprint(r.Report())
 	})
 }
 

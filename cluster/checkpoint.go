@@ -6,11 +6,18 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/ticker"
 )
+
+// saveTimeout bounds one tick's saves; what did not land is saved on a
+// later tick.
+const saveTimeout = 5 * time.Second
 
 // Checkpoints keep each service's deployment under way in JetStream KV, so
 // that the replica that takes a guard over resumes the same deployment (its
@@ -18,23 +25,52 @@ import (
 // first samples it sees.
 type Checkpoints struct {
 	kv   jetstream.KeyValue
+	log  hclog.Logger
 	mu   sync.Mutex
 	last map[string]detector.Deployment // by service: what was last saved
 }
 
+// CheckpointOptions configure Checkpoints.
+type CheckpointOptions struct {
+	Bucket string
+	// Replicas of the KV bucket: 3 on a three-node NATS cluster.
+	Replicas int
+	Logger   hclog.Logger
+}
+
 // NewCheckpoints creates or opens the bucket.
-func NewCheckpoints(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Checkpoints, error) {
+func NewCheckpoints(ctx context.Context, js jetstream.JetStream, o CheckpointOptions) (*Checkpoints, error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bucket,
+		Bucket:      o.Bucket,
 		Description: "rollguard deployments under way, by service",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    o.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("checkpoint bucket %s: %w", o.Bucket, err)
 	}
-	return &Checkpoints{kv: kv, last: map[string]detector.Deployment{}}, nil
+	return &Checkpoints{kv: kv, log: o.Logger, last: map[string]detector.Deployment{}}, nil
+}
+
+// Run saves, every interval until ctx ends, the deployments of the
+// services for which keep is true (this replica owns a guard of them). A
+// save that fails is logged and tried again on the next tick; interval is
+// read again after each tick, so that a reload takes effect.
+func (c *Checkpoints) Run(ctx context.Context, interval func() time.Duration,
+	deployments func() []detector.Deployment, keep func(service string) bool) error {
+	ticker.Run(ctx, interval, func(ctx context.Context) {
+		sctx, cancel := context.WithTimeout(ctx, saveTimeout)
+		err := c.Save(sctx, deployments(), keep)
+		cancel()
+		if err != nil {
+			c.log.Warn("deployments not checkpointed; will retry", "error", err)
+		}
+	})
+	return nil
 }
 
 // Save stores the deployments of the services for which keep is true,

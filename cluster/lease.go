@@ -1,8 +1,3 @@
-// Package cluster shares guards between central rollguard replicas through
-// JetStream KV leases: a guard is owned by the replica whose id is under its
-// key; the owner renews it (compare-and-set on the revision) every third of
-// the TTL, and when it dies the key expires and another replica takes it.
-// NATS JetStream is the distributed engine; nothing here elects or votes.
 package cluster
 
 import (
@@ -19,7 +14,9 @@ import (
 )
 
 // Leases keeps the leases of the guards this replica owns and takes the
-// ones nobody holds.
+// ones nobody holds: a guard is owned by the replica whose id is under its
+// key; the owner renews it (compare-and-set on the revision) every third of
+// the TTL, and when it dies the key expires and another replica takes it.
 type Leases struct {
 	kv  jetstream.KeyValue
 	id  string

@@ -1,32 +1,28 @@
-package main
+package cluster
 
 import (
 	"context"
 	"errors"
-	"os"
-	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/sources"
-	"github.com/rollguard/rollguard/sources/agg"
 )
 
-// fakeNATS records publishes and fails while down.
-type fakeNATS struct {
+// recorder is a Shipper's publish function: it records what it is given
+// and fails while down.
+type recorder struct {
 	down bool
 	ids  []string
 	data [][]detector.Aggregate
 }
 
-func (f *fakeNATS) publish(_ context.Context, guard string, m agg.Message) error {
+func (f *recorder) publish(_ context.Context, guard string, m agg.Message) error {
 	if f.down {
 		return errors.New("nats: timeout")
 	}
@@ -39,21 +35,33 @@ func (f *fakeNATS) publish(_ context.Context, guard string, m agg.Message) error
 	return nil
 }
 
-func testShipper(t *testing.T) (*shipper, *fakeNATS, *time.Time) {
-	t.Helper()
-	cfg, err := configs.Parse([]byte(testConfig + `  - name: cart
+const testConfig = `
+global:
+  evaluation_interval: 100ms
+guards:
+  - name: checkout
+    service: checkout
+    signals:
+      - name: errors
+  - name: cart
     service: cart
     signals:
       - name: errors
-`))
+`
+
+func testShipper(t *testing.T) (*Shipper, *recorder, *time.Time) {
+	t.Helper()
+	cfg, err := configs.Parse([]byte(testConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Sidecar.ID = "edge-1"
-	f := &fakeNATS{}
+	f := &recorder{}
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	s := newShipper(detector.NewAggregator(cfg, detector.AggregatorOptions{}), f.publish, func() bool { return true },
-		func() *configs.Config { return cfg }, hclog.NewNullLogger(), nil)
+	s := NewShipper(detector.NewAggregator(cfg, detector.AggregatorOptions{}), ShipperOptions{
+		Publish:  f.publish,
+		Interval: func() time.Duration { return time.Duration(cfg.Global.EvaluationInterval) },
+		ID:       func() string { return "edge-1" },
+	})
 	s.now = func() time.Time { return now }
 	return s, f, &now
 }
@@ -144,42 +152,4 @@ func TestShipperRunStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return on cancel")
 	}
-}
-
-// TestReleaseStartupPages: the executable's read-only pages are handed back
-// and the process keeps running on them (they fault back in).
-func TestReleaseStartupPages(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("Linux only")
-	}
-	before := rssFileKB(t)
-	n, err := releaseStartupPages()
-	if err != nil || n == 0 {
-		t.Fatalf("released %d bytes: %v", n, err)
-	}
-	if after := rssFileKB(t); after >= before {
-		t.Errorf("file-backed RSS %d kB before, %d kB after", before, after)
-	}
-	if _, err := configs.Parse([]byte(testConfig)); err != nil { // code and constants fault back in
-		t.Fatal(err)
-	}
-}
-
-func rssFileKB(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb
-		}
-	}
-	t.Fatal("no RssFile in /proc/self/status")
-	return 0
 }

@@ -1,8 +1,9 @@
 // Package agg is the wire format and the NATS transport of the partial
-// aggregates sidecars publish, one message per guard per tick, on
-// <prefix>.agg.<guard>, and that a central rollguard merges into its
-// engine. It owns the encoding, its bounds, and the JetStream stream and
-// consumer; it knows nothing of deployments, cohorts or tests.
+// aggregates sidecars publish (and replicas forward to a guard's owner),
+// one message per guard per tick, on <prefix>.agg.<guard>, and that a
+// central rollguard merges into its engine. It owns the encoding, its
+// bounds, and the JetStream stream and consumer; it knows nothing of
+// deployments, cohorts or tests.
 //
 // A message (version 1) is, in order:
 //

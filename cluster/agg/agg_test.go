@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/detector"
-	"github.com/rollguard/rollguard/sources/agg"
 )
 
 var tick = time.Date(2026, 11, 25, 12, 0, 10, 0, time.UTC)

@@ -3,7 +3,7 @@ package agg_test
 import (
 	"testing"
 
-	"github.com/rollguard/rollguard/sources/agg"
+	"github.com/rollguard/rollguard/cluster/agg"
 )
 
 // BenchmarkEncode and BenchmarkDecode: one message of a realistic guard

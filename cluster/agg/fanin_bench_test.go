@@ -10,10 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/internal/natstest"
-	"github.com/rollguard/rollguard/sources/agg"
 )
 
 // fanInConfig guards 100 services with the realistic guard's three signals.

@@ -5,8 +5,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/detector"
-	"github.com/rollguard/rollguard/sources/agg"
 )
 
 // FuzzDecode feeds arbitrary bytes to Decode. It must never panic; what it

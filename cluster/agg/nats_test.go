@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/internal/natstest"
-	"github.com/rollguard/rollguard/sources/agg"
 )
 
 // TestPublishConsume runs the transport against a real NATS server: a

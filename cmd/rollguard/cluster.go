@@ -8,11 +8,10 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/rollguard/rollguard/cluster"
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
-	"github.com/rollguard/rollguard/internal/ticker"
 	"github.com/rollguard/rollguard/sources"
-	"github.com/rollguard/rollguard/sources/agg"
 )
 
 // clusterState is what a central replica adds to a rollguard: the leases
@@ -21,7 +20,7 @@ import (
 type clusterState struct {
 	leases      *cluster.Leases
 	checkpoints *cluster.Checkpoints
-	forwarder   *shipper
+	forwarder   *cluster.Shipper
 	aggregator  *detector.Aggregator
 }
 
@@ -45,10 +44,13 @@ func (d *daemon) owns(guard string) bool {
 func (d *daemon) initCluster(ctx context.Context, cfg *configs.Config, js jetstream.JetStream) (ingest, error) {
 	c := &clusterState{}
 	var err error
-	if c.checkpoints, err = cluster.NewCheckpoints(ctx, js, cfg.NATS.Stream+"_DEPLOYMENTS", cfg.NATS.Replicas); err != nil {
+	log := d.log.Named("cluster")
+	c.checkpoints, err = cluster.NewCheckpoints(ctx, js, cluster.CheckpointOptions{
+		Bucket: cfg.NATS.Stream + "_DEPLOYMENTS", Replicas: cfg.NATS.Replicas, Logger: log,
+	})
+	if err != nil {
 		return nil, err
 	}
-	log := d.log.Named("cluster")
 	c.leases, err = cluster.NewLeases(ctx, js, cluster.LeaseOptions{
 		Bucket: cfg.NATS.Stream + "_LEASES", ReplicaID: cfg.Cluster.ReplicaID, TTL: time.Duration(cfg.Cluster.LeaseTTL),
 		Replicas: cfg.NATS.Replicas, Logger: log, OnAcquire: d.adopt, OnRelease: d.release,
@@ -61,17 +63,23 @@ func (d *daemon) initCluster(ctx context.Context, cfg *configs.Config, js jetstr
 	// the forwarder's aggregator reports through the forwarder's own.
 	c.aggregator = detector.NewAggregator(cfg, detector.AggregatorOptions{Logger: d.log.Named("aggregator")})
 	replica := cfg.Cluster.ReplicaID
-	c.forwarder = newShipper(c.aggregator, func(ctx context.Context, guard string, m agg.Message) error {
-		if d.owns(guard) {
-			_, _, aggs, err := agg.Decode(m.Data)
-			if err != nil {
-				return err
+	c.forwarder = cluster.NewShipper(c.aggregator, cluster.ShipperOptions{
+		Publish: func(ctx context.Context, guard string, m agg.Message) error {
+			if d.owns(guard) {
+				_, _, aggs, err := agg.Decode(m.Data)
+				if err != nil {
+					return err
+				}
+				return d.engine.AppendAggregates(aggs)
 			}
-			return d.engine.AppendAggregates(aggs)
-		}
-		return agg.Publish(ctx, js, d.Config().NATS.SubjectPrefix, guard, m)
-	}, d.nc.IsConnected, d.Config, log.Named("forward"), d.reg)
-	c.forwarder.id = func() string { return replica }
+			return agg.Publish(ctx, js, d.Config().NATS.SubjectPrefix, guard, m)
+		},
+		Connected:  d.nc.IsConnected,
+		Interval:   d.evaluationInterval,
+		ID:         func() string { return replica },
+		Logger:     log.Named("forward"),
+		Registerer: d.reg,
+	})
 	d.cluster = c
 	log.Info("central replica: guards are shared through leases", "replica", replica,
 		"lease_ttl", cfg.Cluster.LeaseTTL, "guards", len(cfg.Guards))
@@ -156,22 +164,9 @@ func (d *daemon) addClusterActors(g *run.Group) {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			ticker.Run(ctx, d.evaluationInterval, func(ctx context.Context) {
-				sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-				err := c.checkpoints.Save(sctx, d.engine.Deployments(), d.ownsService)
-				scancel()
-				if err != nil {
-					d.log.Named("cluster").Warn("deployments not checkpointed; will retry", "error", err)
-				}
-			})
-			return nil
+			return c.checkpoints.Run(ctx, d.evaluationInterval, d.engine.Deployments, d.ownsService)
 		}, func(error) { cancel() })
 	}
-}
-
-// evaluationInterval is the running configuration's tick.
-func (d *daemon) evaluationInterval() time.Duration {
-	return time.Duration(d.Config().Global.EvaluationInterval)
 }
 
 // ownsService reports whether this replica owns a guard of the service.

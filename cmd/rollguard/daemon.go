@@ -30,9 +30,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
-	"github.com/rollguard/rollguard/sources/agg"
 	"github.com/rollguard/rollguard/sources/otlp"
 	"github.com/rollguard/rollguard/sources/promql"
 	"github.com/rollguard/rollguard/sources/remotewrite"
@@ -86,7 +86,7 @@ type daemon struct {
 	grpcSrv  *grpc.Server
 	webAuth  *web.Authenticator
 	otlpAuth *web.Authenticator
-	sidecar  *shipper      // sidecar mode (sidecar.go); nil otherwise
+	sidecar  *sidecarState // sidecar mode (sidecar.go); nil otherwise
 	cluster  *clusterState // a central replica (cluster.go); nil otherwise
 }
 
@@ -361,7 +361,7 @@ func (d *daemon) applyConfig(cfg *configs.Config) error {
 		commit()
 	}
 	if d.sidecar != nil {
-		d.sidecar.agg.ApplyConfig(cfg)
+		d.sidecar.aggregator.ApplyConfig(cfg)
 	} else {
 		d.engine.ApplyConfig(cfg)
 		d.playbook.ApplyConfig(cfg)
@@ -428,6 +428,12 @@ func grpcAuth(a *web.Authenticator) grpc.UnaryServerInterceptor {
 
 // Config returns the running configuration.
 func (d *daemon) Config() *configs.Config { return d.cfg.Load() }
+
+// evaluationInterval is the running configuration's tick: the shipper's and
+// the checkpoints' interval, read again after each tick.
+func (d *daemon) evaluationInterval() time.Duration {
+	return time.Duration(d.Config().Global.EvaluationInterval)
+}
 
 // openInputs builds the receivers (OTLP, scrape, remote write) feeding in,
 // their authentication and TLS, and binds the OTLP listeners; the caller

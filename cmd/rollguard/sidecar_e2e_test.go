@@ -182,7 +182,7 @@ func TestSidecarReload(t *testing.T) {
 	// startDaemon reads the commands stream, which a central creates.
 	startDaemon(t, strings.Replace(testConfig, "nats:\n", "nats:\n  url: "+ns.ClientURL()+"\n", 1))
 	sc := startDaemon(t, cfg)
-	if sc.sidecar.agg.Wants("db.client.failed_writes") {
+	if sc.sidecar.aggregator.Wants("db.client.failed_writes") {
 		t.Fatal("wants a metric no guard reads")
 	}
 	if err := os.WriteFile(sc.file, []byte(cfg+"        tolerance: -1\n"), 0o644); err != nil {
@@ -198,7 +198,7 @@ func TestSidecarReload(t *testing.T) {
 	if code, b := sc.post("/-/reload", ""); code != 200 {
 		t.Fatalf("valid reload: %d %s", code, b)
 	}
-	if !sc.sidecar.agg.Wants("db.client.failed_writes") {
+	if !sc.sidecar.aggregator.Wants("db.client.failed_writes") {
 		t.Error("the reloaded guard's metric is not wanted")
 	}
 }

@@ -34,7 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/rollguard/rollguard/sources/agg"
+	"github.com/rollguard/rollguard/cluster/agg"
 )
 
 type options struct {

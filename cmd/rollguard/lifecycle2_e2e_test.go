@@ -477,11 +477,6 @@ func TestLifecycleBRestartResumesOpenIncident(t *testing.T) {
 // must not resume v1 -> v2 either. The window is a few milliseconds, so
 // the test tries up to 20 times.
 func TestLifecycleBStopRightAfterSupersession(t *testing.T) {
-	t.Skip("BUG: Playbook.Run returns on ctx.Done without stepping the deployment changes queued by HandleDeployment (deploysQ), " +
-		"so a supersession accepted just before a stop never reaches the incident: the log shows \"deployment ended: deployment=d-9efbd2039229 … reason=superseded\", " +
-		"\"deployment announced\", \"incident not saved; will retry: … context canceled\", \"rollguard stopped\" with no \"incident state changed … superseded\"; " +
-		"the restart logs \"incident restored: incident=inc-d-9efbd2039229 state=containing\" and \"deployment opened: deployment=d-9efbd2039229 … version=v2 previous_version=v1\": " +
-		"v1 -> v2 is under way again (about 1 try in 6 on a 2-core machine)")
 	for i := 0; i < 20; i++ {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
@@ -744,9 +739,6 @@ func TestLifecycleBInProgressHoldsUntilMaxActionTime(t *testing.T) {
 // says so, so that people reading "no result within ack_timeout" on a
 // rollback that was reported in progress all along know why.
 func TestLifecycleBMaxActionTimeIsInTimeline(t *testing.T) {
-	t.Skip("BUG: Model.progress writes its \"still in progress … after max_action_time: the clock is not extended\" entry only when the report is the first one or its detail changed " +
-		"(first := c.Progress == nil || c.Progress.Detail != r.Detail); an actuator repeating the same detail (the SDK always sends \"acting\") never gets it, " +
-		"and the timeline only says \"no result for rollback … within ack_timeout (3s)\" for a rollback reported in progress every 300 ms for 8 s")
 	_, _, inc, _, _ := lcbInProgressUntilEscalated(t)
 	const s = "rollback to v1 by redeploy still in progress by lcb-deployer after max_action_time (8s): the clock is not extended"
 	if lcbTimeline(inc, s) == nil {
@@ -759,10 +751,6 @@ func TestLifecycleBMaxActionTimeIsInTimeline(t *testing.T) {
 // then ok. Both come after the ack timeout; the ok is acted on and
 // recorded as late.
 func TestLifecycleBLateProgressThenOKIsLate(t *testing.T) {
-	t.Skip("BUG: an in_progress for a command that has timed out (Model.progress, max_action_time not reached) turns it from timed_out back to published, " +
-		"so Model.result's late := c.Status == CommandTimedOut is false for the ok that follows: the log says \"command result: … status=ok actuator=lcb-deployer late=false\" " +
-		"and the timeline \"rollback to v1 by redeploy: ok by lcb-deployer (redeployed v1)\" without \", late: after the ack timeout\", " +
-		"though both came after the rollback timed out and the incident was escalated")
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "2s"})))
 	w := lcbWatchCommands(t, td)
 	f, _, rb := lcbRollbackEscalated(t, td, w)

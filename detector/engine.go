@@ -288,6 +288,13 @@ func (e *Engine) Append(samples []sample.Sample) error {
 				e.metrics.dropped.WithLabelValues("other_version").Inc()
 				continue
 			}
+			if s.StartUnixNano != 0 && s.StartUnixNano < d.from().UnixNano() {
+				// The increment began before the tests did (before the
+				// deployment, a mitigation or a restart): part of it belongs
+				// to what came before, so none of it counts.
+				e.metrics.dropped.WithLabelValues("before_tests").Inc()
+				continue
+			}
 			run := d.run(g, now)
 			for _, sr := range run.signals {
 				if sr.reads(s.Metric) {

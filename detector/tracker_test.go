@@ -207,3 +207,27 @@ func TestTrackerResumeEnded(t *testing.T) {
 		t.Errorf("resume = %+v", d)
 	}
 }
+
+// An increment that began before the tests did (the export that straddles
+// a mitigation, or a series' history from before a restart) is left out;
+// one that began after counts.
+func TestEngineDropsIncrementsFromBeforeTheTests(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 10), requests("checkout", "v2", 200, 10)})
+	d := active(t, e)
+	c.advance(time.Minute)
+	e.Verify(d.ID, c.now())
+	before := requests("checkout", "v2", 500, 500)
+	before.StartUnixNano = c.now().Add(-time.Second).UnixNano() // straddles the restart
+	after := requests("checkout", "v2", 200, 100)
+	after.StartUnixNano = c.now().Add(time.Second).UnixNano()
+	base := requests("checkout", "v1", 200, 100)
+	_ = e.Append([]sample.Sample{before, after, base})
+	c.advance(10 * time.Second)
+	e.Evaluate()
+	ev := rec.last(t).Signals[0]
+	if ev.Candidate.Total != 100 || ev.Candidate.Bad != 0 {
+		t.Errorf("candidate %+v: want the 100 requests that began after the restart, and none of the 500 errors from before", ev.Candidate)
+	}
+}

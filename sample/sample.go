@@ -100,6 +100,9 @@ type Sample struct {
 	Kind   Kind
 	// TimeUnixNano is when the observation ends (OTLP time_unix_nano).
 	TimeUnixNano int64
+	// StartUnixNano, for an increment, is when it began (the series'
+	// previous point, or the start of a delta's interval); 0 when unknown.
+	StartUnixNano int64
 	// Value: counter increment or gauge reading.
 	Value float64
 	// Count and Sum: histogram increments.

@@ -26,9 +26,9 @@ func BenchmarkSeriesMemory(b *testing.B) {
 					key := `http_requests_total{code="200",env="prod",instance="10.0.` + strconv.Itoa(s/250) + `.` + strconv.Itoa(s%250) +
 						`:8080",job="checkout",method="GET",region="eu-west-1",route="/api/v1/cart",version="v1"}`
 					if kind == "counter" {
-						_, _, _ = c.Counter(StringKey(key), 1, 2, float64(s))
+						_, _, _, _ = c.Counter(StringKey(key), 1, 2, float64(s))
 					} else {
-						_, _, _, _, _ = c.Histogram(StringKey(key), 1, 2, 10, 1, bounds, counts)
+						_, _, _, _, _, _ = c.Histogram(StringKey(key), 1, 2, 10, 1, bounds, counts)
 					}
 				}
 				runtime.GC()

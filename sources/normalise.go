@@ -137,44 +137,64 @@ func fresh(start, now int64) bool {
 
 // Counter returns the increment of a cumulative counter point. ok is false
 // when the point only sets the base (first point of an old series).
-func (c *Cumulative) Counter(key SeriesKey, start, now int64, v float64) (inc float64, ok bool, err error) {
+//
+// from is when the increment began: the series' previous point, or its
+// start for a first point or a reset (the previous point when the start is
+// unknown). The detector leaves out increments that began before a test
+// (re)started, so that data from before a mitigation or a restart never
+// counts in a test of what came after.
+func (c *Cumulative) Counter(key SeriesKey, start, now int64, v float64) (inc float64, from int64, ok bool, err error) {
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return 0, false, nil // a counter is never negative
+		return 0, 0, false, nil // a counter is never negative
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, isNew, err := c.state(key, start, now)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	if !isNew && now < st.last {
-		return 0, false, nil // out of order: already counted, and the state stays
+		return 0, 0, false, nil // out of order: already counted, and the state stays
 	}
+	from = intervalStart(isNew, start, st)
 	defer func() { st.last, st.value = now, v }()
 	switch {
 	case isNew && !fresh(start, now):
-		return 0, false, nil
+		return 0, 0, false, nil
 	case isNew:
-		return v, true, nil
+		return v, from, true, nil
 	case start != st.start || v < st.value:
 		st.start = start
-		return v, true, nil // reset: the new value is all new
+		return v, from, true, nil // reset: the new value is all new
 	}
-	return v - st.value, true, nil
+	return v - st.value, from, true, nil
+}
+
+// intervalStart is when the increment of a point began (see Counter).
+func intervalStart(isNew bool, start int64, st *cumState) int64 {
+	switch {
+	case isNew:
+		return start
+	case start != st.start && start > 0:
+		return start
+	}
+	return st.last
 }
 
 // Histogram turns a cumulative histogram point into increments. bounds are
 // the explicit upper bounds; counts has len(bounds)+1 entries (the last is +Inf).
-func (c *Cumulative) Histogram(key SeriesKey, start, now int64, count, sum float64, bounds, counts []float64) (dCount, dSum float64, dBuckets []float64, ok bool, err error) {
+// from is when the increments began (see Counter).
+func (c *Cumulative) Histogram(key SeriesKey, start, now int64, count, sum float64, bounds, counts []float64) (dCount, dSum float64, dBuckets []float64, from int64, ok bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, isNew, err := c.state(key, start, now)
 	if err != nil {
-		return 0, 0, nil, false, err
+		return 0, 0, nil, 0, false, err
 	}
 	if !isNew && now < st.last {
-		return 0, 0, nil, false, nil
+		return 0, 0, nil, 0, false, nil
 	}
+	from = intervalStart(isNew, start, st)
 	reset := isNew || start != st.start || count < st.count || !sameBounds(bounds, st.bounds) || len(counts) != len(st.buckets)
 	dBuckets = make([]float64, len(counts))
 	if reset {
@@ -196,7 +216,7 @@ func (c *Cumulative) Histogram(key SeriesKey, start, now int64, count, sum float
 	if !sameBounds(st.bounds, bounds) {
 		st.bounds = c.internBounds(bounds)
 	}
-	return dCount, dSum, dBuckets, ok, nil
+	return dCount, dSum, dBuckets, from, ok, nil
 }
 
 func sameBounds(a, b []float64) bool {
@@ -221,16 +241,18 @@ func (c *Cumulative) Len() int {
 // Native turns a cumulative exponential/native histogram point into
 // increments. A change of scale is merged by downscaling both points to the
 // coarser one; a bucket or count going down is a reset.
-func (c *Cumulative) Native(key SeriesKey, start, now int64, count, sum float64, h NativeHistogram) (dCount, dSum float64, dh NativeHistogram, ok bool, err error) {
+// from is when the increments began (see Counter).
+func (c *Cumulative) Native(key SeriesKey, start, now int64, count, sum float64, h NativeHistogram) (dCount, dSum float64, dh NativeHistogram, from int64, ok bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, isNew, err := c.state(key, start, now)
 	if err != nil {
-		return 0, 0, NativeHistogram{}, false, err
+		return 0, 0, NativeHistogram{}, 0, false, err
 	}
 	if !isNew && now < st.last {
-		return 0, 0, NativeHistogram{}, false, nil
+		return 0, 0, NativeHistogram{}, 0, false, nil
 	}
+	from = intervalStart(isNew, start, st)
 	ok = true
 	dCount, dSum, dh = count, sum, h
 	switch {
@@ -245,5 +267,5 @@ func (c *Cumulative) Native(key SeriesKey, start, now int64, count, sum float64,
 	st.start, st.last, st.count, st.sum = start, now, count, sum
 	cp := h
 	st.native = &cp
-	return dCount, dSum, dh, ok, nil
+	return dCount, dSum, dh, from, ok, nil
 }

@@ -187,7 +187,7 @@ func TestCumulativeCounter(t *testing.T) {
 				wall := wallClock(c)
 				for i, p := range tt.points {
 					wall(p.now)
-					inc, ok, err := c.Counter(StringKey(p.key), p.start, p.now, p.v)
+					inc, _, ok, err := c.Counter(StringKey(p.key), p.start, p.now, p.v)
 					if inc != p.inc || ok != p.ok || !errors.Is(err, p.err) {
 						t.Fatalf("point %d %+v: got (%v, %v, %v), want (%v, %v, %v)",
 							i, p, inc, ok, err, p.inc, p.ok, p.err)
@@ -324,7 +324,7 @@ func TestCumulativeHistogram(t *testing.T) {
 				wall := wallClock(c)
 				for i, p := range tt.points {
 					wall(p.now)
-					dc, ds, db, ok, err := c.Histogram(StringKey(p.key), p.start, p.now, p.count, p.sum, p.bounds, p.counts)
+					dc, ds, db, _, ok, err := c.Histogram(StringKey(p.key), p.start, p.now, p.count, p.sum, p.bounds, p.counts)
 					if dc != p.dCount || ds != p.dSum || !equalFloats(db, p.dBuckets) || ok != p.ok || !errors.Is(err, p.err) {
 						t.Fatalf("point %d: got (%v, %v, %v, %v, %v), want (%v, %v, %v, %v, %v)",
 							i, dc, ds, db, ok, err, p.dCount, p.dSum, p.dBuckets, p.ok, p.err)
@@ -345,12 +345,12 @@ func TestCumulativeHistogramCopiesInput(t *testing.T) {
 	c := NewCumulative(1, cumTTL)
 	bounds := []float64{1}
 	counts := []float64{1, 1}
-	if _, _, _, _, err := c.Histogram(StringKey("a"), cumOld, cumT0, 2, 1, bounds, counts); err != nil {
+	if _, _, _, _, _, err := c.Histogram(StringKey("a"), cumOld, cumT0, 2, 1, bounds, counts); err != nil {
 		t.Fatal(err)
 	}
 	counts[0], counts[1] = 5, 5
 	bounds[0] = 1
-	_, _, db, ok, err := c.Histogram(StringKey("a"), cumOld, cumAt(time.Second), 10, 2, bounds, counts)
+	_, _, db, _, ok, err := c.Histogram(StringKey("a"), cumOld, cumAt(time.Second), 10, 2, bounds, counts)
 	if err != nil || !ok || !equalFloats(db, []float64{4, 4}) {
 		t.Fatalf("got (%v, %v, %v), want ([4 4], true, nil)", db, ok, err)
 	}

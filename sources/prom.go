@@ -138,14 +138,14 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			}
 		case !c.filter.Wants(name) || !WantsSeries(c.filter, name, p.Labels):
 		case p.Type == model.MetricTypeCounter || (isUnknown(p.Type) && strings.HasSuffix(name, "_total")):
-			inc, ok, err := c.cum.Counter(Key(name, "", p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+			inc, from, ok, err := c.cum.Counter(Key(name, "", p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
 			if err != nil {
 				drops[DropSeriesLimit]++
 				continue
 			}
 			if ok {
 				out = append(out, Sample{Metric: name, Labels: without(p.Labels, model.MetricNameLabel),
-					Kind: KindCounter, TimeUnixNano: p.TimestampMs * 1e6, Value: inc})
+					Kind: KindCounter, TimeUnixNano: p.TimestampMs * 1e6, StartUnixNano: from, Value: inc})
 			}
 		default:
 			if math.IsNaN(p.Value) {
@@ -165,7 +165,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 
 // histogramSeries converts one series of a classic histogram on its own.
 func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops map[string]int) (Sample, bool) {
-	inc, ok, err := c.cum.Counter(Key(base, "_"+part, p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+	inc, from, ok, err := c.cum.Counter(Key(base, "_"+part, p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
 	if err != nil {
 		drops[DropSeriesLimit]++
 		return Sample{}, false
@@ -174,7 +174,7 @@ func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops m
 		return Sample{}, false
 	}
 	s := Sample{Metric: base, Labels: without(p.Labels, model.MetricNameLabel, model.BucketLabel),
-		Kind: KindHistogram, TimeUnixNano: p.TimestampMs * 1e6}
+		Kind: KindHistogram, TimeUnixNano: p.TimestampMs * 1e6, StartUnixNano: from}
 	switch part {
 	case "count":
 		s.Count = inc
@@ -249,7 +249,7 @@ func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, 
 	if math.IsNaN(g.count) {
 		return Sample{}, false
 	}
-	dc, ds, db, ok, err := c.cum.Histogram(Key(g.name, "", g.labels), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
+	dc, ds, db, from, ok, err := c.cum.Histogram(Key(g.name, "", g.labels), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
 	if err != nil {
 		drops[DropSeriesLimit]++
 		return Sample{}, false
@@ -257,7 +257,7 @@ func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, 
 	if !ok {
 		return Sample{}, false
 	}
-	s := Sample{Metric: g.name, Labels: g.labels, Kind: KindHistogram, TimeUnixNano: g.t * 1e6, Count: dc, Sum: ds}
+	s := Sample{Metric: g.name, Labels: g.labels, Kind: KindHistogram, TimeUnixNano: g.t * 1e6, StartUnixNano: from, Count: dc, Sum: ds}
 	if len(db) > 0 {
 		s.Buckets = make([]Bucket, len(db))
 		for i, v := range db {
@@ -283,7 +283,7 @@ func (c *PromConverter) native(p *PromPoint, name string, drops map[string]int) 
 		s.Count, s.Sum, s.Native = h.Count, h.Sum, &nh
 		return s, true
 	}
-	dc, ds, dh, ok, err := c.cum.Native(Key(name, "", ls), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
+	dc, ds, dh, from, ok, err := c.cum.Native(Key(name, "", ls), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
 	if err != nil {
 		drops[DropSeriesLimit]++
 		return Sample{}, false
@@ -291,7 +291,7 @@ func (c *PromConverter) native(p *PromPoint, name string, drops map[string]int) 
 	if !ok {
 		return Sample{}, false
 	}
-	s.Count, s.Sum, s.Native = dc, ds, &dh
+	s.Count, s.Sum, s.Native, s.StartUnixNano = dc, ds, &dh, from
 	return s, true
 }
 

@@ -577,12 +577,6 @@ func TestLifecycleARedeployBehindEscalatedAfterRestartHealthyTwin(t *testing.T) 
 // with the re-announcement right after the restart, before the fleet has
 // reported to the restarted rollguard.
 func TestLifecycleARedeployRightAfterRestartHealthyTwin(t *testing.T) {
-	if os.Getenv("ROLLGUARD_RUN_KNOWN_BUGS") == "" {
-		t.Skip("BUG: the SDK's cumulative series are younger than sources.freshSeries (5m), so the restarted rollguard " +
-			"counts their first point in full: the whole pre-restart history (bad canary requests included) lands in the " +
-			"first tick of the generation announced after the restart, which regresses on data older than itself and " +
-			"sends d-…-2/flag_kill for a healthy canary. Set ROLLGUARD_RUN_KNOWN_BUGS=1 to run it.")
-	}
 	lcaHealthyAfterRestart(t, false)
 }
 

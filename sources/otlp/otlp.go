@@ -345,10 +345,10 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 			reject("invalid_bucket_layout")
 			continue
 		}
-		s := sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram, TimeUnixNano: int64(dp.Timestamp())}
+		s := sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram, TimeUnixNano: int64(dp.Timestamp()), StartUnixNano: int64(dp.StartTimestamp())}
 		count, sum := float64(dp.Count()), dp.Sum()
 		if h.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
-			dc, ds, db, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
+			dc, ds, db, from, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
 			if err != nil {
 				reject("series_limit")
 				continue
@@ -356,7 +356,7 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 			if !ok {
 				continue
 			}
-			count, sum, counts = dc, ds, db
+			count, sum, counts, s.StartUnixNano = dc, ds, db, from
 		}
 		s.Count, s.Sum = count, sum
 		if len(counts) > 0 {
@@ -384,12 +384,12 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 			continue
 		}
 		v := numberValue(dp)
-		kind := sources.KindCounter
+		kind, from := sources.KindCounter, int64(dp.StartTimestamp()) // a delta's interval
 		switch {
 		case !sum.IsMonotonic():
-			kind = sources.KindGauge // an up-down counter reads like a gauge
+			kind, from = sources.KindGauge, 0 // an up-down counter reads like a gauge
 		case sum.AggregationTemporality() == pmetric.AggregationTemporalityCumulative:
-			inc, ok, err := r.cum.Counter(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
+			inc, f, ok, err := r.cum.Counter(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
 			if err != nil {
 				reject("series_limit")
 				continue
@@ -397,9 +397,9 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 			if !ok {
 				continue
 			}
-			v = inc
+			v, from = inc, f
 		}
-		out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: kind, TimeUnixNano: int64(dp.Timestamp()), Value: v})
+		out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: kind, TimeUnixNano: int64(dp.Timestamp()), StartUnixNano: from, Value: v})
 	}
 	return out
 }
@@ -423,9 +423,9 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 		}
 		h := sources.NativeHistogram{Scale: dp.Scale(), ZeroThreshold: dp.ZeroThreshold(), ZeroCount: float64(dp.ZeroCount()),
 			Positive: expBuckets(dp.Positive()), Negative: expBuckets(dp.Negative())}
-		count, sum := float64(dp.Count()), dp.Sum()
+		count, sum, from := float64(dp.Count()), dp.Sum(), int64(dp.StartTimestamp())
 		if eh.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
-			dc, ds, dh, ok, err := r.cum.Native(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
+			dc, ds, dh, f, ok, err := r.cum.Native(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
 			if err != nil {
 				reject("series_limit")
 				continue
@@ -433,10 +433,10 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 			if !ok {
 				continue
 			}
-			count, sum, h = dc, ds, dh
+			count, sum, h, from = dc, ds, dh, f
 		}
 		out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram,
-			TimeUnixNano: int64(dp.Timestamp()), Count: count, Sum: sum, Native: &h})
+			TimeUnixNano: int64(dp.Timestamp()), StartUnixNano: from, Count: count, Sum: sum, Native: &h})
 	}
 	return out
 }
@@ -469,14 +469,14 @@ func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources
 		if !ok {
 			continue
 		}
-		dc, ds, _, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
+		dc, ds, _, from, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
 		if err != nil {
 			reject("series_limit")
 			continue
 		}
 		if ok {
 			out = append(out, sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram,
-				TimeUnixNano: int64(dp.Timestamp()), Count: dc, Sum: ds})
+				TimeUnixNano: int64(dp.Timestamp()), StartUnixNano: from, Count: dc, Sum: ds})
 		}
 	}
 	return out

@@ -297,6 +297,14 @@ func checkSamples(t testing.TB, got, want []sources.Sample) {
 	if len(got) == 0 && len(want) == 0 {
 		return
 	}
+	// When an increment began is checked where a test says it
+	// (TestReceiverIncrementStart); elsewhere it is left out.
+	got = append([]sources.Sample(nil), got...)
+	for i := range got {
+		if i < len(want) && want[i].StartUnixNano == 0 {
+			got[i].StartUnixNano = 0
+		}
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("samples differ\n got: %+v\nwant: %+v", got, want)
 	}
@@ -802,4 +810,29 @@ func serveRecovering(h http.Handler, body []byte) (code int, panicked any) {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Code, nil
+}
+
+// TestReceiverIncrementStart: every increment says when it began — a
+// fresh cumulative series' first point at the series' start, later points
+// at the previous point, a delta at its interval's start — so that the
+// detector can leave out what began before its tests did.
+func TestReceiverIncrementStart(t *testing.T) {
+	t1, t2 := httpT0.Add(10*time.Second), httpT0.Add(20*time.Second)
+	cum, delta := pmetric.AggregationTemporalityCumulative, pmetric.AggregationTemporalityDelta
+	rs := startReceiver(t, otlp.Config{})
+	for _, step := range []struct {
+		m        *metricsBuilder
+		at, from time.Time
+	}{
+		{newMetrics("v1").sum("requests", cum, true, httpStart, httpT0, 5), httpT0, httpStart},
+		{newMetrics("v1").sum("requests", cum, true, httpStart, t1, 8), t1, httpT0},
+		{newMetrics("v1").sum("requests", cum, true, httpStart, t2, 9), t2, t1},
+		{newMetrics("v2").histogram(reqDur, delta, 200, t1, t2, 10, 2.5, bounds, []uint64{6, 3, 1}), t2, t1},
+	} {
+		exportOK(t, rs.post(t, http.MethodPost, ctProto, "", step.m.proto(t)), false)
+		got := rs.sink.take()
+		if len(got) != 1 || got[0].TimeUnixNano != step.at.UnixNano() || got[0].StartUnixNano != step.from.UnixNano() {
+			t.Fatalf("samples %+v, want one at %v that began at %v", got, step.at, step.from)
+		}
+	}
 }

@@ -876,14 +876,9 @@ func (m *Model) Approve(id, by string, now time.Time) ([]string, Effects, error)
 // cancelled; the deployment goes on as a new generation (or ends, if it
 // was rolled back), so that a later regression opens a new incident.
 func (m *Model) Close(id, by, reason string, now time.Time) (Incident, Effects, error) {
-	inc := m.lookup(id)
-	switch {
-	case inc == nil:
-		return Incident{}, m.take(now), ErrNotFound
-	case !inc.Open():
-		return inc.Clone(), m.take(now), ErrNotOpen
-	case strings.TrimSpace(by) == "" || strings.TrimSpace(reason) == "":
-		return Incident{}, m.take(now), ErrNoReason
+	inc, err := m.decided(id, by, reason, true)
+	if err != nil {
+		return Incident{}, m.take(now), err
 	}
 	inc.ClosedBy, inc.CloseReason = by, reason
 	m.close(inc, now, "closed by "+by+": "+reason)
@@ -894,14 +889,9 @@ func (m *Model) Close(id, by, reason string, now time.Time) (Incident, Effects, 
 // goes on as before (an acknowledged incident is still followed), and the
 // status updates and the post-mortem say who and when.
 func (m *Model) Ack(id, by, reason string, now time.Time) (Incident, Effects, error) {
-	inc := m.lookup(id)
-	switch {
-	case inc == nil:
-		return Incident{}, m.take(now), ErrNotFound
-	case !inc.Open():
-		return inc.Clone(), m.take(now), ErrNotOpen
-	case strings.TrimSpace(by) == "":
-		return Incident{}, m.take(now), ErrNoReason
+	inc, err := m.decided(id, by, reason, false)
+	if err != nil {
+		return Incident{}, m.take(now), err
 	}
 	t := now
 	inc.AckedBy, inc.AckedAt = by, &t
@@ -928,6 +918,21 @@ func (m *Model) sorted() []*Incident {
 		out[i] = m.incidents[id]
 	}
 	return out
+}
+
+// decided is the open incident a person's decision is about, if the
+// decision says who made it (and, when reasonRequired, why).
+func (m *Model) decided(id, by, reason string, reasonRequired bool) (*Incident, error) {
+	inc := m.lookup(id)
+	switch {
+	case inc == nil:
+		return nil, ErrNotFound
+	case !inc.Open():
+		return nil, ErrNotOpen
+	case strings.TrimSpace(by) == "" || (reasonRequired && strings.TrimSpace(reason) == ""):
+		return nil, ErrNoReason
+	}
+	return inc, nil
 }
 
 func (m *Model) lookup(id string) *Incident {

@@ -372,24 +372,21 @@ func (p *Playbook) Approve(id, by string) ([]string, error) {
 
 // Close closes an open incident by a person's decision.
 func (p *Playbook) Close(id, by, reason string) (Incident, error) {
-	var inc Incident
-	var err error
-	p.step(func(m *Model) Effects {
-		var eff Effects
-		inc, eff, err = m.Close(id, by, reason, p.o.Now())
-		return eff
-	})
-	p.poke()
-	return inc, err
+	return p.decide(func(m *Model, now time.Time) (Incident, Effects, error) { return m.Close(id, by, reason, now) })
 }
 
 // Ack records that a person has taken the incident in hand.
 func (p *Playbook) Ack(id, by, reason string) (Incident, error) {
+	return p.decide(func(m *Model, now time.Time) (Incident, Effects, error) { return m.Ack(id, by, reason, now) })
+}
+
+// decide steps a person's decision on an incident.
+func (p *Playbook) decide(f func(m *Model, now time.Time) (Incident, Effects, error)) (Incident, error) {
 	var inc Incident
 	var err error
 	p.step(func(m *Model) Effects {
 		var eff Effects
-		inc, eff, err = m.Ack(id, by, reason, p.o.Now())
+		inc, eff, err = f(m, p.o.Now())
 		return eff
 	})
 	p.poke()

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,7 +67,25 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T, config string) *testDaemon {
 	t.Helper()
-	file := writeConfig(t, config)
+	return startDaemonFile(t, writeConfig(t, config))
+}
+
+// restartDaemon stops td and starts a daemon on the same configuration
+// file and storage (the embedded JetStream store, the outbox, the signing
+// key), as an operator restarting rollguard would.
+func restartDaemon(t *testing.T, td *testDaemon) *testDaemon {
+	t.Helper()
+	td.stop()
+	if td.client != nil {
+		td.client.Close()
+	}
+	return startDaemonFile(t, td.file)
+}
+
+// startDaemonFile starts a daemon on a configuration file, with its
+// storage under the file's folder.
+func startDaemonFile(t *testing.T, file string) *testDaemon {
+	t.Helper()
 	dir := filepath.Dir(file)
 	d, err := newDaemon(daemonOptions{
 		ConfigFile: file, StoragePath: filepath.Join(dir, "data"), WebListenAddress: "127.0.0.1:0",
@@ -642,4 +661,48 @@ func TestHelpRunsNothing(t *testing.T) {
 			t.Fatalf("%v did not return: the command ran", args)
 		}
 	}
+}
+
+// commandWire records the ids of the commands a core NATS subscriber sees:
+// what actuators would receive, every publish, before any deduplication by
+// the stream.
+type commandWire struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func watchCommands(t *testing.T, td *testDaemon) *commandWire {
+	t.Helper()
+	w := &commandWire{}
+	sub, err := td.client.Subscribe("rollguard.cmd.>", func(m *nats.Msg) {
+		w.mu.Lock()
+		w.ids = append(w.ids, m.Header.Get(jetstream.MsgIDHeader))
+		w.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := td.client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return w
+}
+
+// all is every command id seen, in order.
+func (w *commandWire) all() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.ids...)
+}
+
+// count is how often id was seen.
+func (w *commandWire) count(id string) int {
+	n := 0
+	for _, x := range w.all() {
+		if x == id {
+			n++
+		}
+	}
+	return n
 }

@@ -11,14 +11,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -69,80 +67,16 @@ playbook:
 `
 }
 
-// lcbStart is startDaemon on a given configuration file, so that a
-// restarted daemon finds the same storage (its embedded NATS store, the
-// incidents' KV bucket, the outbox) under the file's folder.
+// lcbStart is startDaemon on a given configuration file.
 func lcbStart(t *testing.T, file string) *testDaemon {
 	t.Helper()
-	d, err := newDaemon(daemonOptions{
-		ConfigFile: file, StoragePath: filepath.Join(filepath.Dir(file), "data"), WebListenAddress: "127.0.0.1:0",
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "rollguard", Output: testWriter{t}, Level: hclog.Info}),
-	})
-	if err != nil {
-		t.Fatalf("start daemon: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{daemon: d, t: t, file: file, web: "http://" + d.webLn.Addr().String(),
-		otlp: "http://" + d.otlpLn.Addr().String() + "/v1/metrics", done: make(chan error, 1), cancel: cancel}
-	go func() { td.done <- d.Run(ctx) }()
-	t.Cleanup(td.stop)
-	nc, err := connectNATS(d.ns.ClientURL(), d.Config().NATS, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	td.client = nc
-	td.js, _ = jetstream.New(nc)
-	if td.stream, err = td.js.Stream(context.Background(), "ROLLGUARD"); err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	checkFor(t, 30*time.Second, func() error {
-		if code, _ := td.get("/-/ready"); code != 200 {
-			return fmt.Errorf("ready: %d", code)
-		}
-		return nil
-	})
-	return td
+	return startDaemonFile(t, file)
 }
 
-// lcbRestart stops the daemon and starts a new one on the same
-// configuration and storage.
+// lcbRestart restarts the daemon on the same storage.
 func lcbRestart(t *testing.T, td *testDaemon) *testDaemon {
 	t.Helper()
-	td.stop()
-	td.client.Close()
-	return lcbStart(t, td.file)
-}
-
-// lcbWire counts the commands on the wire: a core NATS subscriber sees
-// every publish, a duplicate included, not only what the stream kept.
-type lcbWire struct {
-	mu  sync.Mutex
-	ids []string
-}
-
-func lcbWatchCommands(t *testing.T, td *testDaemon) *lcbWire {
-	t.Helper()
-	w := &lcbWire{}
-	sub, err := td.client.Subscribe("rollguard.cmd.>", func(m *nats.Msg) {
-		w.mu.Lock()
-		w.ids = append(w.ids, m.Header.Get(jetstream.MsgIDHeader))
-		w.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := td.client.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	return w
-}
-
-func (w *lcbWire) commands() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.ids...)
+	return restartDaemon(t, td)
 }
 
 // lcbReport publishes an actuator's result as actuators do: a CloudEvent
@@ -305,11 +239,11 @@ func lcbUnderWay(ds []detector.Deployment, prev, version string) *detector.Deplo
 
 // lcbOneCommand checks that exactly one command went out, on the wire and
 // in the stream, and that it is the one expected.
-func lcbOneCommand(t *testing.T, td *testDaemon, w *lcbWire, suffix string) string {
+func lcbOneCommand(t *testing.T, td *testDaemon, w *commandWire, suffix string) string {
 	t.Helper()
 	var ids []string
 	checkFor(t, 10*time.Second, func() error {
-		if ids = w.commands(); len(ids) != 1 {
+		if ids = w.all(); len(ids) != 1 {
 			return fmt.Errorf("commands on the wire: %v", ids)
 		}
 		return nil
@@ -347,7 +281,7 @@ func lcbContaining(t *testing.T, td *testDaemon) (*fleet, actions.Incident) {
 // is sent again.
 func TestLifecycleBRestartDoesNotResurrectSuperseded(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	_, inc := lcbContaining(t, td)
 	old := inc.Deployment
 	kill := lcbOneCommand(t, td, w, "/flag_kill/new-checkout-flow")
@@ -375,7 +309,7 @@ func TestLifecycleBRestartDoesNotResurrectSuperseded(t *testing.T) {
 	}
 
 	td = lcbRestart(t, td)
-	w = lcbWatchCommands(t, td)
+	w = watchCommands(t, td)
 	// Restore runs before the daemon is ready: what it resumed is there now.
 	restored := incidentOf(t, td.get)
 	if restored == nil || restored.ID != inc.ID || restored.State != actions.StateEscalated ||
@@ -418,7 +352,7 @@ func TestLifecycleBRestartDoesNotResurrectSuperseded(t *testing.T) {
 	if i := incidentOf(t, td.get); i == nil || i.State != actions.StateEscalated || i.Deployment.EndedAt == nil {
 		t.Fatalf("incident after traffic: %+v", i)
 	}
-	if ids := w.commands(); len(ids) != 0 {
+	if ids := w.all(); len(ids) != 0 {
 		t.Fatalf("commands on the wire after the restart: %v", ids)
 	}
 	if ids := exactlyOnce(t, td.stream); len(ids) != 1 || ids[0] != kill {
@@ -432,12 +366,12 @@ func TestLifecycleBRestartDoesNotResurrectSuperseded(t *testing.T) {
 // and no command again.
 func TestLifecycleBRestartResumesOpenIncident(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	_, inc := lcbContaining(t, td)
 	kill := lcbOneCommand(t, td, w, "/flag_kill/new-checkout-flow")
 
 	td = lcbRestart(t, td)
-	w = lcbWatchCommands(t, td)
+	w = watchCommands(t, td)
 	restored := incidentOf(t, td.get)
 	if restored == nil || restored.ID != inc.ID || restored.State != actions.StateContaining || restored.Deployment.EndedAt != nil {
 		t.Fatalf("restored incident %+v", restored)
@@ -463,7 +397,7 @@ func TestLifecycleBRestartResumesOpenIncident(t *testing.T) {
 	if i := incidentOf(t, td.get); i == nil || i.ID != inc.ID || i.State != actions.StateContaining {
 		t.Fatalf("incident after the restart: %+v", i)
 	}
-	if ids := w.commands(); len(ids) != 0 {
+	if ids := w.all(); len(ids) != 0 {
 		t.Fatalf("commands on the wire after the restart: %v", ids)
 	}
 	if ids := exactlyOnce(t, td.stream); len(ids) != 1 || ids[0] != kill {
@@ -517,7 +451,7 @@ func lcbAnnounceV2V3(t *testing.T, td *testDaemon) (first, second detector.Deplo
 // stays under way, with only v2 as its baseline.
 func TestLifecycleBRetiredTrafficDoesNotSupersede(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	first, second := lcbAnnounceV2V3(t, td)
 
 	old := newService(t, td.otlp, "checkout", "v1", 0.01, 31)
@@ -562,7 +496,7 @@ func TestLifecycleBRetiredTrafficDoesNotSupersede(t *testing.T) {
 	if inc := incidentOf(t, td.get); inc != nil {
 		t.Fatalf("incident %+v", inc)
 	}
-	if ids := w.commands(); len(ids) != 0 {
+	if ids := w.all(); len(ids) != 0 {
 		t.Fatalf("commands on the wire: %v", ids)
 	}
 }
@@ -571,7 +505,7 @@ func TestLifecycleBRetiredTrafficDoesNotSupersede(t *testing.T) {
 // seen, opens an implicit deployment v2 -> v4 that supersedes v2 -> v3.
 func TestLifecycleBNewVersionOpensImplicit(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	_, second := lcbAnnounceV2V3(t, td)
 
 	stable := newService(t, td.otlp, "checkout", "v2", 0.01, 41)
@@ -603,7 +537,7 @@ func TestLifecycleBNewVersionOpensImplicit(t *testing.T) {
 	if n := lcbMetric(t, td, `rollguard_deployments_opened_total{source="implicit"}`); n != 1 {
 		t.Fatalf("%v implicit deployments opened, want 1", n)
 	}
-	if ids := w.commands(); len(ids) != 0 {
+	if ids := w.all(); len(ids) != 0 {
 		t.Fatalf("commands on the wire: %v", ids)
 	}
 }
@@ -613,7 +547,7 @@ func TestLifecycleBNewVersionOpensImplicit(t *testing.T) {
 // lcbRollbackEscalated runs a bad canary against a guard with no flag, so
 // that rollback is the only rung, and no actuator: the rollback times out
 // and the incident is escalated.
-func lcbRollbackEscalated(t *testing.T, td *testDaemon, w *lcbWire) (*fleet, actions.Incident, string) {
+func lcbRollbackEscalated(t *testing.T, td *testDaemon, w *commandWire) (*fleet, actions.Incident, string) {
 	t.Helper()
 	f := newFleet(t, td.otlp)
 	f.badAlways = true
@@ -635,7 +569,7 @@ func lcbRollbackEscalated(t *testing.T, td *testDaemon, w *lcbWire) (*fleet, act
 // stabilized.
 func TestLifecycleBLateRollbackResultIsActedOn(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "2s"})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	f, _, rb := lcbRollbackEscalated(t, td, w)
 
 	// The deploy tool was slow: the rollback happens now, and says so.
@@ -669,10 +603,10 @@ const (
 // reports in_progress from the start, every 300 ms, until the incident is
 // escalated. It returns the incident, when the rollback was published, and
 // whether the incident was seen rolling_back well past the ack timeout.
-func lcbInProgressUntilEscalated(t *testing.T) (*testDaemon, *lcbWire, actions.Incident, time.Time, bool) {
+func lcbInProgressUntilEscalated(t *testing.T) (*testDaemon, *commandWire, actions.Incident, time.Time, bool) {
 	t.Helper()
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: lcbAck.String(), extra: "  max_action_time: {rollback: " + lcbMaxAction.String() + "}\n"})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	stop := lcbProgress(t, td, actions.ActionRollback, 300*time.Millisecond)
 	f := newFleet(t, td.otlp)
 	f.badAlways = true
@@ -752,7 +686,7 @@ func TestLifecycleBMaxActionTimeIsInTimeline(t *testing.T) {
 // recorded as late.
 func TestLifecycleBLateProgressThenOKIsLate(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "2s"})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	f, _, rb := lcbRollbackEscalated(t, td, w)
 
 	lcbReport(t, td, rb, actions.ActionRollback, actions.ResultInProgress, "redeploying", rb+"/progress/lcb-deployer/1")
@@ -779,7 +713,7 @@ func TestLifecycleBLateProgressThenOKIsLate(t *testing.T) {
 // with people.
 func TestLifecycleBLateFailedResultStaysEscalated(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "2s"})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	f, _, rb := lcbRollbackEscalated(t, td, w)
 
 	lcbReport(t, td, rb, actions.ActionRollback, actions.ResultFailed, "image pull failed", rb+"/result/lcb-deployer")
@@ -817,7 +751,7 @@ func TestLifecycleBLateFailedResultStaysEscalated(t *testing.T) {
 // is published but the incident's own events.
 func TestLifecycleBCLICloseEscalated(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "2s"})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	_, inc, _ := lcbRollbackEscalated(t, td, w)
 	if n := lcbMetric(t, td, "rollguard_incidents_open"); n != 1 {
 		t.Fatalf("rollguard_incidents_open %v while escalated, want 1", n)
@@ -867,7 +801,7 @@ func TestLifecycleBCLICloseEscalated(t *testing.T) {
 // records who has it and leaves the incident open and escalated.
 func TestLifecycleBCLIAckKeepsOpen(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "2s"})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 	_, inc, _ := lcbRollbackEscalated(t, td, w)
 
 	var out, errb bytes.Buffer
@@ -935,7 +869,7 @@ func lcbCLIDeploy(t *testing.T, td *testDaemon, args ...string) detector.Deploym
 // says it came last by NATS.
 func TestLifecycleBReadmeStep7(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 
 	cli := lcbCLIDeploy(t, td, "--service=checkout", "--version=v3", "--previous-version=v2",
 		"--commit=9f2c1e", "--previous-commit=41ab07", "--flag=new-checkout-flow")
@@ -961,7 +895,7 @@ func TestLifecycleBReadmeStep7(t *testing.T) {
 	if n := lcbMetric(t, td, `rollguard_deployments_opened_total{source="api"}`); n != 1 {
 		t.Fatalf("%v deployments opened by announcements, want 1", n)
 	}
-	if ids := w.commands(); len(ids) != 0 {
+	if ids := w.all(); len(ids) != 0 {
 		t.Fatalf("commands on the wire: %v", ids)
 	}
 }
@@ -971,7 +905,7 @@ func TestLifecycleBReadmeStep7(t *testing.T) {
 // of the deployment it supersedes.
 func TestLifecycleBFirstAnnouncementHasNoCommit(t *testing.T) {
 	td := lcbStart(t, writeConfig(t, lcbConfig(lcbOptions{ack: "1m", flags: true})))
-	w := lcbWatchCommands(t, td)
+	w := watchCommands(t, td)
 
 	first := lcbCLIDeploy(t, td, "--service=checkout", "--version=v2", "--previous-version=v1",
 		"--commit=41ab07", "--previous-commit=0c0ffe", "--flag=new-checkout-flow")
@@ -993,7 +927,7 @@ func TestLifecycleBFirstAnnouncementHasNoCommit(t *testing.T) {
 	if len(ended) != 1 || ended[0].ID != first.ID || ended[0].SupersededBy != api.ID || ended[0].Commit != "41ab07" {
 		t.Fatalf("ended %+v", ended)
 	}
-	if ids := w.commands(); len(ids) != 0 {
+	if ids := w.all(); len(ids) != 0 {
 		t.Fatalf("commands on the wire: %v", ids)
 	}
 }

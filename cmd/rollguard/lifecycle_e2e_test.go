@@ -11,20 +11,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rollguard/rollguard/actions"
@@ -59,82 +54,10 @@ const (
 	lcaHealthyRequests = 10000
 )
 
-// lcaRestart stops td and starts a daemon on the same configuration file
-// and storage path (and so the same embedded JetStream store, outbox and
-// signing key), as an operator restarting rollguard would.
+// lcaRestart restarts the daemon on the same storage.
 func lcaRestart(t *testing.T, old *testDaemon) *testDaemon {
 	t.Helper()
-	old.stop()
-	d, err := newDaemon(daemonOptions{
-		ConfigFile: old.file, StoragePath: filepath.Join(filepath.Dir(old.file), "data"), WebListenAddress: "127.0.0.1:0",
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "rollguard", Output: testWriter{t}, Level: hclog.Info}),
-	})
-	if err != nil {
-		t.Fatalf("restart daemon: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{daemon: d, t: t, file: old.file, web: "http://" + d.webLn.Addr().String(),
-		otlp: "http://" + d.otlpLn.Addr().String() + "/v1/metrics", done: make(chan error, 1), cancel: cancel}
-	go func() { td.done <- d.Run(ctx) }()
-	t.Cleanup(td.stop)
-	nc, err := connectNATS(d.ns.ClientURL(), d.Config().NATS, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	td.client = nc
-	td.js, _ = jetstream.New(nc)
-	if td.stream, err = td.js.Stream(context.Background(), "ROLLGUARD"); err != nil {
-		t.Fatalf("stream after restart: %v", err)
-	}
-	checkFor(t, 30*time.Second, func() error {
-		if code, _ := td.get("/-/ready"); code != 200 {
-			return fmt.Errorf("restarted daemon not ready: %d", code)
-		}
-		return nil
-	})
-	return td
-}
-
-// lcaWire records the ids of the commands a core NATS subscriber sees:
-// what actuators would receive, before any deduplication by the stream.
-type lcaWire struct {
-	mu  sync.Mutex
-	ids []string
-}
-
-func lcaWatchWire(t *testing.T, td *testDaemon) *lcaWire {
-	t.Helper()
-	w := &lcaWire{}
-	sub, err := td.client.Subscribe("rollguard.cmd.>", func(m *nats.Msg) {
-		w.mu.Lock()
-		w.ids = append(w.ids, m.Header.Get(jetstream.MsgIDHeader))
-		w.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := td.client.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	return w
-}
-
-func (w *lcaWire) all() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.ids...)
-}
-
-func (w *lcaWire) count(id string) int {
-	n := 0
-	for _, x := range w.all() {
-		if x == id {
-			n++
-		}
-	}
-	return n
+	return restartDaemon(t, old)
 }
 
 // lcaIncident returns an incident from GET /api/v1/incidents/{id}, or nil
@@ -347,10 +270,10 @@ func lcaCommandData(t *testing.T, td *testDaemon, id string) actions.CommandData
 // canary is bad while the flag is on through flag kill, recovery,
 // stabilized and closed (close_after 5s), and returns once the deployment
 // goes on as its second generation.
-func lcaClosedAfterFlagKill(t *testing.T) (*testDaemon, *fleet, *lcaWire, actions.Incident, string) {
+func lcaClosedAfterFlagKill(t *testing.T) (*testDaemon, *fleet, *commandWire, actions.Incident, string) {
 	t.Helper()
 	td := startDaemon(t, lcaConfig(t, "127.0.0.1:0", lcaCloseAfter1h, "  close_after: 5s\n"))
-	wire := lcaWatchWire(t, td)
+	wire := watchCommands(t, td)
 	f := newFleet(t, td.otlp)
 	f.badWithFlag = true
 	flagdActuator(t, natsURL(td), pubKey(td), f)
@@ -474,11 +397,11 @@ func TestLifecycleARedeployAfterClosedIncidentHealthyTwin(t *testing.T) {
 // restart: the SDK's cumulative series then have their base in the
 // restarted rollguard (see TestLifecycleARedeployRightAfterRestartHealthyTwin
 // for what happens without).
-func lcaEscalatedThenRestarted(t *testing.T, settle bool) (*testDaemon, *fleet, *lcaWire, *lcaWire, actions.Incident) {
+func lcaEscalatedThenRestarted(t *testing.T, settle bool) (*testDaemon, *fleet, *commandWire, *commandWire, actions.Incident) {
 	t.Helper()
 	otlp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	td := startDaemon(t, lcaConfig(t, otlp, lcaAckTimeout4s, "  ack_timeout: 3s\n"))
-	before := lcaWatchWire(t, td)
+	before := watchCommands(t, td)
 	f := newFleet(t, "http://"+otlp+"/v1/metrics")
 	f.badAlways = true
 	first := untilState(t, f, td.get, actions.StateEscalated, 150*time.Second)
@@ -496,7 +419,7 @@ func lcaEscalatedThenRestarted(t *testing.T, settle bool) (*testDaemon, *fleet, 
 
 	td = lcaRestart(t, td)
 	restarted := time.Now()
-	after := lcaWatchWire(t, td)
+	after := watchCommands(t, td)
 	if inc := lcaIncident(t, td, first.ID); inc == nil || inc.State != actions.StateEscalated || len(inc.Commands) != 2 {
 		t.Fatalf("incident after the restart: %+v", inc)
 	}
@@ -608,10 +531,10 @@ func lcaHealthyAfterRestart(t *testing.T, settle bool) {
 // lcaClosedByPerson runs a canary bad while the flag is on to a flag kill and
 // recovery, then has a person close the incident with `rollguard incident
 // close`; it returns once the deployment goes on as its second generation.
-func lcaClosedByPerson(t *testing.T) (*testDaemon, *fleet, *lcaWire, actions.Incident, detector.Deployment) {
+func lcaClosedByPerson(t *testing.T) (*testDaemon, *fleet, *commandWire, actions.Incident, detector.Deployment) {
 	t.Helper()
 	td := startDaemon(t, lcaConfig(t, "127.0.0.1:0")) // close_after 1h: only a person closes
-	wire := lcaWatchWire(t, td)
+	wire := watchCommands(t, td)
 	f := newFleet(t, td.otlp)
 	f.badWithFlag = true
 	flagdActuator(t, natsURL(td), pubKey(td), f)
@@ -795,7 +718,7 @@ func TestLifecycleANoPromotionWhileEscalated(t *testing.T) {
 // incident a deployment is not persisted, so a restart forgets it.)
 func TestLifecycleANoPromotionWhileEscalatedHealthyTwin(t *testing.T) {
 	td := startDaemon(t, lcaPromotionConfig(t, "127.0.0.1:0"))
-	wire := lcaWatchWire(t, td)
+	wire := watchCommands(t, td)
 	f := newFleet(t, td.otlp)
 	checkFor(t, 30*time.Second, func() error {
 		f.round()

@@ -71,13 +71,18 @@ type deploymentRun struct {
 	// restarted, and restarts when they were, so charts tell the whole story.
 	past     map[string][]SignalSeries
 	restarts []time.Time
+	// cutFrom, when set, leaves out increments that began before it: the
+	// tests restarted (verification after a mitigation, a restart of
+	// rollguard) or the deployment is a later generation, so that what the
+	// candidate did before — under other conditions — does not count.
+	cutFrom time.Time
 }
 
 // restart discards the tests of every guard, keeping their chart history.
 func (d *deploymentRun) restart(from time.Time) {
 	d.past = d.series()
 	d.restarts = append(d.restarts, from)
-	d.testFrom = from
+	d.testFrom, d.cutFrom = from, from
 	d.guards = map[string]*guardRun{}
 }
 
@@ -288,10 +293,10 @@ func (e *Engine) Append(samples []sample.Sample) error {
 				e.metrics.dropped.WithLabelValues("other_version").Inc()
 				continue
 			}
-			if s.StartUnixNano != 0 && s.StartUnixNano < d.from().UnixNano() {
-				// The increment began before the tests did (before the
-				// deployment, a mitigation or a restart): part of it belongs
-				// to what came before, so none of it counts.
+			if s.StartUnixNano != 0 && !d.cutFrom.IsZero() && s.StartUnixNano < d.cutFrom.UnixNano() {
+				// The increment began before the tests restarted (a
+				// mitigation, a restart) or before this generation: part of
+				// it belongs to what came before, so none of it counts.
 				e.metrics.dropped.WithLabelValues("before_tests").Inc()
 				continue
 			}
@@ -438,6 +443,9 @@ func (e *Engine) serviceFlags(service string) []string {
 // generation it follows; otherwise the guards' history gives it.
 func (e *Engine) open(d Deployment, pre map[string][]tick) {
 	run := &deploymentRun{Deployment: d, guards: map[string]*guardRun{}, pre: pre}
+	if d.Generation() >= 2 {
+		run.cutFrom = d.StartedAt // not the first deployment of these versions
+	}
 	if run.pre == nil {
 		run.pre = map[string][]tick{}
 		for _, g := range e.guardsOf(d.Service) {

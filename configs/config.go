@@ -351,14 +351,27 @@ func (c *SignalConfig) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// SignalAlpha is the false-alarm level of each of the guard's signals (a
-// latency signal splits it again across its quantiles).
+// SignalAlpha is the false-alarm level of each of the guard's signals
+// that spends one (a latency signal splits it again across its
+// quantiles). α is split only across the signals that spend it: an slo
+// signal (burn-rate alerts) and a rule-based one control no false-alarm
+// rate, so they take no share.
 func (g GuardConfig) SignalAlpha() float64 {
-	if len(g.Signals) == 0 {
+	n := 0
+	for _, s := range g.Signals {
+		if s.SpendsAlpha() {
+			n++
+		}
+	}
+	if n == 0 {
 		return g.Alpha
 	}
-	return g.Alpha / float64(len(g.Signals))
+	return g.Alpha / float64(n)
 }
+
+// SpendsAlpha reports whether the signal's verdict is an anytime-valid
+// test at a share of the guard's α.
+func (s SignalConfig) SpendsAlpha() bool { return s.Type != SignalSLO && s.Rule == nil }
 
 // Duration is a Prometheus-style duration ("30s", "5m", "1h").
 type Duration time.Duration

@@ -388,6 +388,12 @@ func TestSignalAlpha(t *testing.T) {
 			t.Errorf("SignalAlpha(alpha %v, %d signals) = %v, want %v", tt.alpha, tt.signals, got, tt.want)
 		}
 	}
+	// Signals that spend no α (slo burn rates, rules) take no share.
+	g := GuardConfig{Alpha: 0.01, Signals: []SignalConfig{{Type: SignalErrorRatio}, {Type: SignalSLO},
+		{Type: SignalLatency, Rule: &RuleConfig{}}, {Type: SignalSaturation}}}
+	if got := g.SignalAlpha(); got != 0.005 {
+		t.Errorf("SignalAlpha with an slo and a rule signal beside two tests = %v, want 0.005", got)
+	}
 }
 
 func TestExampleConfig(t *testing.T) {

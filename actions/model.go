@@ -277,7 +277,7 @@ func (m *Model) recovered(inc *Incident, v detector.GuardVerdict) bool {
 			return false
 		case ev.Candidate.Total == 0:
 			return false
-		case float64(ev.Estimate) > ev.Theta0 && ev.Theta0 > 0:
+		case ev.Theta0 > 0 && !(float64(ev.Estimate) <= ev.Theta0): // NaN is not recovery
 			return false
 		}
 	}

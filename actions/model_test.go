@@ -2,6 +2,7 @@ package actions
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,29 @@ func TestModelResultBeforeCommand(t *testing.T) {
 		Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now)
 	if inc := m2.incidents[d.ID]; inc.State != StateRollingBack {
 		t.Errorf("unrelated early result moved the incident to %s", inc.State)
+	}
+}
+
+// Recovery is never declared on a NaN estimate; the twin with an estimate
+// within tolerance starts the healthy hold.
+func TestModelNoRecoveryOnNaN(t *testing.T) {
+	for _, tc := range []struct {
+		estimate float64
+		healthy  bool
+	}{{math.NaN(), false}, {1.0, true}} {
+		m, d := modelOn(t, "")
+		d.Flags = []string{"f"}
+		now := propT0
+		publishAll(m, m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+			Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now), now)
+		now = now.Add(time.Second)
+		m.Result(ResultData{CommandID: CommandID(d.ID, ActionFlagKill, "f"), Status: ResultOK, Actuator: "flagd"}, now)
+		ev := evidence(detector.StateInconclusive, 0.01, 0.01)
+		ev[0].Estimate = detector.Float(tc.estimate)
+		now = now.Add(10 * time.Second)
+		m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateInconclusive, At: now, Since: now, Signals: ev}, now)
+		if got := m.incidents[d.ID].HealthySince != nil; got != tc.healthy {
+			t.Errorf("estimate %v: healthy hold started %v, want %v", tc.estimate, got, tc.healthy)
+		}
 	}
 }

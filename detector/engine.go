@@ -264,6 +264,10 @@ func (e *Engine) Append(samples []sample.Sample) error {
 	now := e.now()
 	for i := range samples {
 		s := &samples[i]
+		if !usable(s) {
+			e.metrics.dropped.WithLabelValues("invalid_value").Inc()
+			continue
+		}
 		for _, g := range e.byMetric[s.Metric] {
 			if s.Labels.Get(g.ServiceLabel) != g.Service {
 				continue
@@ -310,6 +314,25 @@ func (e *Engine) Append(samples []sample.Sample) error {
 		}
 	}
 	return nil
+}
+
+// usable reports whether a sample's numbers can enter a test: finite, and
+// for increments not negative. Inputs reject such points at the door; this
+// is the detector's own guard, whatever the input.
+func usable(s *sample.Sample) bool {
+	bad := func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
+	switch {
+	case bad(s.Value) || bad(s.Count) || bad(s.Sum):
+		return false
+	case s.Kind != sample.KindGauge && (s.Value < 0 || s.Count < 0):
+		return false
+	}
+	for _, b := range s.Buckets {
+		if bad(b.Count) || b.Count < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // observeVersion applies the tracker's rule for traffic of version; it

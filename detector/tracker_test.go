@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -229,5 +230,23 @@ func TestEngineDropsIncrementsFromBeforeTheTests(t *testing.T) {
 	ev := rec.last(t).Signals[0]
 	if ev.Candidate.Total != 100 || ev.Candidate.Bad != 0 {
 		t.Errorf("candidate %+v: want the 100 requests that began after the restart, and none of the 500 errors from before", ev.Candidate)
+	}
+}
+
+// A sample with a number no metric can have (NaN, ±Inf, a negative
+// increment) never reaches a test, whatever input it came from; the twin
+// with sound numbers counts.
+func TestEngineDropsUnusableNumbers(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 10), requests("checkout", "v2", 200, 10)})
+	nan, neg, inf := requests("checkout", "v2", 500, math.NaN()), requests("checkout", "v2", 500, -400), requests("checkout", "v2", 500, 100)
+	inf.Buckets = []sample.Bucket{{UpperBound: 1, Count: math.Inf(1)}}
+	_ = e.Append([]sample.Sample{nan, neg, inf, requests("checkout", "v2", 200, 100), requests("checkout", "v1", 200, 100)})
+	c.advance(10 * time.Second)
+	e.Evaluate()
+	ev := rec.last(t).Signals[0]
+	if ev.Candidate.Total != 110 || ev.Candidate.Bad != 0 || math.IsNaN(float64(ev.EValue)) {
+		t.Errorf("candidate %+v, e-value %v: want the 110 sound requests only", ev.Candidate, ev.EValue)
 	}
 }

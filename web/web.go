@@ -332,13 +332,21 @@ func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, d)
 }
 
+// writeJSON answers v as JSON. It encodes before it answers, so that a
+// value that does not encode is a 500 that says why, never an empty 200.
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		b.Reset()
+		code = http.StatusInternalServerError
+		_ = json.NewEncoder(&b).Encode(map[string]string{"status": "error", "error": "encode the answer: " + err.Error()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b.Bytes())
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

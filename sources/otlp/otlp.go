@@ -311,6 +311,10 @@ func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected i
 					dps := m.Gauge().DataPoints()
 					for p := 0; p < dps.Len(); p++ {
 						dp := dps.At(p)
+						if !finite(numberValue(dp)) {
+							reject(invalidValue)
+							continue
+						}
 						ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 						if !ok {
 							continue
@@ -347,6 +351,10 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 		}
 		s := sources.Sample{Metric: m.Name(), Labels: ls, Kind: sources.KindHistogram, TimeUnixNano: int64(dp.Timestamp()), StartUnixNano: int64(dp.StartTimestamp())}
 		count, sum := float64(dp.Count()), dp.Sum()
+		if !finite(sum) {
+			reject(invalidValue)
+			continue
+		}
 		if h.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
 			dc, ds, db, from, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
 			if err != nil {
@@ -384,6 +392,10 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 			continue
 		}
 		v := numberValue(dp)
+		if !finite(v) || (sum.IsMonotonic() && v < 0) {
+			reject(invalidValue) // a counter never goes down; nothing is NaN
+			continue
+		}
 		kind, from := sources.KindCounter, int64(dp.StartTimestamp()) // a delta's interval
 		switch {
 		case !sum.IsMonotonic():
@@ -424,6 +436,10 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 		h := sources.NativeHistogram{Scale: dp.Scale(), ZeroThreshold: dp.ZeroThreshold(), ZeroCount: float64(dp.ZeroCount()),
 			Positive: expBuckets(dp.Positive()), Negative: expBuckets(dp.Negative())}
 		count, sum, from := float64(dp.Count()), dp.Sum(), int64(dp.StartTimestamp())
+		if !finite(sum) || !finite(h.ZeroThreshold) {
+			reject(invalidValue)
+			continue
+		}
 		if eh.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
 			dc, ds, dh, f, ok, err := r.cum.Native(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
 			if err != nil {
@@ -469,6 +485,10 @@ func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources
 		if !ok {
 			continue
 		}
+		if !finite(dp.Sum()) {
+			reject(invalidValue)
+			continue
+		}
 		dc, ds, _, from, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
 		if err != nil {
 			reject("series_limit")
@@ -498,6 +518,13 @@ func (r *Receiver) labels(metric string, res sources.Labels, pt pcommon.Map, rej
 	// Another service's series: accepted, and dropped before any state.
 	return ls, sources.WantsSeries(r.cfg.Filter, metric, ls)
 }
+
+// invalidValue is the reason a point with a value no metric can have (NaN,
+// ±Inf, a counter going negative) is rejected at the door, so that it can
+// reach no test, verdict, command or JSON encoder.
+const invalidValue = "invalid_value"
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 func numberValue(dp pmetric.NumberDataPoint) float64 {
 	if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {

@@ -110,6 +110,14 @@ func (b *metricsBuilder) sum(name string, temp pmetric.AggregationTemporality, m
 	return b
 }
 
+// doubleSum is a monotonic delta sum with a double value.
+func (b *metricsBuilder) doubleSum(name string, v float64) *metricsBuilder {
+	b.sum(name, pmetric.AggregationTemporalityDelta, true, httpStart, httpT0, 0)
+	m := b.scope.At(b.scope.Len() - 1)
+	m.Sum().DataPoints().At(0).SetDoubleValue(v)
+	return b
+}
+
 func (b *metricsBuilder) gauge(name string, ts time.Time, v float64) *metricsBuilder {
 	m := b.scope.AppendEmpty()
 	m.SetName(name)
@@ -484,6 +492,21 @@ func TestReceiverPartialSuccess(t *testing.T) {
 			cfg:      otlp.Config{MaxLabelValueLength: 32},
 			body:     longValue,
 			rejected: 1, reason: "label_too_long",
+		},
+		{
+			name:     "a negative delta counter",
+			body:     newMetrics("v1").gauge("cpu", httpT0, 0.5).sum("requests", pmetric.AggregationTemporalityDelta, true, httpStart, httpT0, -5),
+			rejected: 1, reason: "invalid_value",
+		},
+		{
+			name:     "a NaN delta counter and a +Inf gauge",
+			body:     newMetrics("v1").gauge("cpu", httpT0, 0.5).doubleSum("requests", math.NaN()).gauge("cpu2", httpT0, math.Inf(1)),
+			rejected: 2, reason: "invalid_value",
+		},
+		{
+			name:     "a histogram whose sum is NaN",
+			body:     newMetrics("v1").gauge("cpu", httpT0, 0.5).summary("rpc.duration", httpStart, httpT0, 10, math.NaN()),
+			rejected: 1, reason: "invalid_value",
 		},
 	}
 	for _, tt := range tests {

@@ -47,6 +47,14 @@ type Deployment struct {
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// MaxFlags bounds the flags one deployment declares, and maxField the
+// length of each of its names, versions and commits, so that an
+// announcement cannot make an incident too large to store or send.
+const (
+	MaxFlags = 32
+	maxField = 256
+)
+
 // ErrInvalidDeployment wraps every reason a deployment announcement is refused.
 var ErrInvalidDeployment = errors.New("detector: invalid deployment")
 
@@ -86,9 +94,21 @@ func (d *Deployment) validate() error {
 	if !(d.Weight >= 0 && d.Weight < 100) {
 		return invalid("weight %v must be a percent of traffic, >= 0 and < 100", d.Weight)
 	}
+	if len(d.Flags) > MaxFlags {
+		return invalid("%d flags: a deployment may declare at most %d (each becomes a flag_kill command)", len(d.Flags), MaxFlags)
+	}
 	for i, f := range d.Flags {
 		if strings.TrimSpace(f) == "" {
 			return invalid("flags[%d] is empty", i)
+		}
+		if len(f) > maxField {
+			return invalid("flags[%d] is longer than %d bytes", i, maxField)
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"service", d.Service}, {"version", d.Version}, {"previous_version", d.PreviousVersion},
+		{"commit", d.Commit}, {"previous_commit", d.PreviousCommit}} {
+		if len(f.v) > maxField {
+			return invalid("%s is longer than %d bytes", f.name, maxField)
 		}
 	}
 	return nil

@@ -250,3 +250,23 @@ func TestEngineDropsUnusableNumbers(t *testing.T) {
 		t.Errorf("candidate %+v, e-value %v: want the 110 sound requests only", ev.Candidate, ev.EValue)
 	}
 }
+
+// Announcements are bounded: at most MaxFlags flags and short fields; the
+// twin at the bound is accepted.
+func TestAnnouncementBounds(t *testing.T) {
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Now: newClock().now})
+	flags := make([]string, MaxFlags+1)
+	for i := range flags {
+		flags[i] = "f" + strings.Repeat("x", i)
+	}
+	if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Flags: flags}); err == nil ||
+		!strings.Contains(err.Error(), "at most 32") {
+		t.Errorf("%d flags: %v", len(flags), err)
+	}
+	if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Commit: strings.Repeat("c", 257)}); err == nil {
+		t.Error("a 257-byte commit was accepted")
+	}
+	if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Flags: flags[:MaxFlags]}); err != nil {
+		t.Errorf("%d flags refused: %v", MaxFlags, err)
+	}
+}

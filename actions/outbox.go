@@ -51,6 +51,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 )
 
 const (
@@ -97,7 +98,14 @@ type Outbox struct {
 	live    int64     // sum of sizes
 	closed  bool
 	failed  error // set by a failed write or fsync; the file must be reopened
+	// failedAt is when failed was set or a reopen last failed; a reopen is
+	// tried at most once per reopenEvery (a disk that is still full).
+	failedAt    time.Time
+	reopenEvery time.Duration
 }
+
+// outboxReopenEvery is how often a failed Outbox tries to reopen its file.
+const outboxReopenEvery = time.Second
 
 // OpenOutbox opens the outbox at path, creating the file and its directory
 // if missing, and loads the messages still pending. A torn last record is
@@ -134,7 +142,7 @@ func loadOutbox(path string, f *os.File) (*Outbox, error) {
 		return nil, fmt.Errorf("open outbox %s: %w; the file was left as it is: "+
 			"move it aside to start with an empty outbox (%d messages are pending before the damage)", path, err, len(msgs))
 	}
-	o := &Outbox{path: path, compactMin: outboxCompactMin, f: f, pending: msgs}
+	o := &Outbox{path: path, compactMin: outboxCompactMin, reopenEvery: outboxReopenEvery, f: f, pending: msgs}
 	for _, m := range msgs {
 		n := encodedMessageSize(m)
 		o.sizes = append(o.sizes, n)
@@ -296,10 +304,28 @@ func (o *Outbox) usable() error {
 	if o.closed {
 		return fmt.Errorf("outbox %s: %w", o.path, ErrOutboxClosed)
 	}
-	if o.failed != nil {
-		return fmt.Errorf("outbox %s: unusable since an earlier failure, close and reopen it: %w", o.path, o.failed)
+	if o.failed != nil && !o.reopen() {
+		return fmt.Errorf("outbox %s: unusable since an earlier failure (reopened every %s until it works): %w", o.path, o.reopenEvery, o.failed)
 	}
 	return nil
+}
+
+// reopen recovers from a failed write or fsync by itself, once the disk
+// allows: the file is read again and decides what is pending, as after a
+// restart. It reports whether the Outbox is usable again.
+func (o *Outbox) reopen() bool {
+	if time.Since(o.failedAt) < o.reopenEvery {
+		return false
+	}
+	n, err := OpenOutbox(o.path)
+	if err != nil {
+		o.failedAt = time.Now()
+		return false
+	}
+	_ = o.f.Close()
+	o.f, o.size, o.pending, o.sizes, o.live = n.f, n.size, n.pending, n.sizes, n.live
+	o.failed = nil
+	return true
 }
 
 // write appends rec to the file and fsyncs it.
@@ -334,6 +360,7 @@ func (o *Outbox) fail(op string, err error) error {
 	_ = o.f.Truncate(o.size)
 	_ = o.f.Sync()
 	o.failed = fmt.Errorf("outbox %s: %s: %w", o.path, op, err)
+	o.failedAt = time.Now()
 	return o.failed
 }
 

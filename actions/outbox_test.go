@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // outboxMsg is a small command-like message with a header.
@@ -621,5 +622,55 @@ func BenchmarkOutboxDecode(b *testing.B) {
 		if _, _, err := decodeOutbox(enc); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOutboxRecoversAfterAFailedWrite: a write that fails (a full disk)
+// loses nothing already stored and refuses changes meanwhile; once writing
+// works again the Outbox reopens its file by itself, with no restart and
+// no person, and goes on. The twin within the retry interval still refuses.
+func TestOutboxRecoversAfterAFailedWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox")
+	o, err := OpenOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.Append(Message{Subject: "s", ID: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := os.Open(path) // writes through it fail, as on a full disk
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := o.f
+	o.f = ro
+	if err := o.Append(Message{Subject: "s", ID: "lost"}); err == nil {
+		t.Fatal("a failed write was reported stored")
+	}
+	good.Close()
+	o.reopenEvery = time.Hour
+	if err := o.Append(Message{Subject: "s", ID: "too-soon"}); err == nil || !strings.Contains(err.Error(), "unusable since an earlier failure") {
+		t.Fatalf("append within the retry interval: %v", err)
+	}
+	o.reopenEvery = 0
+	if err := o.Append(Message{Subject: "s", ID: "after"}); err != nil {
+		t.Fatalf("append once writing works again: %v", err)
+	}
+	var ids []string
+	for _, m := range o.Pending() {
+		ids = append(ids, m.ID)
+	}
+	if strings.Join(ids, ",") != "before,after" {
+		t.Errorf("pending %v, want before,after", ids)
+	}
+	o.Close()
+	again, err := OpenOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if again.Len() != 2 {
+		t.Errorf("%d messages on disk, want 2", again.Len())
 	}
 }

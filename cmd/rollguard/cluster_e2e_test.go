@@ -48,10 +48,13 @@ func startClusterTopology(t *testing.T, canaryErrRate float64) *clusterTopology 
 	}
 	top.owner(t) // one replica holds the guard before traffic flows
 	// v1 is seen first, through both sidecars: it is the stable version.
-	for _, s := range top.stables {
-		s.serve(t, 500)
-	}
-	checkFor(t, 15*time.Second, func() error {
+	// It keeps serving while the replicas catch up, so that a first
+	// aggregate published while the NATS cluster was still settling does
+	// not leave the owner without data.
+	checkFor(t, 30*time.Second, func() error {
+		for _, s := range top.stables {
+			s.serve(t, 100)
+		}
 		o := top.replicas[top.owner(t)]
 		if deps := o.engine.Deployments(); len(deps) != 0 {
 			return fmt.Errorf("a deployment before the canary: %+v", deps)

@@ -23,7 +23,7 @@ func WireEvidence(evs []detector.Evidence) []wire.Evidence {
 		out[i] = wire.Evidence{Signal: e.Signal, Kind: e.Kind, State: string(e.State),
 			Baseline: wireCohort(e.Baseline), Candidate: wireCohort(e.Candidate),
 			Estimate: wire.Float(e.Estimate), IntervalLow: wire.Float(e.IntervalLow), IntervalHigh: wire.Float(e.IntervalHigh),
-			Theta0: e.Theta0, EValue: wire.Float(e.EValue), PValue: e.PValue, Threshold: e.Threshold, Alpha: e.Alpha,
+			Theta0: e.Theta0, EValue: wire.Float(e.EValue), LogEValue: e.LogEValue, PValue: e.PValue, Threshold: e.Threshold, Alpha: e.Alpha,
 			Ticks: e.Ticks, Quantile: e.Quantile, Boundary: e.Boundary, WindowStart: e.WindowStart, WindowEnd: e.WindowEnd,
 			CandidateSeen: e.CandidateSeen, BaselineSeen: e.BaselineSeen, Reason: e.Reason}
 	}
@@ -45,7 +45,7 @@ func DetectorEvidence(evs []wire.Evidence) []detector.Evidence {
 		out[i] = detector.Evidence{Signal: e.Signal, Kind: e.Kind, State: detector.State(e.State),
 			Baseline: detectorCohort(e.Baseline), Candidate: detectorCohort(e.Candidate),
 			Estimate: detector.Float(e.Estimate), IntervalLow: detector.Float(e.IntervalLow), IntervalHigh: detector.Float(e.IntervalHigh),
-			Theta0: e.Theta0, EValue: detector.Float(e.EValue), PValue: e.PValue, Threshold: e.Threshold, Alpha: e.Alpha,
+			Theta0: e.Theta0, EValue: detector.Float(e.EValue), LogEValue: e.LogEValue, PValue: e.PValue, Threshold: e.Threshold, Alpha: e.Alpha,
 			Ticks: e.Ticks, Quantile: e.Quantile, Boundary: e.Boundary, WindowStart: e.WindowStart, WindowEnd: e.WindowEnd,
 			CandidateSeen: e.CandidateSeen, BaselineSeen: e.BaselineSeen, Reason: e.Reason}
 	}

@@ -101,10 +101,15 @@ func (t *CountTest) Observe(x, nc, y, nb float64) {
 	}
 }
 
-// EValue is the mixture likelihood ratio against θ ≤ θ₀.
-func (t *CountTest) EValue() float64 {
+// EValue is the mixture likelihood ratio against θ ≤ θ₀ (+Inf once it
+// overflows a float64; LogEValue goes on).
+func (t *CountTest) EValue() float64 { return math.Exp(t.LogEValue()) }
+
+// LogEValue is the natural log of the e-value, computed in log space so
+// that it never overflows.
+func (t *CountTest) LogEValue() float64 {
 	if len(t.logW) == 0 {
-		return 1 // no alternative above θ₀ on the grid
+		return 0 // no alternative above θ₀ on the grid
 	}
 	mx := math.Inf(-1)
 	for j, w := range t.logW {
@@ -114,7 +119,7 @@ func (t *CountTest) EValue() float64 {
 	for j, w := range t.logW {
 		s += math.Exp(t.logL[t.i0+1+j] + w - mx)
 	}
-	return math.Exp(mx + math.Log(s) - t.logL[t.i0])
+	return mx + math.Log(s) - t.logL[t.i0]
 }
 
 // PValue is the always-valid p-value: min(1, 1/max e-value so far).

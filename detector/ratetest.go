@@ -48,11 +48,14 @@ func (t *RateTest) Observe(x, n float64) {
 }
 
 // EValue is the mixture likelihood ratio against p <= p0.
-func (t *RateTest) EValue() float64 {
+func (t *RateTest) EValue() float64 { return math.Exp(t.LogEValue()) }
+
+// LogEValue is the natural log of the e-value; it never overflows.
+func (t *RateTest) LogEValue() float64 {
 	if len(t.grid) == 0 {
-		return 1
+		return 0
 	}
-	return math.Exp(logMeanExp(t.logL))
+	return logMeanExp(t.logL)
 }
 
 // Regressed reports whether the e-value has ever reached 1/α.

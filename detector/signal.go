@@ -493,7 +493,7 @@ func (sr *signalRun) evaluateThroughput(d *deploymentRun, now time.Time, noData 
 		// Totals are successful requests; Ratio is each version's share of them.
 		Baseline:  CohortCounts{Version: d.PreviousVersion, Total: t.CandidateBad},
 		Candidate: CohortCounts{Version: d.Version, Total: t.BaselineBad},
-		EValue:    Float(t.EValue()), PValue: t.PValue(), Ticks: t.Ticks, Estimate: Float(math.NaN()),
+		EValue:    Float(t.EValue()), LogEValue: t.LogEValue(), PValue: t.PValue(), Ticks: t.Ticks, Estimate: Float(math.NaN()),
 		IntervalHigh: Float(math.Inf(1)), WindowStart: d.from(), WindowEnd: sr.lastBatch}
 	succ := t.CandidateBad + t.BaselineBad
 	share := 0.0
@@ -606,7 +606,7 @@ func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData
 		}
 		r := a.rate
 		ev.Candidate = cohortCounts(d.Version, r.Total, r.Bad)
-		ev.EValue, ev.PValue, ev.Threshold, ev.Ticks = Float(r.EValue()), r.PValue(), 1/r.alpha, r.Ticks
+		ev.EValue, ev.LogEValue, ev.PValue, ev.Threshold, ev.Ticks = Float(r.EValue()), r.LogEValue(), r.PValue(), 1/r.alpha, r.Ticks
 		ev.Estimate = Float(math.NaN())
 		if a.preRate > 0 && r.Total > 0 {
 			ev.Estimate = Float(r.Bad / r.Total / a.preRate)
@@ -639,6 +639,7 @@ func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData ti
 		IntervalHigh: Float(hi),
 		Theta0:       t.Theta0(),
 		EValue:       Float(t.EValue()),
+		LogEValue:    t.LogEValue(),
 		PValue:       t.PValue(),
 		Threshold:    t.Threshold(),
 		Alpha:        t.alpha,

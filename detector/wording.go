@@ -2,6 +2,7 @@ package detector
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -39,7 +40,7 @@ func Describe(ev Evidence) string {
 		return ev.Signal + ": nothing tested yet"
 	case ev.State == StateRegressed && ev.Candidate.Bad == 0 && ev.Baseline.Bad == 0 && ev.Reason != "":
 		// Counts that are not bad events (throughput: successful requests).
-		return fmt.Sprintf("%s: %s, e-value %s >= %g", ev.Signal, ev.Reason, number(float64(ev.EValue)), ev.Threshold)
+		return fmt.Sprintf("%s: %s, e-value %s >= %g", ev.Signal, ev.Reason, eValue(ev), ev.Threshold)
 	}
 	slower := ""
 	if ev.Quantile > 0 {
@@ -54,11 +55,11 @@ func Describe(ev Evidence) string {
 		base, percent(ev.Baseline.Ratio), ev.Baseline.Bad, ev.Baseline.Total)
 	switch ev.State {
 	case StateRegressed:
-		return s + fmt.Sprintf(", e-value %s >= %g", number(float64(ev.EValue)), ev.Threshold)
+		return s + fmt.Sprintf(", e-value %s >= %g", eValue(ev), ev.Threshold)
 	case StateHealthy:
 		return s + fmt.Sprintf(", ratio at most %.3g <= %g", float64(ev.IntervalHigh), ev.Theta0)
 	}
-	return s + fmt.Sprintf(", e-value %s < %g", number(float64(ev.EValue)), ev.Threshold)
+	return s + fmt.Sprintf(", e-value %s < %g", eValue(ev), ev.Threshold)
 }
 
 func percent(ratio float64) string {
@@ -78,4 +79,13 @@ func number(f float64) string {
 		return strconv.FormatFloat(f, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(f, 'g', 3, 64)
+}
+
+// eValue writes an evidence's e-value; one too large for a float64 is
+// written from its log, as a power of e.
+func eValue(ev Evidence) string {
+	if e := float64(ev.EValue); math.IsInf(e, 1) && ev.LogEValue > 0 {
+		return "e^" + strconv.FormatFloat(ev.LogEValue, 'f', 0, 64)
+	}
+	return number(float64(ev.EValue))
 }

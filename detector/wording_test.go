@@ -1,6 +1,9 @@
 package detector
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestDescribe(t *testing.T) {
 	counts := func(v string, bad, total float64) CohortCounts {
@@ -31,6 +34,9 @@ func TestDescribe(t *testing.T) {
 			Candidate: CohortCounts{Version: "v2", Total: 300, Ratio: 0.03}, Baseline: CohortCounts{Version: "v1", Total: 9700, Ratio: 0.97},
 			Reason: "the candidate served 3% of successful requests where its weight of 10% predicts more"},
 			"throughput: the candidate served 3% of successful requests where its weight of 10% predicts more, e-value 1234 >= 200"},
+		{Evidence{Signal: "errors", Kind: "sequential", State: StateRegressed, EValue: Float(math.Inf(1)), LogEValue: 812.4, Threshold: 200,
+			Candidate: counts("v2", 3671, 71664), Baseline: counts("v1", 697, 71395)},
+			"errors: candidate 5.1% (3671/71664) vs baseline 0.98% (697/71395), e-value e^812 >= 200"},
 	} {
 		if got := Describe(tc.ev); got != tc.want {
 			t.Errorf("describe(%s %s):\ngot  %s\nwant %s", tc.ev.Signal, tc.ev.State, got, tc.want)

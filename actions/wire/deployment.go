@@ -54,10 +54,12 @@ type Evidence struct {
 	IntervalHigh Float   `json:"interval_high"`
 	Theta0       float64 `json:"theta0"` // 1 + tolerance: the null is ratio <= theta0
 	EValue       Float   `json:"e_value"`
-	PValue       float64 `json:"p_value"`
-	Threshold    float64 `json:"threshold"` // regressed when e_value >= threshold (1/alpha)
-	Alpha        float64 `json:"alpha"`
-	Ticks        int     `json:"ticks"`
+	// LogEValue is ln(e-value), finite where the e-value overflows.
+	LogEValue float64 `json:"log_e_value"`
+	PValue    float64 `json:"p_value"`
+	Threshold float64 `json:"threshold"` // regressed when e_value >= threshold (1/alpha)
+	Alpha     float64 `json:"alpha"`
+	Ticks     int     `json:"ticks"`
 	// Quantile and Boundary, for a latency test: requests slower than
 	// Boundary (seconds; the baseline's Quantile) are the bad events.
 	Quantile    float64   `json:"quantile,omitempty"`

@@ -143,7 +143,7 @@ func TestRejectedCommands(t *testing.T) {
 				twinSeq = e.publishSigned(t, kill, svc, "twin", command(t, "twin", kill, svc, "new-checkout", nil))
 			}
 			var rejected result
-			waitFor(t, 10*time.Second, func() error {
+			waitFor(t, 30*time.Second, func() error {
 				for _, r := range e.resultsFor(t, badID) {
 					if r.Data.Status == wire.ResultRejected {
 						rejected = r
@@ -315,7 +315,7 @@ func TestRunWaitsForStream(t *testing.T) {
 	e := newBareEnv(t)
 	logs := &logSink{t: t}
 	e.run(t, Options{Durable: "actuator-flagd", Logger: hclog.New(&hclog.LoggerOptions{Output: logs})}, mustFlagd(t))
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, 30*time.Second, func() error {
 		if !logs.contains("stream not found") {
 			return errors.New("the actuator has not found the stream missing yet")
 		}
@@ -414,7 +414,7 @@ func TestSlowActionReportsProgress(t *testing.T) {
 	e.run(t, Options{Durable: "actuator-exec", ProgressEvery: 300 * time.Millisecond}, x)
 	e.publishSigned(t, wire.ActionRollback, "checkout", "slow", command(t, "slow", wire.ActionRollback, "checkout", "", nil))
 	var got []result
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, 30*time.Second, func() error {
 		got = e.resultsFor(t, "slow")
 		if len(got) == 0 || got[len(got)-1].Data.Status != wire.ResultOK {
 			return fmt.Errorf("results %+v, want progress then ok", got)

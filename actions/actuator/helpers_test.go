@@ -220,7 +220,7 @@ func (e *env) resultsFor(t *testing.T, commandID string) []result {
 func (e *env) waitResult(t *testing.T, commandID string) result {
 	t.Helper()
 	var got []result
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, 30*time.Second, func() error {
 		if got = e.resultsFor(t, commandID); len(got) == 0 {
 			return fmt.Errorf("no result for %s", commandID)
 		}
@@ -235,7 +235,7 @@ func (e *env) waitResult(t *testing.T, commandID string) result {
 // waitAcked waits until the consumer has acked everything up to seq.
 func (e *env) waitAcked(t *testing.T, durable string, seq uint64) {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, 30*time.Second, func() error {
 		c, err := e.js.Consumer(t.Context(), DefaultStream, durable)
 		if err != nil {
 			return err

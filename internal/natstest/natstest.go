@@ -58,6 +58,38 @@ func JetStream(t testing.TB, url string, opts ...nats.Option) jetstream.JetStrea
 // shut one down earlier to see the others carry on).
 func StartCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
+	var out []*server.Server
+	// The route ports are picked free and then listened on by the servers:
+	// another process may take one in between (seen on busy CI machines),
+	// and that server never becomes ready. Such a cluster is thrown away
+	// and a new one started on other ports.
+	for try := 1; out == nil; try++ {
+		out = startCluster(t, n)
+		if out == nil && try == 3 {
+			t.Fatal("nats cluster node not ready, three times")
+		}
+	}
+	// JetStream is usable once the meta group has a leader.
+	js := JetStream(t, out[0].ClientURL())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jetstream cluster not ready: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startCluster starts n routed servers; nil when one did not become ready
+// (they are shut down).
+func startCluster(t testing.TB, n int) []*server.Server {
+	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
 		ports[i] = freePort(t)
@@ -82,24 +114,13 @@ func StartCluster(t testing.TB, n int) []*server.Server {
 	}
 	for _, ns := range out {
 		if !ns.ReadyForConnections(20 * time.Second) {
-			t.Fatal("nats cluster node not ready")
+			for _, o := range out {
+				o.Shutdown()
+			}
+			return nil
 		}
 	}
-	// JetStream is usable once the meta group has a leader.
-	js := JetStream(t, out[0].ClientURL())
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jetstream cluster not ready: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return out
 }
 
 // URLs lists the client URLs of servers, comma-separated as nats.Connect takes them.

@@ -257,8 +257,10 @@ func (r *runner) attachAndConsume(ctx context.Context) error {
 		return fmt.Errorf("consumer %s on stream %s: %w", r.o.Durable, r.o.Stream, err)
 	}
 	// One message in hand at a time: a buffered one would sit out its
-	// ack wait behind a slow action.
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	// ack wait behind a slow action. Short pull requests (heartbeats every
+	// half of it) notice a stalled pull in seconds, not after the default
+	// 30 s; one was seen after the consumer was deleted and created again.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", r.o.Durable, err)
 	}

@@ -1,9 +1,9 @@
 package wire
 
 import (
-	"encoding/json"
-	"math"
 	"time"
+
+	"github.com/rollguard/rollguard/internal/jsonfloat"
 )
 
 // Deployment is service Service moving from PreviousVersion (stable) to
@@ -73,40 +73,6 @@ type Evidence struct {
 	Reason        string    `json:"reason,omitempty"`
 }
 
-// Float is a float64 that encodes NaN and ±Inf as JSON strings, since JSON
-// numbers cannot hold them (as detector.Float does).
-type Float float64
-
-// MarshalJSON implements json.Marshaler.
-func (f Float) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	switch {
-	case math.IsNaN(v):
-		return []byte(`"NaN"`), nil
-	case math.IsInf(v, 1):
-		return []byte(`"+Inf"`), nil
-	case math.IsInf(v, -1):
-		return []byte(`"-Inf"`), nil
-	}
-	return json.Marshal(v)
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (f *Float) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		switch s {
-		case "NaN":
-			*f = Float(math.NaN())
-		case "+Inf":
-			*f = Float(math.Inf(1))
-		case "-Inf":
-			*f = Float(math.Inf(-1))
-		}
-		return nil
-	}
-	var v float64
-	err := json.Unmarshal(b, &v)
-	*f = Float(v)
-	return err
-}
+// Float is a float64 that encodes NaN and ±Inf as JSON strings, as the
+// detector's evidence does (the same type).
+type Float = jsonfloat.Float

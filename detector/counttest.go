@@ -207,3 +207,20 @@ func logMeanExp(v []float64) float64 {
 	}
 	return mx + math.Log(s/float64(len(v)))
 }
+
+// Block is one unit of independence's counts in one tick: the bad and total
+// events of one pod (instance) of a cohort. Without pod labels a cohort's
+// tick is a single block.
+type Block struct{ Bad, Total float64 }
+
+// ObserveBlocks adds one tick given per pod.
+func (t *CountTest) ObserveBlocks(cand, base []Block) {
+	var x, nc, y, nb float64
+	for _, b := range cand {
+		x, nc = x+b.Bad, nc+b.Total
+	}
+	for _, b := range base {
+		y, nb = y+b.Bad, nb+b.Total
+	}
+	t.Observe(x, nc, y, nb)
+}

@@ -1,6 +1,8 @@
 package detector
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"sort"
 )
@@ -223,4 +225,34 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 		y, nb = y+b.Bad, nb+b.Total
 	}
 	t.Observe(x, nc, y, nb)
+}
+
+// MarshalBinary checkpoints the test's state, so that a restarted daemon
+// goes on with the same evidence instead of spending α again.
+func (t *CountTest) MarshalBinary() ([]byte, error) {
+	return json.Marshal(countTestState{t.theta0, t.alpha, t.logL, t.maxE, t.CandidateBad, t.BaselineBad, t.CandidateTotal, t.BaselineTotal, t.Ticks})
+}
+
+// UnmarshalBinary restores a checkpoint made by MarshalBinary.
+func (t *CountTest) UnmarshalBinary(b []byte) error {
+	var s countTestState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("count test checkpoint: %w", err)
+	}
+	n := NewCountTest(s.Theta0, s.Alpha)
+	if len(s.LogL) != len(n.logL) {
+		return fmt.Errorf("count test checkpoint: %d grid points, want %d", len(s.LogL), len(n.logL))
+	}
+	copy(n.logL, s.LogL)
+	n.maxE, n.CandidateBad, n.BaselineBad, n.CandidateTotal, n.BaselineTotal, n.Ticks = s.MaxE, s.CandidateBad, s.BaselineBad, s.CandidateTotal, s.BaselineTotal, s.Ticks
+	*t = *n
+	return nil
+}
+
+type countTestState struct {
+	Theta0, Alpha                                            float64
+	LogL                                                     []float64
+	MaxE                                                     float64
+	CandidateBad, BaselineBad, CandidateTotal, BaselineTotal float64
+	Ticks                                                    int
 }

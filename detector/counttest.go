@@ -4,40 +4,79 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 )
 
-// CountTest is the anytime-valid test for a rate ratio of DETECTION.md.
+// CountTest is the anytime-valid test for a rate ratio of DETECTION.md,
+// made valid for the traffic real services send (docs/detection.md, "What
+// the test assumes").
 //
 // Per tick the candidate has x bad events out of nc requests and the baseline
 // y out of nb. Given e = x+y bad events, x ~ Binomial(e, q(θ)) with
 // q(θ) = ρθ/(ρθ+1−ρ), ρ = nc/(nc+nb) and θ the ratio of the candidate's
-// bad-event rate to the baseline's. The log-likelihood of every θ on a fixed
-// log-spaced grid is kept, so a tick costs O(grid) and the state is a few
-// hundred floats.
+// bad-event rate to the baseline's. Three things make it hold when requests
+// are not independent:
 //
-// The e-value against the null θ ≤ θ₀ is the likelihood ratio mixed with a
-// prior over the grid points above θ₀ (weight ∝ 1/j on the j-th); it is a non-negative
-// supermartingale under the null, so by Ville's inequality it crosses 1/α
-// with probability at most α however often it is looked at.
+//   - The unit of independence is a pod × tick block (ObserveBlocks). The
+//     dispersion φ — how much more the counts vary than independent
+//     requests would — is estimated continuously from the variation between
+//     pods of the same cohort (a permanent A/A among the baseline's pods),
+//     over single ticks and over windows of 30 and 180 ticks; without pod
+//     labels, from each cohort's variation between ticks. Each tick's
+//     log-likelihood is divided by the φ estimated before it (a
+//     quasi-likelihood): retries that fail in clusters of three count as
+//     one piece of evidence, not three.
+//   - Pods differ persistently. The spread τ of the pods' rates within each
+//     cohort (a lower confidence bound, so it is 0 when pods do not differ)
+//     widens the tolerance for a candidate with few pods: the null edge is
+//     θ₀·exp(z·τ·√(1/k_c+1/k_b)), z the normal quantile at the share of α
+//     set aside for the pod draw (PodAlphaShare). A candidate whose single pod
+//     is as far from the others as baseline pods are from each other is not
+//     a version effect.
+//   - A regression can begin long after the deployment did. The e-value is
+//     a mixture over the tick at which the regression started (a mixture
+//     Shiryaev–Roberts e-detector, Shin, Ramdas & Rinaldo): weight
+//     FreshShare on the deployment's first tick, the rest spread over later
+//     ticks ∝ H/((s+H)(s+H+1)). Each start's likelihood ratio is an
+//     e-process under the null, so the mixture is one, and Ville's
+//     inequality bounds its false alarms at α over the whole watch, however
+//     long; a late regression pays log(1/weight of its start) instead of
+//     first undoing the evidence for health gathered before it.
 //
-// The same construction, for each grid point as a null, gives a confidence
-// sequence for θ, each end valid at all times at level α: the interval reported is
-// bounded by the neighbours of the outermost grid points not rejected, which
-// keeps its coverage when the true θ falls between grid points.
+// The alternatives are θ₀·2^(j/16), j = 1..64 (up to θ₀·16), with prior
+// weight ∝ 1/j: anchored at θ₀, so no band of ratios just above the
+// tolerance is left without an alternative. Everything is in log space:
+// nothing overflows. The state is a few hundred floats and the per-pod
+// window sums; MarshalBinary checkpoints it.
+//
+// The same likelihood, for each grid point as a null, gives a confidence
+// sequence for θ, each end valid at all times at level α: the interval
+// reported is bounded by the neighbours of the outermost grid points not
+// rejected, which keeps its coverage when the true θ falls between grid
+// points.
 type CountTest struct {
-	theta0  float64
-	alpha   float64
+	theta0 float64
+	alpha  float64
+	// grid is θ₀·2^(k/16) for k = −kBelow..alternatives; i0 indexes θ₀.
 	grid    []float64
 	logGrid []float64
-	i0      int // index of theta0 in grid
-	logL    []float64
-	// logW are the prior's log-weights on the alternatives above θ₀: the
-	// j-th gets weight ∝ 1/j (j <= maxAlternatives), which puts most mass
-	// on the moderate effects that matter and still catches large ones in
-	// a tick or two.
+	i0      int
+	// logL is the tempered log-likelihood of every grid point (up to a
+	// constant), for the confidence sequence.
+	logL []float64
+	// logW are the prior's log-weights on the alternatives above θ₀.
 	logW []float64
-	maxE float64
+	// logR is, per alternative, the log of Σ_s π_s·Π_{u≥s} LR_u over the
+	// starts s so far; started is Σ_s π_s.
+	logR    []float64
+	started float64
+	starts  int // informative ticks: the start index s
+	logE    float64
+	maxLogE float64
+
+	disp dispersion
+	// edge is the null's edge in use for the next tick: θ₀ widened by the
+	// pods' spread (≥ θ₀, decided before the tick is seen).
+	edge float64
 
 	// Running sums since the test began.
 	CandidateBad, BaselineBad     float64
@@ -45,96 +84,198 @@ type CountTest struct {
 	Ticks                         int
 }
 
-// Grid: θ = 2^(k/8) for k = -48..48 (1/64 to 64, steps of about 9 %), and θ₀.
 const (
-	gridSteps   = 48
-	gridPerStep = 8
-	// maxAlternatives bounds the prior's support above θ₀ (32 steps: θ₀·16).
-	maxAlternatives = 32
+	// gridPerDoubling: alternatives are 2^(1/16) (4.4 %) apart.
+	gridPerDoubling = 16
+	// alternatives above θ₀ (64: up to θ₀·16), and the grid reaches down
+	// to 1/64 for the confidence sequence's lower end.
+	alternatives = 64
+	gridFloor    = 1.0 / 64
+
+	// FreshShare is the prior weight of "the regression began with the
+	// deployment"; the rest is spread over later ticks.
+	FreshShare = 0.6
+	priorPower = 1.0
+	// startHorizon is H of the later starts' weights H/((s+H)(s+H+1)):
+	// 360 ten-second ticks, an hour.
+	startHorizon = 360
+	// PodAlphaShare is the share of α set aside for the draw of the
+	// candidate's pods (the tolerance's widening); the e-value gets the rest.
+	PodAlphaShare = 0.1
 )
 
 // NewCountTest builds a test of θ ≤ theta0 at level alpha.
 func NewCountTest(theta0, alpha float64) *CountTest {
-	grid := make([]float64, 0, 2*gridSteps+2)
-	for k := -gridSteps; k <= gridSteps; k++ {
-		grid = append(grid, math.Pow(2, float64(k)/gridPerStep))
+	kBelow := int(math.Ceil(gridPerDoubling * math.Log2(theta0/gridFloor)))
+	t := &CountTest{theta0: theta0, alpha: alpha, i0: kBelow, edge: theta0}
+	for k := -kBelow; k <= alternatives; k++ {
+		th := theta0 * math.Exp2(float64(k)/gridPerDoubling)
+		if k == 0 {
+			th = theta0
+		}
+		t.grid = append(t.grid, th)
+		t.logGrid = append(t.logGrid, math.Log(th))
 	}
-	i0 := sort.SearchFloat64s(grid, theta0)
-	if i0 == len(grid) || grid[i0] != theta0 {
-		grid = append(grid, 0)
-		copy(grid[i0+1:], grid[i0:])
-		grid[i0] = theta0
-	}
-	t := &CountTest{theta0: theta0, alpha: alpha, grid: grid, i0: i0, logL: make([]float64, len(grid)), maxE: 1}
-	t.logGrid = make([]float64, len(grid))
-	for i, th := range grid {
-		t.logGrid[i] = math.Log(th)
-	}
-	n := min(maxAlternatives, len(grid)-1-i0)
+	t.logL = make([]float64, len(t.grid))
 	var h float64
-	for j := 1; j <= n; j++ {
-		h += 1 / float64(j)
+	for j := 1; j <= alternatives; j++ {
+		h += math.Pow(float64(j), -priorPower)
 	}
-	for j := 1; j <= n; j++ {
-		t.logW = append(t.logW, -math.Log(float64(j)*h))
+	for j := 1; j <= alternatives; j++ {
+		t.logW = append(t.logW, -priorPower*math.Log(float64(j))-math.Log(h))
+		t.logR = append(t.logR, math.Inf(-1))
 	}
+	t.disp.init()
 	return t
 }
 
-// Observe adds one tick.
+// startWeight is π_s, the prior weight of a regression beginning at the
+// s-th informative tick (s ≥ 1); Σ_s π_s = 1.
+func startWeight(s int) float64 {
+	if s == 1 {
+		return FreshShare
+	}
+	h := float64(startHorizon)
+	a := float64(s-2) + h
+	return (1 - FreshShare) * h / (a * (a + 1))
+}
+
+// Observe adds one tick of summed counts: each cohort is one block, and
+// the test assumes what it must without pod labels (Assumption).
 func (t *CountTest) Observe(x, nc, y, nb float64) {
+	t.ObserveBlocks([]Block{{Bad: x, Total: nc}}, []Block{{Bad: y, Total: nb}})
+}
+
+// Block is one unit of independence's counts in one tick: the bad and total
+// events of one pod (instance) of a cohort. Without pod labels a cohort's
+// tick is a single block. Pod names a block across ticks; blocks without one
+// are named by their position.
+type Block struct {
+	Pod        string
+	Bad, Total float64
+}
+
+// ObserveBlocks adds one tick given per pod.
+func (t *CountTest) ObserveBlocks(cand, base []Block) {
+	var x, nc, y, nb float64
+	for _, b := range cand {
+		x, nc = x+b.Bad, nc+b.Total
+	}
+	for _, b := range base {
+		y, nb = y+b.Bad, nb+b.Total
+	}
 	t.CandidateBad += x
 	t.BaselineBad += y
 	t.CandidateTotal += nc
 	t.BaselineTotal += nb
 	t.Ticks++
-	if nc <= 0 || nb <= 0 || x+y <= 0 {
-		return // no information about θ in this tick
+	if nc > 0 && nb > 0 && x+y > 0 {
+		t.update(x, nc, y, nb, t.disp.phi())
 	}
+	// The tick's own variation informs the ticks after it, never itself.
+	t.disp.observe(cand, base)
+	t.edge = t.theta0 * math.Exp(t.disp.z(t.alpha*PodAlphaShare)*t.disp.spread())
+}
+
+// update adds one informative tick at dispersion phi.
+func (t *CountTest) update(x, nc, y, nb, phi float64) {
 	// log q(θ)^x (1−q(θ))^y = x·log θ − (x+y)·log(1 + ρ(θ−1)) + terms
 	// the same for every θ, which cancel in every ratio read from logL.
 	rho := nc / (nc + nb)
 	e := x + y
 	for i, th := range t.grid {
-		t.logL[i] += x*t.logGrid[i] - e*math.Log1p(rho*(th-1))
+		t.logL[i] += (x*t.logGrid[i] - e*math.Log1p(rho*(th-1))) / phi
 	}
-	if e := t.EValue(); e > t.maxE {
-		t.maxE = e
+	// The e-detector: each start's product of likelihood ratios against
+	// the edge in use, and a new start at this tick.
+	t.starts++
+	pi := startWeight(t.starts)
+	logPi := math.Log(pi)
+	t.started += pi
+	le := math.Log(t.edge)
+	ledge := x*le - e*math.Log1p(rho*(t.edge-1))
+	for j := range t.logR {
+		i := t.i0 + 1 + j
+		var l float64
+		if t.grid[i] > t.edge {
+			l = (x*t.logGrid[i] - e*math.Log1p(rho*(t.grid[i]-1)) - ledge) / phi
+		}
+		t.logR[j] = logAddExp(t.logR[j], logPi) + l
+	}
+	// E = Σ_j w_j R_j + the weight of starts still to come (each is 1
+	// until it starts).
+	mx := math.Inf(-1)
+	for j, w := range t.logW {
+		mx = math.Max(mx, t.logR[j]+w)
+	}
+	var sum float64
+	for j, w := range t.logW {
+		sum += math.Exp(t.logR[j] + w - mx)
+	}
+	t.logE = logAddExp(mx+math.Log(sum), math.Log(math.Max(0, 1-t.started)))
+	t.maxLogE = math.Max(t.maxLogE, t.logE)
+}
+
+func logAddExp(a, b float64) float64 {
+	switch {
+	case math.IsInf(a, -1):
+		return b
+	case math.IsInf(b, -1):
+		return a
+	case a > b:
+		return a + math.Log1p(math.Exp(b-a))
+	default:
+		return b + math.Log1p(math.Exp(a-b))
 	}
 }
 
-// EValue is the mixture likelihood ratio against θ ≤ θ₀ (+Inf once it
-// overflows a float64; LogEValue goes on).
+// EValue is the e-detector's e-value against θ ≤ θ₀ (+Inf once it overflows
+// a float64; LogEValue goes on).
 func (t *CountTest) EValue() float64 { return math.Exp(t.LogEValue()) }
 
 // LogEValue is the natural log of the e-value, computed in log space so
 // that it never overflows.
-func (t *CountTest) LogEValue() float64 {
-	if len(t.logW) == 0 {
-		return 0 // no alternative above θ₀ on the grid
-	}
-	mx := math.Inf(-1)
-	for j, w := range t.logW {
-		mx = math.Max(mx, t.logL[t.i0+1+j]+w)
-	}
-	var s float64
-	for j, w := range t.logW {
-		s += math.Exp(t.logL[t.i0+1+j] + w - mx)
-	}
-	return mx + math.Log(s) - t.logL[t.i0]
-}
+func (t *CountTest) LogEValue() float64 { return t.logE }
 
 // PValue is the always-valid p-value: min(1, 1/max e-value so far).
-func (t *CountTest) PValue() float64 { return math.Min(1, 1/t.maxE) }
+func (t *CountTest) PValue() float64 { return math.Min(1, math.Exp(-t.maxLogE)) }
 
-// Regressed reports whether the e-value has ever reached 1/α.
-func (t *CountTest) Regressed() bool { return t.maxE >= 1/t.alpha }
+// Regressed reports whether the e-value has ever reached the threshold.
+func (t *CountTest) Regressed() bool { return t.maxLogE >= math.Log(t.Threshold()) }
 
-// Threshold is the e-value at which the test declares a regression.
-func (t *CountTest) Threshold() float64 { return 1 / t.alpha }
+// Threshold is the e-value at which the test declares a regression: 1 over
+// the e-value's share of α.
+func (t *CountTest) Threshold() float64 { return 1 / (t.alpha * (1 - PodAlphaShare)) }
 
 // Theta0 is the edge of the null: 1 + tolerance.
 func (t *CountTest) Theta0() float64 { return t.theta0 }
+
+// Edge is the null's edge in use: Theta0 widened by the pods' spread.
+func (t *CountTest) Edge() float64 { return t.edge }
+
+// Dispersion is φ, how many times more the counts vary than independent
+// requests would (1 when they do not).
+func (t *CountTest) Dispersion() float64 { return t.disp.phi() }
+
+// PodSpread is τ, the lower confidence bound on the relative spread of
+// the pods' bad-event rates within a cohort (0 when they do not differ).
+func (t *CountTest) PodSpread() float64 { return t.disp.tau }
+
+// Pods is the number of blocks of each cohort in the last tick with traffic.
+func (t *CountTest) Pods() (candidate, baseline int) { return t.disp.pods[0], t.disp.pods[1] }
+
+// Assumption says in words what the test took as independent.
+func (t *CountTest) Assumption() string {
+	c, b := t.Pods()
+	if c <= 1 && b <= 1 {
+		return fmt.Sprintf("no pod label: each cohort's tick is one block; dispersion %.3g from the variation between ticks; requests within a tick taken as exchangeable", t.Dispersion())
+	}
+	s := fmt.Sprintf("pod × tick blocks (%d candidate, %d baseline pods); dispersion %.3g from the variation between pods of a cohort", c, b, t.Dispersion())
+	if t.edge > t.theta0*1.0005 {
+		s += fmt.Sprintf("; the pods' spread (%.3g %%) widens the tolerance to %.3g", 100*t.disp.tau, t.edge)
+	}
+	return s
+}
 
 // Estimate is the observed ratio of bad-event rates (candidate over baseline),
 // or NaN when it is not defined yet.
@@ -197,6 +338,57 @@ func (t *CountTest) Interval() (lo, hi float64) {
 	return lo, hi
 }
 
+// MarshalBinary checkpoints the test's state, so that a restarted daemon
+// goes on with the same evidence instead of spending α again.
+func (t *CountTest) MarshalBinary() ([]byte, error) {
+	return json.Marshal(countTestState{
+		Theta0: t.theta0, Alpha: t.alpha, LogL: floats(t.logL), LogR: floats(t.logR), Started: t.started, Starts: t.starts,
+		LogE: t.logE, MaxLogE: t.maxLogE, Disp: &t.disp, Edge: t.edge,
+		CandidateBad: t.CandidateBad, BaselineBad: t.BaselineBad, CandidateTotal: t.CandidateTotal, BaselineTotal: t.BaselineTotal, Ticks: t.Ticks,
+	})
+}
+
+// UnmarshalBinary restores a checkpoint made by MarshalBinary.
+func (t *CountTest) UnmarshalBinary(b []byte) error {
+	var s countTestState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("count test checkpoint: %w", err)
+	}
+	if !(s.Theta0 > 0) || !(s.Alpha > 0 && s.Alpha < 1) {
+		return fmt.Errorf("count test checkpoint: θ₀ %v and α %v out of range", s.Theta0, s.Alpha)
+	}
+	n := NewCountTest(s.Theta0, s.Alpha)
+	if len(s.LogL) != len(n.logL) || len(s.LogR) != len(n.logR) {
+		return fmt.Errorf("count test checkpoint: %d grid points and %d alternatives, want %d and %d", len(s.LogL), len(s.LogR), len(n.logL), len(n.logR))
+	}
+	for i, v := range s.LogL {
+		n.logL[i] = float64(v)
+	}
+	for i, v := range s.LogR {
+		n.logR[i] = float64(v)
+	}
+	if s.Disp != nil {
+		n.disp = *s.Disp
+		n.disp.init()
+	}
+	n.started, n.starts, n.logE, n.maxLogE, n.edge = s.Started, s.Starts, s.LogE, s.MaxLogE, math.Max(s.Edge, s.Theta0)
+	n.CandidateBad, n.BaselineBad, n.CandidateTotal, n.BaselineTotal, n.Ticks = s.CandidateBad, s.BaselineBad, s.CandidateTotal, s.BaselineTotal, s.Ticks
+	*t = *n
+	return nil
+}
+
+type countTestState struct {
+	Theta0, Alpha                                            float64
+	LogL, LogR                                               []Float
+	Started                                                  float64
+	Starts                                                   int
+	LogE, MaxLogE                                            float64
+	Disp                                                     *dispersion
+	Edge                                                     float64
+	CandidateBad, BaselineBad, CandidateTotal, BaselineTotal float64
+	Ticks                                                    int
+}
+
 // logMeanExp is log(mean(exp(v))) computed without overflow.
 func logMeanExp(v []float64) float64 {
 	mx := math.Inf(-1)
@@ -210,49 +402,10 @@ func logMeanExp(v []float64) float64 {
 	return mx + math.Log(s/float64(len(v)))
 }
 
-// Block is one unit of independence's counts in one tick: the bad and total
-// events of one pod (instance) of a cohort. Without pod labels a cohort's
-// tick is a single block.
-type Block struct{ Bad, Total float64 }
-
-// ObserveBlocks adds one tick given per pod.
-func (t *CountTest) ObserveBlocks(cand, base []Block) {
-	var x, nc, y, nb float64
-	for _, b := range cand {
-		x, nc = x+b.Bad, nc+b.Total
+func floats(v []float64) []Float {
+	out := make([]Float, len(v))
+	for i, x := range v {
+		out[i] = Float(x)
 	}
-	for _, b := range base {
-		y, nb = y+b.Bad, nb+b.Total
-	}
-	t.Observe(x, nc, y, nb)
-}
-
-// MarshalBinary checkpoints the test's state, so that a restarted daemon
-// goes on with the same evidence instead of spending α again.
-func (t *CountTest) MarshalBinary() ([]byte, error) {
-	return json.Marshal(countTestState{t.theta0, t.alpha, t.logL, t.maxE, t.CandidateBad, t.BaselineBad, t.CandidateTotal, t.BaselineTotal, t.Ticks})
-}
-
-// UnmarshalBinary restores a checkpoint made by MarshalBinary.
-func (t *CountTest) UnmarshalBinary(b []byte) error {
-	var s countTestState
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("count test checkpoint: %w", err)
-	}
-	n := NewCountTest(s.Theta0, s.Alpha)
-	if len(s.LogL) != len(n.logL) {
-		return fmt.Errorf("count test checkpoint: %d grid points, want %d", len(s.LogL), len(n.logL))
-	}
-	copy(n.logL, s.LogL)
-	n.maxE, n.CandidateBad, n.BaselineBad, n.CandidateTotal, n.BaselineTotal, n.Ticks = s.MaxE, s.CandidateBad, s.BaselineBad, s.CandidateTotal, s.BaselineTotal, s.Ticks
-	*t = *n
-	return nil
-}
-
-type countTestState struct {
-	Theta0, Alpha                                            float64
-	LogL                                                     []float64
-	MaxE                                                     float64
-	CandidateBad, BaselineBad, CandidateTotal, BaselineTotal float64
-	Ticks                                                    int
+	return out
 }

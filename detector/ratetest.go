@@ -20,8 +20,9 @@ type RateTest struct {
 // NewRateTest tests p <= p0 at level alpha.
 func NewRateTest(p0, alpha float64) *RateTest {
 	var grid []float64
-	for k := 1; k <= gridSteps; k++ {
-		th := math.Pow(2, float64(k)/gridPerStep)
+	// θ = 2^(k/8), k = 1..48: up to 64 times p0.
+	for k := 1; k <= 48; k++ {
+		th := math.Pow(2, float64(k)/8)
 		if p0*th >= 1 {
 			break
 		}

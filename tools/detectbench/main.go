@@ -73,6 +73,9 @@ type options struct {
 	aaRuns, abRuns int
 	seed           uint64
 	workers        int
+	// The nuisance suite (nuisance.go): A/A runs per case (0 skips the
+	// suite) and runs per power case.
+	nuisanceRuns, nuisancePowerRuns int
 }
 
 func main() { os.Exit(run()) }
@@ -84,9 +87,15 @@ func run() int {
 	flag.IntVar(&o.abRuns, "ab-runs", 2000, "A/B runs per scenario (at least 200)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of every scenario's runs")
 	flag.IntVar(&o.workers, "workers", runtime.GOMAXPROCS(0), "goroutines simulating runs (does not change the figures)")
+	flag.IntVar(&o.nuisanceRuns, "nuisance-runs", 1000, "A/A runs per case of the nuisance suite (at least 1000; 0 skips the suite)")
+	flag.IntVar(&o.nuisancePowerRuns, "nuisance-power-runs", 1000, "runs per power case of the nuisance suite (at least 200)")
 	flag.Parse()
 	if o.aaRuns < 1000 || o.abRuns < 200 {
 		fmt.Fprintln(os.Stderr, "detectbench: -aa-runs must be at least 1000 and -ab-runs at least 200")
+		return 2
+	}
+	if (o.nuisanceRuns != 0 && o.nuisanceRuns < 1000) || o.nuisancePowerRuns < 200 {
+		fmt.Fprintln(os.Stderr, "detectbench: -nuisance-runs must be 0 or at least 1000, and -nuisance-power-runs at least 200")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -106,6 +115,13 @@ func run() int {
 		return 1
 	}
 	wall := time.Since(start)
+	var nuisance *nuisanceResults
+	if o.nuisanceRuns > 0 {
+		if nuisance, err = runNuisance(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "detectbench:", err)
+			return 1
+		}
+	}
 
 	intro, err := readIntro(o.out)
 	if err != nil {
@@ -116,6 +132,7 @@ func run() int {
 	b.WriteString(intro)
 	b.WriteString(marker + "\n\n")
 	writeReport(&b, o, results, wall)
+	writeNuisance(&b, o, nuisance)
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "detectbench: write report:", err)
 		return 1
@@ -124,7 +141,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "detectbench: write report:", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "detectbench: wrote %s in %s\n", o.out, wall.Round(time.Second))
+	fmt.Fprintf(os.Stderr, "detectbench: wrote %s in %s\n", o.out, time.Since(start).Round(time.Second))
 	return 0
 }
 

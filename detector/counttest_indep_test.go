@@ -7,10 +7,10 @@ package detector
 // upper confidence bound by exact binomial tails.
 //
 // Not done here: a comparison with a numerical integral over a continuous
-// prior on θ. The test's prior is discrete (weights ∝ 1/j on at most 32 grid
-// points above θ₀); no continuous prior reproduces it exactly, so such a
-// comparison could only agree approximately and would test nothing the
-// exact discrete check below does not.
+// prior on θ. The test's prior is discrete (weights ∝ 1/j on the 64
+// alternatives θ₀·2^(j/16), j = 1..64); no continuous prior reproduces it
+// exactly, so such a comparison could only agree approximately and would
+// test nothing the exact discrete check below does not.
 
 import (
 	"fmt"

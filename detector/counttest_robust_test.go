@@ -827,8 +827,9 @@ func TestRobustCheckpointCorrupt(t *testing.T) {
 
 // TestRobustNoOverflow: a regression with billions of events, per pod and
 // summed, pushes the e-value past what a float64 holds: LogEValue stays
-// finite, EValue is +Inf, PValue 0, nothing is NaN, the interval has finite
-// ends around the true ratio, and the dispersion and edge stay finite. The
+// finite, EValue is +Inf, PValue 0, nothing is NaN, the interval always
+// holds the true ratio and after the last tick has finite ends close to it,
+// and the dispersion and edge stay finite. The
 // twin: the same volumes with equal rates (A/A) do not regress.
 func TestRobustNoOverflow(t *testing.T) {
 	for _, tc := range []struct {
@@ -839,10 +840,10 @@ func TestRobustNoOverflow(t *testing.T) {
 		for _, pods := range []bool{true, false} {
 			name := fmt.Sprintf("%s pods=%v", tc.name, pods)
 			ct := NewCountTest(1.1, 0.01)
-			for i := 0; i < 5; i++ {
+			for i := 0; i < 12; i++ {
 				// Slightly different rates per pod and tick, so that the
 				// dispersion has something (tiny) to estimate.
-				w := 1 + 1e-4*float64(i)
+				w := 1 + 1e-4*float64(i%5)
 				cand := []Block{{Pod: "c0", Bad: 1e8 * tc.ratio * w, Total: 1e10}, {Pod: "c1", Bad: 2e8 * tc.ratio, Total: 2e10 * w}}
 				base := []Block{{Pod: "b0", Bad: 1e8, Total: 1e10 * w}, {Pod: "b1", Bad: 3e8 * w, Total: 3e10}, {Pod: "b2", Bad: 2e8, Total: 2e10}}
 				if pods {
@@ -854,15 +855,18 @@ func TestRobustNoOverflow(t *testing.T) {
 				}
 				le, e, p := ct.LogEValue(), ct.EValue(), ct.PValue()
 				lo, hi := ct.Interval()
-				for what, v := range map[string]float64{"LogEValue": le, "Interval lo": lo, "Interval hi": hi,
-					"Dispersion": ct.Dispersion(), "Edge": ct.Edge(), "PodSpread": ct.PodSpread(), "Estimate": ct.Estimate()} {
+				for what, v := range map[string]float64{"LogEValue": le, "Dispersion": ct.Dispersion(), "Edge": ct.Edge(),
+					"PodSpread": ct.PodSpread(), "Estimate": ct.Estimate()} {
 					if math.IsNaN(v) || math.IsInf(v, 0) {
 						t.Fatalf("%s tick %d: %s = %v", name, i+1, what, v)
 					}
 				}
-				if math.IsNaN(e) || math.IsNaN(p) || p < 0 || p > 1 || !(lo <= tc.ratio && tc.ratio <= hi) {
+				if math.IsNaN(e) || math.IsNaN(p) || p < 0 || p > 1 || math.IsNaN(lo) || math.IsNaN(hi) || !(lo <= tc.ratio && tc.ratio <= hi) {
 					t.Fatalf("%s tick %d: e %v p %v interval [%v, %v] (true ratio %v)", name, i+1, e, p, lo, hi, tc.ratio)
 				}
+			}
+			if lo, hi := ct.Interval(); math.IsInf(lo, 0) || math.IsInf(hi, 0) || lo == 0 || hi/lo > 1.5 {
+				t.Errorf("%s: after 12 ticks the interval [%v, %v] should have finite ends close to %v", name, lo, hi, tc.ratio)
 			}
 			if ct.Regressed() != tc.regressed {
 				t.Errorf("%s: Regressed %v, want %v (log e %v)", name, ct.Regressed(), tc.regressed, ct.LogEValue())

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sort"
 )
 
 // CountTest is the anytime-valid test for a rate ratio of DETECTION.md,
@@ -74,6 +75,11 @@ type CountTest struct {
 	maxLogE float64
 
 	disp dispersion
+	// shock and pend: ticks of a common shock are held and tested together
+	// with the tick after it (see shockGate).
+	shock shockGate
+	pend  pending // the ticks of a shock under way
+	prev  pending // the last ordinary tick, held for one tick
 	// edge is the null's edge in use for the next tick: θ₀ widened by the
 	// pods' spread (≥ θ₀, decided before the tick is seen).
 	edge float64
@@ -129,6 +135,78 @@ func NewCountTest(theta0, alpha float64) *CountTest {
 	return t
 }
 
+// pending is the ticks held while a common shock lasts.
+type pending struct {
+	X, Nc, Y, Nb float64
+	Ticks        int
+}
+
+func (p *pending) add(o pending) {
+	p.X, p.Nc, p.Y, p.Nb, p.Ticks = p.X+o.X, p.Nc+o.Nc, p.Y+o.Y, p.Nb+o.Nb, p.Ticks+o.Ticks
+}
+
+// flush tests the held ticks as one, and empties p.
+func (t *CountTest) flush(p *pending, phi float64) {
+	if p.X+p.Y > 0 {
+		t.update(p.X, p.Nc, p.Y, p.Nb, phi)
+	}
+	*p = pending{}
+}
+
+// maxMerge bounds the ticks held together: a shock that lasts longer is
+// tested a minute at a time (at 10 s ticks).
+const maxMerge = 6
+
+// shockGate recognises a common shock — an outage downstream, a burst of
+// load — from the bad events of both cohorts together: more than the
+// running rate of the ticks before it predicts, by three standard
+// deviations (at the dispersion in use) and one event. The cohorts see a
+// shared outage a few seconds apart, so a tick can hold one cohort's share
+// of it and not yet the other's; held and tested with the ticks after it,
+// the shock falls on both cohorts alike. The decision reads only the total
+// e = x + y and the requests, which the test conditions on, so it leaves
+// the test valid.
+type shockGate struct {
+	Rate   float64 // running bad-event rate of ordinary ticks
+	Ticks  int
+	Warmup []float64 // the first ticks' rates
+}
+
+// shockWarmup is how many ticks the running rate needs first.
+const shockWarmup = 3
+
+// warm adds one of the first ticks, and reports whether the running rate
+// is now started: the median of their rates, which a shock among them
+// does not move.
+func (g *shockGate) warm(e, n float64) bool {
+	g.Warmup = append(g.Warmup, e/n)
+	g.Ticks++
+	if g.Ticks < shockWarmup {
+		return false
+	}
+	r := append([]float64(nil), g.Warmup...)
+	sort.Float64s(r)
+	g.Rate = (r[(len(r)-1)/2] + r[len(r)/2]) / 2
+	g.Warmup = nil
+	return true
+}
+
+func (g *shockGate) is(e, n, phi float64) bool {
+	if g.Ticks < shockWarmup {
+		return false
+	}
+	mu := g.Rate * n
+	return e > mu+2*math.Sqrt(phi*mu)+1
+}
+
+// learn folds an ordinary tick into the running rate (the mean of the
+// first 60, then an exponential average over about 60 ticks).
+func (g *shockGate) learn(e, n float64) {
+	g.Ticks++
+	w := 1 / float64(min(g.Ticks, 60))
+	g.Rate += w * (e/n - g.Rate)
+}
+
 // startWeight is π_s, the prior weight of a regression beginning at the
 // s-th informative tick (s ≥ 1); Σ_s π_s = 1.
 func startWeight(s int) float64 {
@@ -169,8 +247,37 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	t.CandidateTotal += nc
 	t.BaselineTotal += nb
 	t.Ticks++
-	if nc > 0 && nb > 0 && x+y > 0 {
-		t.update(x, nc, y, nb, t.disp.phi())
+	if nc > 0 && nb > 0 {
+		phi := t.disp.phi()
+		cur := pending{x, nc, y, nb, 1}
+		switch {
+		case t.shock.Ticks < shockWarmup:
+			// No running rate yet to recognise a shock by: the first
+			// ticks are held and tested as one, and their median rate
+			// starts the running rate.
+			t.pend.add(cur)
+			if t.shock.warm(x+y, nc+nb) && !t.shock.is(x+y, nc+nb, phi) {
+				t.flush(&t.pend, phi)
+			}
+		case t.shock.is(x+y, nc+nb, phi):
+			// The tick before may hold one cohort's first seconds of it.
+			t.pend.add(t.prev)
+			t.pend.add(cur)
+			t.prev = pending{}
+			if t.pend.Ticks >= maxMerge {
+				t.flush(&t.pend, phi)
+			}
+		case t.pend.Ticks > 0:
+			// The first ordinary tick after a shock holds the last
+			// seconds of it for the cohort that saw it later.
+			t.pend.add(cur)
+			t.flush(&t.pend, phi)
+			t.shock.learn(x+y, nc+nb)
+		default:
+			t.flush(&t.prev, phi)
+			t.prev = cur
+			t.shock.learn(x+y, nc+nb)
+		}
 	}
 	// The tick's own variation informs the ticks after it, never itself.
 	t.disp.observe(cand, base)
@@ -343,7 +450,7 @@ func (t *CountTest) Interval() (lo, hi float64) {
 func (t *CountTest) MarshalBinary() ([]byte, error) {
 	return json.Marshal(countTestState{
 		Theta0: t.theta0, Alpha: t.alpha, LogL: floats(t.logL), LogR: floats(t.logR), Started: t.started, Starts: t.starts,
-		LogE: t.logE, MaxLogE: t.maxLogE, Disp: &t.disp, Edge: t.edge,
+		LogE: t.logE, MaxLogE: t.maxLogE, Disp: &t.disp, Edge: t.edge, Shock: t.shock, Pending: t.pend, Previous: t.prev,
 		CandidateBad: t.CandidateBad, BaselineBad: t.BaselineBad, CandidateTotal: t.CandidateTotal, BaselineTotal: t.BaselineTotal, Ticks: t.Ticks,
 	})
 }
@@ -371,6 +478,7 @@ func (t *CountTest) UnmarshalBinary(b []byte) error {
 		n.disp = *s.Disp
 		n.disp.init()
 	}
+	n.shock, n.pend, n.prev = s.Shock, s.Pending, s.Previous
 	n.started, n.starts, n.logE, n.maxLogE, n.edge = s.Started, s.Starts, s.LogE, s.MaxLogE, math.Max(s.Edge, s.Theta0)
 	n.CandidateBad, n.BaselineBad, n.CandidateTotal, n.BaselineTotal, n.Ticks = s.CandidateBad, s.BaselineBad, s.CandidateTotal, s.BaselineTotal, s.Ticks
 	*t = *n
@@ -385,6 +493,8 @@ type countTestState struct {
 	LogE, MaxLogE                                            float64
 	Disp                                                     *dispersion
 	Edge                                                     float64
+	Shock                                                    shockGate
+	Pending, Previous                                        pending
 	CandidateBad, BaselineBad, CandidateTotal, BaselineTotal float64
 	Ticks                                                    int
 }

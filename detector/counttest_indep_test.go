@@ -75,6 +75,21 @@ func indepStartWeight(s int) *big.Float {
 
 type countTick struct{ x, nc, y, nb float64 }
 
+// observeUngated adds one tick straight to the e-detector at dispersion 1,
+// as Observe does once the shock gate passes a tick on: the gate's holding
+// of ticks is tested on its own (counttest_robust_test.go), the arithmetic
+// here.
+func observeUngated(ct *CountTest, x, nc, y, nb float64) {
+	ct.CandidateBad += x
+	ct.BaselineBad += y
+	ct.CandidateTotal += nc
+	ct.BaselineTotal += nb
+	ct.Ticks++
+	if nc > 0 && nb > 0 && x+y > 0 {
+		ct.update(x, nc, y, nb, 1)
+	}
+}
+
 // indepCountEValue is the e-detector rebuilt from exact binomial
 // probabilities: Σ_j w_j Σ_{s≤t} π_s Π_{u=s..t} Binom(x_u; e_u, q_u(θ_j)) /
 // Binom(x_u; e_u, q_u(θ₀)), weights w_j = (1/j)/H over the alternatives and
@@ -181,7 +196,7 @@ func TestCountTestEValueIndependent(t *testing.T) {
 				maxE := 1.0
 				for i := range seq {
 					s := seq[i]
-					ct.Observe(s.x, s.nc, s.y, s.nb)
+					observeUngated(ct, s.x, s.nc, s.y, s.nb)
 					want := indepCountEValue(theta0, seq[:i+1])
 					got := ct.EValue()
 					if math.IsNaN(got) || relErr(got, want) > 1e-9 {
@@ -219,7 +234,7 @@ func TestCountTestVilleOneTick(t *testing.T) {
 				evals := make([]float64, e+1)
 				for x := 0; x <= e; x++ {
 					ct := NewCountTest(theta0, 0.5)
-					ct.Observe(float64(x), nc, float64(e-x), nb)
+					observeUngated(ct, float64(x), nc, float64(e-x), nb)
 					evals[x] = ct.EValue()
 				}
 				var mean, meanIn float64
@@ -272,7 +287,7 @@ func TestCountTestVilleThreeTicks(t *testing.T) {
 				if i == len(looks) {
 					ct := NewCountTest(theta0, alpha)
 					for k, l := range looks {
-						ct.Observe(float64(xs[k]), l.nc, float64(l.e-xs[k]), l.nb)
+						observeUngated(ct, float64(xs[k]), l.nc, float64(l.e-xs[k]), l.nb)
 					}
 					pAny += prob
 					mean += prob * ct.EValue()
@@ -322,7 +337,7 @@ func TestCountTestIntervalCoverage(t *testing.T) {
 					ct := NewCountTest(1, alpha)
 					high, low := false, false
 					for k, l := range looks {
-						ct.Observe(float64(xs[k]), l.nc, float64(l.e-xs[k]), l.nb)
+						observeUngated(ct, float64(xs[k]), l.nc, float64(l.e-xs[k]), l.nb)
 						lo, hi := ct.Interval()
 						high = high || hi < theta
 						low = low || lo > theta
@@ -376,7 +391,7 @@ func TestCountTestEdgeCases(t *testing.T) {
 			}
 			check("before any tick")
 			for i := 0; i < 50; i++ {
-				ct.Observe(0, 1000, 0, 1000)
+				observeUngated(ct, 0, 1000, 0, 1000)
 			}
 			check("after 50 ticks without bad events")
 		}
@@ -384,12 +399,12 @@ func TestCountTestEdgeCases(t *testing.T) {
 
 	t.Run("silent cohort", func(t *testing.T) {
 		ct := NewCountTest(1.1, 0.01)
-		ct.Observe(6, 100, 2, 100)
-		ct.Observe(4, 100, 1, 100)
+		observeUngated(ct, 6, 100, 2, 100)
+		observeUngated(ct, 4, 100, 1, 100)
 		e0, p0 := ct.EValue(), ct.PValue()
 		lo0, hi0 := ct.Interval()
 		for _, s := range []countTick{{9, 0, 3, 100}, {9, 100, 3, 0}, {0, 0, 0, 0}, {50, 100, 0, 0}} {
-			ct.Observe(s.x, s.nc, s.y, s.nb)
+			observeUngated(ct, s.x, s.nc, s.y, s.nb)
 			lo, hi := ct.Interval()
 			if ct.EValue() != e0 || ct.PValue() != p0 || lo != lo0 || hi != hi0 {
 				t.Errorf("tick %+v with a silent cohort changed the test: e %v→%v, interval [%v,%v]→[%v,%v]",
@@ -409,7 +424,7 @@ func TestCountTestEdgeCases(t *testing.T) {
 			ct := NewCountTest(1.1, 0.01)
 			seq := []countTick{{3, tc.nc, 5, tc.nb}, {0, tc.nc, 7, tc.nb}, {2, tc.nc, 0, tc.nb}}
 			for i, s := range seq {
-				ct.Observe(s.x, s.nc, s.y, s.nb)
+				observeUngated(ct, s.x, s.nc, s.y, s.nb)
 				e := ct.EValue()
 				lo, hi := ct.Interval()
 				if !finite(e) || e < 0 || math.IsNaN(ct.PValue()) || math.IsNaN(lo) || math.IsNaN(hi) || lo > hi || !finite(lo) {
@@ -444,7 +459,7 @@ func TestCountTestEdgeCases(t *testing.T) {
 		} {
 			ct := NewCountTest(tc.theta0, 0.01)
 			for i := 0; i < 3; i++ {
-				ct.Observe(tc.x, 1e11, tc.y, 1e11)
+				observeUngated(ct, tc.x, 1e11, tc.y, 1e11)
 			}
 			e := ct.EValue()
 			lo, hi := ct.Interval()
@@ -471,7 +486,7 @@ func TestCountTestEdgeCases(t *testing.T) {
 		// Expected counts, no noise: candidate bad rate twice the baseline's.
 		ct := NewCountTest(1.1, 0.01)
 		for i := 0; i < 30; i++ {
-			ct.Observe(20, 1000, 10, 1000)
+			observeUngated(ct, 20, 1000, 10, 1000)
 		}
 		lo, hi := ct.Interval()
 		if !(lo > 1.1 && lo <= 2 && hi >= 2 && hi < 4) {
@@ -483,7 +498,7 @@ func TestCountTestEdgeCases(t *testing.T) {
 		// At a quarter traffic share and a ratio of 1/2.
 		ct = NewCountTest(1, 0.01)
 		for i := 0; i < 40; i++ {
-			ct.Observe(5, 250, 30, 750)
+			observeUngated(ct, 5, 250, 30, 750)
 		}
 		if lo, hi := ct.Interval(); !(lo <= 0.5 && hi >= 0.5 && hi < 1) {
 			t.Errorf("interval [%v, %v] should contain 0.5 and lie below 1", lo, hi)
@@ -496,7 +511,7 @@ func TestCountTestEdgeCases(t *testing.T) {
 			{1, 100, 8, 100}, {3, 0, 0, 100}, {12, 100, 1, 100}, {0, 100, 10, 100}, {0, 100, 10, 100}}
 		prev, maxE := 1.0, 1.0
 		for i, s := range seq {
-			ct.Observe(s.x, s.nc, s.y, s.nb)
+			observeUngated(ct, s.x, s.nc, s.y, s.nb)
 			maxE = math.Max(maxE, ct.EValue())
 			p := ct.PValue()
 			if p > prev {

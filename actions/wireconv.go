@@ -26,6 +26,10 @@ func WireEvidence(evs []detector.Evidence) []wire.Evidence {
 			Theta0: e.Theta0, EValue: wire.Float(e.EValue), LogEValue: e.LogEValue, PValue: e.PValue, Threshold: e.Threshold, Alpha: e.Alpha,
 			Ticks: e.Ticks, Quantile: e.Quantile, Boundary: e.Boundary, WindowStart: e.WindowStart, WindowEnd: e.WindowEnd,
 			CandidateSeen: e.CandidateSeen, BaselineSeen: e.BaselineSeen, Reason: e.Reason}
+		if m := e.Model; m != nil {
+			out[i].Model = &wire.Model{Dispersion: m.Dispersion, PodSpread: m.PodSpread, Edge: m.Edge,
+				CandidatePods: m.CandidatePods, BaselinePods: m.BaselinePods, Assumption: m.Assumption}
+		}
 	}
 	return out
 }
@@ -48,6 +52,10 @@ func DetectorEvidence(evs []wire.Evidence) []detector.Evidence {
 			Theta0: e.Theta0, EValue: detector.Float(e.EValue), LogEValue: e.LogEValue, PValue: e.PValue, Threshold: e.Threshold, Alpha: e.Alpha,
 			Ticks: e.Ticks, Quantile: e.Quantile, Boundary: e.Boundary, WindowStart: e.WindowStart, WindowEnd: e.WindowEnd,
 			CandidateSeen: e.CandidateSeen, BaselineSeen: e.BaselineSeen, Reason: e.Reason}
+		if m := e.Model; m != nil {
+			out[i].Model = &detector.Model{Dispersion: m.Dispersion, PodSpread: m.PodSpread, Edge: m.Edge,
+				CandidatePods: m.CandidatePods, BaselinePods: m.BaselinePods, Assumption: m.Assumption}
+		}
 	}
 	return out
 }

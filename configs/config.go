@@ -126,8 +126,10 @@ var (
 	DefaultGuard = GuardConfig{
 		ServiceLabel: "service.name",
 		VersionLabel: "service.version",
-		Alpha:        0.01,
-		Baseline:     DefaultBaseline,
+		// OpenTelemetry's resource attributes first, then Prometheus's.
+		InstanceLabels: []string{"k8s.pod.name", "service.instance.id", "pod", "instance", "host.name"},
+		Alpha:          0.01,
+		Baseline:       DefaultBaseline,
 	}
 	DefaultSignal = SignalConfig{
 		Type:         SignalErrorRatio,
@@ -291,6 +293,12 @@ type GuardConfig struct {
 	ServiceLabel string `yaml:"service_label" json:"service_label"`
 	// VersionLabel is the attribute or label that carries the version (the cohort).
 	VersionLabel string `yaml:"version_label" json:"version_label"`
+	// InstanceLabels name the pod (instance) a sample comes from: the first
+	// present is used. The tests take a pod × tick as their unit of
+	// independence and learn the counts' dispersion from the variation
+	// between a cohort's pods; samples with none of these labels make their
+	// cohort one block (docs/detection.md, "What the test assumes").
+	InstanceLabels []string `yaml:"instance_labels" json:"instance_labels"`
 	// Alpha is the guard's false-alarm level, split evenly across its signals.
 	Alpha float64 `yaml:"alpha" json:"alpha"`
 	// Flags are killed on a regression when the deployment declares none.

@@ -168,13 +168,14 @@ func defaultSignal(name string) SignalConfig {
 
 func defaultGuard(name, service string, signals ...SignalConfig) GuardConfig {
 	return GuardConfig{
-		Name:         name,
-		Service:      service,
-		ServiceLabel: "service.name",
-		VersionLabel: "service.version",
-		Alpha:        0.01,
-		Baseline:     DefaultBaseline,
-		Signals:      signals,
+		Name:           name,
+		Service:        service,
+		ServiceLabel:   "service.name",
+		VersionLabel:   "service.version",
+		InstanceLabels: []string{"k8s.pod.name", "service.instance.id", "pod", "instance", "host.name"},
+		Alpha:          0.01,
+		Baseline:       DefaultBaseline,
+		Signals:        signals,
 	}
 }
 
@@ -218,7 +219,7 @@ func TestParseValues(t *testing.T) {
 	full := defaultConfig(
 		GuardConfig{
 			Name: "checkout", Service: "checkout", ServiceLabel: "app", VersionLabel: "version",
-			Alpha: 0.05, Flags: []string{"new-checkout-flow", "fast-pay"}, Baseline: DefaultBaseline,
+			InstanceLabels: DefaultGuard.InstanceLabels, Alpha: 0.05, Flags: []string{"new-checkout-flow", "fast-pay"}, Baseline: DefaultBaseline,
 			Signals: []SignalConfig{
 				{Name: "errors", Type: "error_ratio", Metric: "http_requests_total", StatusLabel: "code", BadStatusMin: 400, Tolerance: 0},
 				defaultSignal("server-errors"),

@@ -251,11 +251,8 @@ func (e *Engine) AppendAggregates(aggs []Aggregate) error {
 			e.metrics.aggregates.WithLabelValues("other_version").Inc()
 			continue
 		}
-		sr := d.run(g, now).signals[p.si]
-		sr.cur[cohort].merge(t)
-		if ag.Total > 0 {
-			sr.lastReport[cohort] = now
-		}
+		// A sidecar's aggregate carries no pods: its cohort is one block.
+		d.run(g, now).signals[p.si].merge(t, cohort, now, "")
 		e.metrics.aggregates.WithLabelValues("merged").Inc()
 	}
 	return nil

@@ -246,6 +246,13 @@ func TestAggregatesEquivalent(t *testing.T) {
 			}
 			if tc.bad {
 				for _, ev := range checkout.Signals {
+					if ev.Signal == "pool" {
+						// The same 2 (8) of 20 readings saturated every
+						// tick, without pod labels: the gauge test takes
+						// readings as autocorrelated until the data show
+						// otherwise, and 40 ticks of one block each do not.
+						continue
+					}
 					if ev.Signal != "latency:p50" && ev.State != StateRegressed || ev.Signal == "latency:p50" && tc.native != (ev.State == StateRegressed) {
 						// classic p50 sits at 100 ms, below which both versions are alike
 						t.Errorf("bad canary: %s is %s (%s)", ev.Signal, ev.State, ev.Reason)

@@ -73,6 +73,7 @@ type CountTest struct {
 	starts  int // informative ticks: the start index s
 	logE    float64
 	maxLogE float64
+	lr      []float64 // scratch: one tick's log-likelihood ratios
 
 	disp dispersion
 	// shock and pend: ticks of a common shock are held and tested together
@@ -131,9 +132,14 @@ func NewCountTest(theta0, alpha float64) *CountTest {
 		t.logW = append(t.logW, -priorPower*math.Log(float64(j))-math.Log(h))
 		t.logR = append(t.logR, math.Inf(-1))
 	}
-	t.disp.init()
+	_ = t.disp.init() // empty: nothing to check
 	return t
 }
+
+// phiPair is the dispersion within a tick and over the long run.
+type phiPair struct{ tick, total float64 }
+
+func dispersionOf(tick, total float64) phiPair { return phiPair{tick, total} }
 
 // pending is the ticks held while a common shock lasts.
 type pending struct {
@@ -146,7 +152,7 @@ func (p *pending) add(o pending) {
 }
 
 // flush tests the held ticks as one, and empties p.
-func (t *CountTest) flush(p *pending, phi float64) {
+func (t *CountTest) flush(p *pending, phi phiPair) {
 	if p.X+p.Y > 0 {
 		t.update(p.X, p.Nc, p.Y, p.Nb, phi)
 	}
@@ -207,6 +213,33 @@ func (g *shockGate) learn(e, n float64) {
 	g.Rate += w * (e/n - g.Rate)
 }
 
+// GaugeAutocorrelation is the correlation between a pod's consecutive gauge
+// readings assumed until its cohort's pods show otherwise, and
+// gaugePriorWeight the pairs of readings it weighs as: a pool that fills
+// and drains over a quarter of an hour shows little of it in minutes.
+const (
+	GaugeAutocorrelation = 0.97
+	gaugePriorWeight     = 200
+)
+
+// NewGaugeTest is the count test for gauge readings (saturation: a reading
+// above the level is a bad event): readings are taken as autocorrelated
+// until the data show otherwise, so that a pool that stays saturated for a
+// while counts as the one piece of evidence it is.
+func NewGaugeTest(theta0, alpha float64) *CountTest {
+	t := NewCountTest(theta0, alpha)
+	t.AssumeAutocorrelated(GaugeAutocorrelation, gaugePriorWeight)
+	return t
+}
+
+// AssumeAutocorrelated makes the test take consecutive ticks of a pod as
+// correlated with coefficient r until the baseline's pods show otherwise
+// (with the weight of 20 + weight pairs of ticks). Gauge readings are: a
+// saturated pool stays saturated for a while. Call it before the first tick.
+func (t *CountTest) AssumeAutocorrelated(r, weight float64) {
+	t.disp.Lag.Prior, t.disp.Lag.Weight = math.Min(math.Max(r, 0), 0.99), math.Max(weight, 0)
+}
+
 // startWeight is π_s, the prior weight of a regression beginning at the
 // s-th informative tick (s ≥ 1); Σ_s π_s = 1.
 func startWeight(s int) float64 {
@@ -248,7 +281,7 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	t.BaselineTotal += nb
 	t.Ticks++
 	if nc > 0 && nb > 0 {
-		phi := t.disp.phi()
+		phi := dispersionOf(t.disp.phis())
 		cur := pending{x, nc, y, nb, 1}
 		switch {
 		case t.shock.Ticks < shockWarmup:
@@ -256,10 +289,10 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 			// ticks are held and tested as one, and their median rate
 			// starts the running rate.
 			t.pend.add(cur)
-			if t.shock.warm(x+y, nc+nb) && !t.shock.is(x+y, nc+nb, phi) {
+			if t.shock.warm(x+y, nc+nb) && !t.shock.is(x+y, nc+nb, phi.tick) {
 				t.flush(&t.pend, phi)
 			}
-		case t.shock.is(x+y, nc+nb, phi):
+		case t.shock.is(x+y, nc+nb, phi.tick):
 			// The tick before may hold one cohort's first seconds of it.
 			t.pend.add(t.prev)
 			t.pend.add(cur)
@@ -285,13 +318,13 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 }
 
 // update adds one informative tick at dispersion phi.
-func (t *CountTest) update(x, nc, y, nb, phi float64) {
+func (t *CountTest) update(x, nc, y, nb float64, phi phiPair) {
 	// log q(θ)^x (1−q(θ))^y = x·log θ − (x+y)·log(1 + ρ(θ−1)) + terms
 	// the same for every θ, which cancel in every ratio read from logL.
 	rho := nc / (nc + nb)
 	e := x + y
 	for i, th := range t.grid {
-		t.logL[i] += (x*t.logGrid[i] - e*math.Log1p(rho*(th-1))) / phi
+		t.logL[i] += (x*t.logGrid[i] - e*math.Log1p(rho*(th-1))) / phi.total
 	}
 	// The e-detector: each start's product of likelihood ratios against
 	// the edge in use, and a new start at this tick.
@@ -299,15 +332,9 @@ func (t *CountTest) update(x, nc, y, nb, phi float64) {
 	pi := startWeight(t.starts)
 	logPi := math.Log(pi)
 	t.started += pi
-	le := math.Log(t.edge)
-	ledge := x*le - e*math.Log1p(rho*(t.edge-1))
+	lr := t.ratios(x, e, rho, phi)
 	for j := range t.logR {
-		i := t.i0 + 1 + j
-		var l float64
-		if t.grid[i] > t.edge {
-			l = (x*t.logGrid[i] - e*math.Log1p(rho*(t.grid[i]-1)) - ledge) / phi
-		}
-		t.logR[j] = logAddExp(t.logR[j], logPi) + l
+		t.logR[j] = logAddExp(t.logR[j], logPi) + lr[j]
 	}
 	// E = Σ_j w_j R_j + the weight of starts still to come (each is 1
 	// until it starts).
@@ -321,6 +348,56 @@ func (t *CountTest) update(x, nc, y, nb, phi float64) {
 	}
 	t.logE = logAddExp(mx+math.Log(sum), math.Log(math.Max(0, 1-t.started)))
 	t.maxLogE = math.Max(t.maxLogE, t.logE)
+}
+
+// ratios are one tick's log-likelihood ratios of the alternatives against
+// the edge in use (0 for alternatives at or below it). At dispersion 1 the
+// binomial's; above it the beta-binomial's (Dirichlet-multinomial): x of e
+// is BetaBinomial(e, κq, κ(1−q)) with κ = e/(φ−1), the share of bad events
+// that gamma-mixed Poisson counts of variance φ times their mean give. Its
+// likelihood ratio grows polynomially in x, not exponentially, so a tick
+// that is an outlier of the noise — a pod's bad minute — cannot carry the
+// test alone.
+func (t *CountTest) ratios(x, e, rho float64, phi phiPair) []float64 {
+	lr := t.lr[:0]
+	// The long run's share of the dispersion (autocorrelation, pods that
+	// stay apart) tempers each tick's ratio; the tick's own share shapes
+	// its likelihood.
+	m := phi.total / phi.tick
+	if phi.tick < 1.02 {
+		ledge := x*math.Log(t.edge) - e*math.Log1p(rho*(t.edge-1))
+		for j := range t.logR {
+			i := t.i0 + 1 + j
+			var l float64
+			if t.grid[i] > t.edge {
+				l = (x*t.logGrid[i] - e*math.Log1p(rho*(t.grid[i]-1)) - ledge) / m
+			}
+			lr = append(lr, l)
+		}
+		t.lr = lr
+		return lr
+	}
+	kappa := e / (phi.tick - 1)
+	logBB := func(theta float64) float64 {
+		q := rho * theta / (rho*theta + 1 - rho)
+		a, b := kappa*q, kappa*(1-q)
+		la, _ := math.Lgamma(x + a)
+		la0, _ := math.Lgamma(a)
+		lb, _ := math.Lgamma(e - x + b)
+		lb0, _ := math.Lgamma(b)
+		return la - la0 + lb - lb0
+	}
+	ledge := logBB(t.edge)
+	for j := range t.logR {
+		i := t.i0 + 1 + j
+		var l float64
+		if t.grid[i] > t.edge {
+			l = (logBB(t.grid[i]) - ledge) / m
+		}
+		lr = append(lr, l)
+	}
+	t.lr = lr
+	return lr
 }
 
 func logAddExp(a, b float64) float64 {
@@ -366,10 +443,10 @@ func (t *CountTest) Dispersion() float64 { return t.disp.phi() }
 
 // PodSpread is τ, the lower confidence bound on the relative spread of
 // the pods' bad-event rates within a cohort (0 when they do not differ).
-func (t *CountTest) PodSpread() float64 { return t.disp.tau }
+func (t *CountTest) PodSpread() float64 { return t.disp.Tau }
 
 // Pods is the number of blocks of each cohort in the last tick with traffic.
-func (t *CountTest) Pods() (candidate, baseline int) { return t.disp.pods[0], t.disp.pods[1] }
+func (t *CountTest) Pods() (candidate, baseline int) { return t.disp.Now[0], t.disp.Now[1] }
 
 // Assumption says in words what the test took as independent.
 func (t *CountTest) Assumption() string {
@@ -379,7 +456,7 @@ func (t *CountTest) Assumption() string {
 	}
 	s := fmt.Sprintf("pod × tick blocks (%d candidate, %d baseline pods); dispersion %.3g from the variation between pods of a cohort", c, b, t.Dispersion())
 	if t.edge > t.theta0*1.0005 {
-		s += fmt.Sprintf("; the pods' spread (%.3g %%) widens the tolerance to %.3g", 100*t.disp.tau, t.edge)
+		s += fmt.Sprintf("; the pods' spread (%.3g %%) widens the tolerance to %.3g", 100*t.disp.Tau, t.edge)
 	}
 	return s
 }
@@ -476,7 +553,9 @@ func (t *CountTest) UnmarshalBinary(b []byte) error {
 	}
 	if s.Disp != nil {
 		n.disp = *s.Disp
-		n.disp.init()
+		if err := n.disp.init(); err != nil {
+			return fmt.Errorf("count test checkpoint: dispersion: %w", err)
+		}
 	}
 	n.shock, n.pend, n.prev = s.Shock, s.Pending, s.Previous
 	n.started, n.starts, n.logE, n.maxLogE, n.edge = s.Started, s.Starts, s.LogE, s.MaxLogE, math.Max(s.Edge, s.Theta0)

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 )
@@ -22,16 +23,53 @@ type dispersion struct {
 	Tick pearson
 	// Win: between the pods of a cohort, over windows of windowTicks.
 	Win [len(windowTicks)]window
-	// Temporal: between the ticks of a window, for a cohort reported as a
-	// single block (no pod label).
-	Temporal [2]temporal
+	// Series: between the baseline's ticks, for a baseline reported as a
+	// single block (no pod label), around its running rate.
+	Series series
+	// Lag: the lag-one autocorrelation of each pod's standardised
+	// residuals (from its cohort's rate in the tick; the baseline's, and
+	// the candidate's when it has pods to compare), which turns a
+	// per-tick dispersion into a long-run one: (1+r)/(1−r).
+	Lag lag
 	// Pods: each cohort's pods (slots) with their sums since the start,
 	// for τ; at most maxPods a cohort.
 	Pods [2]podSet
-	// tau is the spread's lower confidence bound, and pods the blocks of
+	// Tau is the spread's lower confidence bound, and Now the blocks of
 	// each cohort in the last tick with traffic.
-	tau  float64
-	pods [2]int
+	Tau float64
+	Now [2]int
+}
+
+// series is a single-block cohort's running rate and its ticks' χ².
+type series struct {
+	Rate  float64
+	Ticks int
+	P     pearson
+}
+
+// lag accumulates products of standardised residuals one and two ticks
+// apart. Prior is the lag-one correlation assumed before the data say
+// otherwise, with the weight of dispPrior + Weight pairs: 0 for counts of
+// requests, high for gauge readings (AssumeAutocorrelated).
+type lag struct{ XY1, XY2, XX, N, Prior, Weight float64 }
+
+// factor is the long-run variance over the one-tick variance: 1 + 2Σ_k r_k
+// with r_k = r₁·d^(k−1), d read from the lag-two correlation where the
+// lag-one one is clear of noise (a thresholded gauge's correlation decays
+// slower than its lag-one value predicts), else d = r₁ (an AR(1)).
+func (l lag) factor() float64 {
+	w := dispPrior + l.Weight
+	r1 := (l.XY1 + w*l.Prior) / (l.XX + w)
+	if !(r1 > 0) {
+		return 1
+	}
+	r1 = math.Min(r1, 0.99)
+	d := r1
+	if l.N > 0 && l.XX > 0 && l.XY1/l.XX > 3/math.Sqrt(l.N) {
+		// The data's own decay, where their lag-one correlation is clear.
+		d = math.Max(d, math.Min(l.XY2/l.XY1, 0.99))
+	}
+	return math.Min(1+2*r1/(1-d), 200)
 }
 
 // pearson accumulates a Pearson χ² and its degrees of freedom.
@@ -58,21 +96,19 @@ type window struct {
 	P     pearson
 }
 
-// temporal sums one cohort's tick counts over a window.
-type temporal struct {
-	Ticks             int
-	SumSq, Bad, Total float64
-	P                 pearson
-}
-
 // podSet is a cohort's pods: Names[i] is slot i, with sums since the
 // start (Bad, Total) and over each window (WBad, WTotal).
 type podSet struct {
 	Names        []string
 	Bad, Total   []float64
 	WBad, WTotal [len(windowTicks)][]float64
-	index        map[string]int
-	last         []int // the slot of each position in the last tick
+	// Resid and Resid2 are each slot's standardised residuals in the
+	// ticks Seen and Seen2 (its last two).
+	Resid, Resid2 []float64
+	Seen, Seen2   []int
+	Ticks         int // ticks of this cohort with traffic
+	index         map[string]int
+	last          []int // the slot of each position in the last tick
 }
 
 const (
@@ -93,20 +129,63 @@ func init() {
 	}
 }
 
-func (d *dispersion) init() {
+// init rebuilds the pods' index, and checks a restored state: every
+// slot's sums present, every number finite and not negative.
+func (d *dispersion) init() error {
 	for c := range d.Pods {
 		ps := &d.Pods[c]
-		ps.index = make(map[string]int, len(ps.Names))
-		for i, n := range ps.Names {
-			ps.index[n] = i
+		n := len(ps.Names)
+		if n > maxPods {
+			return fmt.Errorf("%d pods, at most %d", n, maxPods)
+		}
+		if len(ps.Bad) != n || len(ps.Total) != n {
+			return fmt.Errorf("%d pods with %d and %d sums", n, len(ps.Bad), len(ps.Total))
 		}
 		for w := range ps.WBad {
-			for len(ps.WBad[w]) < len(ps.Names) {
-				ps.WBad[w] = append(ps.WBad[w], 0)
-				ps.WTotal[w] = append(ps.WTotal[w], 0)
+			if len(ps.WBad[w]) == 0 && len(ps.WTotal[w]) == 0 {
+				ps.WBad[w], ps.WTotal[w] = make([]float64, n), make([]float64, n)
+			}
+			if len(ps.WBad[w]) != n || len(ps.WTotal[w]) != n {
+				return fmt.Errorf("%d pods with %d and %d window sums", n, len(ps.WBad[w]), len(ps.WTotal[w]))
+			}
+		}
+		if len(ps.Resid) == 0 && len(ps.Seen) == 0 && len(ps.Resid2) == 0 && len(ps.Seen2) == 0 {
+			ps.Resid, ps.Seen, ps.Resid2, ps.Seen2 = make([]float64, n), make([]int, n), make([]float64, n), make([]int, n)
+		}
+		if len(ps.Resid) != n || len(ps.Seen) != n || len(ps.Resid2) != n || len(ps.Seen2) != n {
+			return fmt.Errorf("%d pods with %d residuals", n, len(ps.Resid))
+		}
+		ps.index = make(map[string]int, n)
+		for i, name := range ps.Names {
+			if _, dup := ps.index[name]; dup {
+				return fmt.Errorf("pod %q twice", name)
+			}
+			ps.index[name] = i
+		}
+		ps.last = nil
+		for _, v := range [][]float64{ps.Bad, ps.Total, ps.WBad[0], ps.WBad[1], ps.WTotal[0], ps.WTotal[1], ps.Resid, ps.Resid2} {
+			for _, x := range v {
+				if math.IsNaN(x) || math.IsInf(x, 0) {
+					return fmt.Errorf("a pod's sum is %v", x)
+				}
 			}
 		}
 	}
+	for _, x := range []float64{d.Tick.Chi, d.Tick.DF, d.Win[0].P.Chi, d.Win[0].P.DF, d.Win[1].P.Chi, d.Win[1].P.DF,
+		d.Series.Rate, d.Series.P.Chi, d.Series.P.DF, d.Lag.XX, d.Lag.N, d.Lag.Prior, d.Lag.Weight, d.Tau} {
+		if !(x >= 0) || math.IsInf(x, 1) {
+			return fmt.Errorf("a dispersion sum is %v", x)
+		}
+	}
+	for _, x := range []float64{d.Lag.XY1, d.Lag.XY2} {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("autocorrelation sum %v", x)
+		}
+	}
+	if d.Lag.Prior > 1 {
+		return fmt.Errorf("autocorrelation prior %v", d.Lag.Prior)
+	}
+	return nil
 }
 
 // slot is the slot of the block at position i, or −1 when the cohort has
@@ -133,6 +212,8 @@ func (ps *podSet) slot(i int, b *Block) int {
 		ps.Names = append(ps.Names, name)
 		ps.Bad = append(ps.Bad, 0)
 		ps.Total = append(ps.Total, 0)
+		ps.Resid, ps.Resid2 = append(ps.Resid, 0), append(ps.Resid2, 0)
+		ps.Seen, ps.Seen2 = append(ps.Seen, 0), append(ps.Seen2, 0)
 		for w := range ps.WBad {
 			ps.WBad[w] = append(ps.WBad[w], 0)
 			ps.WTotal[w] = append(ps.WTotal[w], 0)
@@ -145,16 +226,24 @@ func (ps *podSet) slot(i int, b *Block) int {
 	return s
 }
 
-// phi is the dispersion to temper the next tick with.
+// phi is the dispersion to temper the next tick with: the largest of the
+// estimates, the one-tick ones made long-run by the autocorrelation.
 func (d *dispersion) phi() float64 {
-	phi := math.Max(1, d.Tick.phi())
+	_, total := d.phis()
+	return total
+}
+
+// phis are the dispersion within one tick (between the pods of a cohort,
+// or the baseline's ticks around its running rate) and over the long run
+// (that, times the autocorrelation's factor, or over windows of ticks,
+// whichever is larger); both at least 1.
+func (d *dispersion) phis() (tick, total float64) {
+	tick = math.Max(1, math.Max(d.Tick.phi(), d.Series.P.phi()))
+	total = tick * d.Lag.factor()
 	for _, w := range d.Win {
-		phi = math.Max(phi, w.P.phi())
+		total = math.Max(total, w.P.phi())
 	}
-	for _, t := range d.Temporal {
-		phi = math.Max(phi, t.P.phi())
-	}
-	return phi
+	return tick, total
 }
 
 // observe learns from one tick's blocks, per cohort.
@@ -172,29 +261,62 @@ func (d *dispersion) observe(cand, base []Block) {
 			sumSq += b.Bad * b.Bad / b.Total
 			bad += b.Bad
 			total += b.Total
-			if s := ps.slot(i, b); s >= 0 {
-				ps.Bad[s] += b.Bad
-				ps.Total[s] += b.Total
-				for w := range ps.WBad {
-					ps.WBad[w][s] += b.Bad
-					ps.WTotal[w][s] += b.Total
-				}
-			}
 		}
 		if k == 0 {
 			continue
 		}
-		d.pods[c] = k
+		ps.Ticks++
+		d.Now[c] = k
 		d.Tick.add(sumSq, bad, total, k)
+		// The rate residuals are read against: the cohort's own in this
+		// tick when it has pods to compare, else (the baseline only) its
+		// running rate. A candidate without pods has nothing to compare
+		// that a version effect would not move.
+		rate := bad / total
 		if k == 1 {
-			t := &d.Temporal[c]
-			t.Ticks++
-			t.SumSq += sumSq
-			t.Bad += bad
-			t.Total += total
-			if t.Ticks == windowTicks[0] {
-				t.P.add(t.SumSq, t.Bad, t.Total, t.Ticks)
-				t.Ticks, t.SumSq, t.Bad, t.Total = 0, 0, 0, 0
+			if c == candidate {
+				rate = math.NaN()
+			} else {
+				s := &d.Series
+				rate = s.Rate
+				if s.Ticks >= 3 && s.Rate > 0 && s.Rate < 1 {
+					dev := bad - total*s.Rate
+					s.P.Chi += dev * dev / (total * s.Rate * (1 - s.Rate))
+					s.P.DF++
+				} else {
+					rate = math.NaN()
+				}
+				s.Ticks++
+				s.Rate += (bad/total - s.Rate) / float64(min(s.Ticks, 30))
+			}
+		}
+		for i := range blocks {
+			b := &blocks[i]
+			if !(b.Total > 0) || !(b.Bad >= 0) {
+				continue
+			}
+			s := ps.slot(i, b)
+			if s < 0 {
+				continue
+			}
+			ps.Bad[s] += b.Bad
+			ps.Total[s] += b.Total
+			for w := range ps.WBad {
+				ps.WBad[w][s] += b.Bad
+				ps.WTotal[w][s] += b.Total
+			}
+			if rate > 0 && rate < 1 {
+				r := (b.Bad - b.Total*rate) / math.Sqrt(b.Total*rate*(1-rate))
+				d.Lag.XX += r * r
+				if ps.Seen[s] == ps.Ticks-1 && ps.Ticks > 1 {
+					d.Lag.XY1 += r * ps.Resid[s]
+					d.Lag.N++
+				}
+				if ps.Seen2[s] == ps.Ticks-2 && ps.Ticks > 2 {
+					d.Lag.XY2 += r * ps.Resid2[s]
+				}
+				ps.Resid2[s], ps.Seen2[s] = ps.Resid[s], ps.Seen[s]
+				ps.Resid[s], ps.Seen[s] = r, ps.Ticks
 			}
 		}
 	}
@@ -221,7 +343,7 @@ func (d *dispersion) observe(cand, base []Block) {
 			win.P.add(sumSq, bad, total, k)
 		}
 	}
-	d.tau = d.spreadBound()
+	d.Tau = d.spreadBound()
 }
 
 // spreadBound is a lower confidence bound (90 %) on the relative spread τ
@@ -266,10 +388,10 @@ func (d *dispersion) spreadBound() float64 {
 // spread is τ·√(1/k_c + 1/k_b): the spread of the difference between the
 // cohorts' mean pod rates that pods alone would make.
 func (d *dispersion) spread() float64 {
-	if d.tau == 0 || d.pods[0] == 0 || d.pods[1] == 0 {
+	if d.Tau == 0 || d.Now[0] == 0 || d.Now[1] == 0 {
 		return 0
 	}
-	return d.tau * math.Sqrt(1/float64(d.pods[0])+1/float64(d.pods[1]))
+	return d.Tau * math.Sqrt(1/float64(d.Now[0])+1/float64(d.Now[1]))
 }
 
 // z is the standard normal's upper a quantile.

@@ -305,15 +305,27 @@ func (e *Engine) Append(samples []sample.Sample) error {
 				continue
 			}
 			run := d.run(g, now)
+			pod := instanceOf(g, s.Labels)
 			for _, sr := range run.signals {
 				if sr.reads(s.Metric) {
-					sr.add(s, cohort, now)
+					sr.add(s, cohort, now, pod)
 				}
 			}
 			e.metrics.routed.Inc()
 		}
 	}
 	return nil
+}
+
+// instanceOf is the pod a sample comes from: the value of the first of the
+// guard's instance labels it carries, or "".
+func instanceOf(g *configs.GuardConfig, ls sample.Labels) string {
+	for _, name := range g.InstanceLabels {
+		if v := ls.Get(name); v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // usable reports whether a sample's numbers can enter a test: finite, and
@@ -408,7 +420,7 @@ func (e *Engine) historyOf(g *configs.GuardConfig) *history {
 func (h *history) add(s *sample.Sample) {
 	for _, sr := range h.signals {
 		if sr.reads(s.Metric) {
-			sr.add(s, baseline, time.Time{})
+			fold(&sr.cur[baseline], &sr.cfg, sr.metric, s)
 		}
 	}
 }
@@ -419,7 +431,7 @@ func (h *history) close(now time.Time, window time.Duration) {
 		if sr.cur[baseline].total > 0 {
 			h.ring[i] = append(h.ring[i], stampedTick{at: now, t: sr.cur[baseline]})
 		}
-		sr.cur[baseline] = tick{}
+		sr.reset()
 		k := 0
 		for k < len(h.ring[i]) && now.Sub(h.ring[i][k].at) > window {
 			k++

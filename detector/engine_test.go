@@ -2,6 +2,7 @@ package detector
 
 import (
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -384,8 +385,9 @@ func failedWrites(version string, v float64) sample.Sample {
 }
 
 // TestEngineSaturationAndIntegrity: a connection pool saturated more often
-// on the candidate, and data-integrity failures per request, each with its
-// healthy twin.
+// on the candidate (20 pods a version, each reading saturated at random:
+// 40 % against 10 %), and data-integrity failures per request, each with
+// its healthy twin.
 func TestEngineSaturationAndIntegrity(t *testing.T) {
 	sat := strings.Replace(engineConfig, "      - name: errors\n",
 		"      - name: pool\n        type: saturation\n        metric: db.client.connection.count\n        level: 90\n", 1)
@@ -399,17 +401,25 @@ func TestEngineSaturationAndIntegrity(t *testing.T) {
 			c, rec := newClock(), &recorder{}
 			e := NewEngine(mustParse(t, tc.config), EngineOptions{Handler: rec, Now: c.now})
 			_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1), gauge("v1", 10)})
+			rng := rand.New(rand.NewPCG(5, 5))
+			reading := func(p float64) float64 {
+				if rng.Float64() < p {
+					return 95
+				}
+				return 50
+			}
 			for i := 0; i < 60 && (len(rec.verdicts) == 0 || rec.last(t).State != StateRegressed); i++ {
 				var batch []sample.Sample
-				for k := 0; k < 20; k++ { // 20 instances' readings a tick
-					v1, v2 := 50.0, 50.0
-					if k < 2 {
-						v1, v2 = 95, 95 // 10 % saturated
+				for k := 0; k < 20; k++ { // 20 pods' readings a tick, each saturated at random
+					p2 := 0.1
+					if tc.bad {
+						p2 = 0.4
 					}
-					if tc.bad && k < 8 {
-						v2 = 95 // 40 % saturated
-					}
-					batch = append(batch, gauge("v1", v1), gauge("v2", v2))
+					pod := sample.Label{Name: "k8s.pod.name", Value: "pod-" + strconv.Itoa(k)}
+					g1, g2 := gauge("v1", reading(0.1)), gauge("v2", reading(p2))
+					g1.Labels = append(g1.Labels, pod).Sort()
+					g2.Labels = append(g2.Labels, pod).Sort()
+					batch = append(batch, g1, g2)
 				}
 				fails := 2.0
 				if tc.bad {

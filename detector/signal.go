@@ -16,10 +16,13 @@ import (
 // latency signal has one per quantile (α split across them), each counting
 // the requests slower than the baseline's quantile boundary.
 type signalRun struct {
-	cfg        configs.SignalConfig
-	metric     string // the input metric its samples arrive under
-	arms       []*arm
-	cur        [2]tick      // the batch being filled, per cohort
+	cfg    configs.SignalConfig
+	metric string // the input metric its samples arrive under
+	arms   []*arm
+	cur    [2]tick // the batch being filled, per cohort
+	// pods is the same batch per pod (instance), per cohort: the blocks
+	// the count test takes as its units of independence.
+	pods       [2]map[string]*tick
 	lastReport [2]time.Time // last sample with traffic, per cohort
 	lastBatch  time.Time
 	// base is the baseline's latency distribution over the batches consumed
@@ -127,6 +130,8 @@ func newSignalRun(g *configs.GuardConfig, s configs.SignalConfig, start time.Tim
 		for _, q := range s.Quantiles {
 			sr.arms = append(sr.arms, &arm{name: s.Name + ":p" + strconv.FormatFloat(q*100, 'f', -1, 64), quantile: q, test: NewCountTest(theta0, alpha)})
 		}
+	case configs.SignalSaturation:
+		sr.arms = []*arm{{name: s.Name, test: NewGaugeTest(theta0, g.SignalAlpha())}}
 	default:
 		sr.arms = []*arm{{name: s.Name, test: NewCountTest(theta0, g.SignalAlpha())}}
 	}
@@ -146,11 +151,96 @@ func reads(cfg *configs.SignalConfig, input, metric string) bool {
 	return metric == input || (cfg.Type == configs.SignalDataIntegrity && metric == cfg.TotalMetric)
 }
 
-// add folds one sample into the cohort's batch.
-func (sr *signalRun) add(s *sample.Sample, cohort int, now time.Time) {
+// add folds one sample from pod into the cohort's batch. A gauge reading
+// without a pod is its own block, by series (a pool, a queue): readings,
+// not requests, are what a saturation test counts.
+func (sr *signalRun) add(s *sample.Sample, cohort int, now time.Time, pod string) {
 	if fold(&sr.cur[cohort], &sr.cfg, sr.metric, s) {
 		sr.lastReport[cohort] = now
 	}
+	if pod == "" && sr.cfg.Type == configs.SignalSaturation {
+		pod = s.Labels.String()
+	}
+	fold(sr.pod(cohort, pod), &sr.cfg, sr.metric, s)
+}
+
+// merge adds an aggregate from pod (a sidecar's, already folded) to the
+// cohort's batch.
+func (sr *signalRun) merge(t tick, cohort int, now time.Time, pod string) {
+	sr.cur[cohort].merge(t)
+	sr.pod(cohort, pod).merge(t)
+	if t.total > 0 {
+		sr.lastReport[cohort] = now
+	}
+}
+
+// reset empties the batch.
+func (sr *signalRun) reset() {
+	sr.cur = [2]tick{}
+	clear(sr.pods[candidate])
+	clear(sr.pods[baseline])
+}
+
+// maxBatchPods bounds the pods of a cohort in one batch; the rest share
+// one block.
+const maxBatchPods = 512
+
+// otherPods is the block of pods beyond maxBatchPods, and noPod that of
+// samples without a pod label.
+const (
+	otherPods = "(other pods)"
+	noPod     = "(no pod label)"
+)
+
+func (sr *signalRun) pod(cohort int, pod string) *tick {
+	if pod == "" {
+		pod = noPod
+	}
+	m := sr.pods[cohort]
+	if m == nil {
+		m = map[string]*tick{}
+		sr.pods[cohort] = m
+	}
+	t := m[pod]
+	if t == nil {
+		if len(m) >= maxBatchPods {
+			pod = otherPods
+			if t = m[pod]; t != nil {
+				return t
+			}
+		}
+		t = &tick{}
+		m[pod] = t
+	}
+	return t
+}
+
+// blocks are a cohort's batch per pod for an arm, in pod order: bad
+// events (slower than the arm's boundary for latency) and totals. ok is
+// false when a pod's histograms lack the boundary; the cohort is then one
+// block.
+func (sr *signalRun) blocks(cohort int, boundary float64, buf []Block) (out []Block, ok bool) {
+	out = buf[:0]
+	names := make([]string, 0, len(sr.pods[cohort]))
+	for n, t := range sr.pods[cohort] {
+		if t.total > 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := sr.pods[cohort][n]
+		bad := t.bad
+		if boundary > 0 {
+			x, ok := t.exceed(boundary)
+			if !ok {
+				return buf[:0], false
+			}
+			bad = x
+		}
+		out = append(out, Block{Pod: n, Bad: bad, Total: t.total})
+	}
+	return out, len(out) > 0
 }
 
 // fold adds one sample to t as the signal (of input metric input) counts
@@ -301,6 +391,17 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 	}
 	c, b := sr.cur[candidate], sr.cur[baseline]
 	if c.total > 0 && b.total > 0 {
+		var cb, bb []Block
+		observe := func(a *arm, x, y float64) {
+			var okc, okb bool
+			cb, okc = sr.blocks(candidate, a.boundary, cb)
+			bb, okb = sr.blocks(baseline, a.boundary, bb)
+			if !okc || !okb {
+				a.test.Observe(x, c.total, y, b.total)
+				return
+			}
+			a.test.ObserveBlocks(cb, bb)
+		}
 		for _, a := range sr.arms {
 			if a.rule != nil {
 				a.rule.acc[candidate].merge(c)
@@ -308,7 +409,7 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 				continue
 			}
 			if a.quantile == 0 {
-				a.test.Observe(c.bad, c.total, b.bad, b.total)
+				observe(a, c.bad, b.bad)
 				continue
 			}
 			if a.boundary == 0 {
@@ -320,11 +421,11 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 			x, okc := c.exceed(a.boundary)
 			y, okb := b.exceed(a.boundary)
 			if okc && okb {
-				a.test.Observe(x, c.total, y, b.total)
+				observe(a, x, y)
 			}
 		}
 		sr.base.merge(b)
-		sr.cur = [2]tick{}
+		sr.reset()
 		sr.lastBatch = now
 	}
 	sr.evidence = sr.evidence[:0]
@@ -426,7 +527,7 @@ var burnRules = []struct {
 func (sr *signalRun) evaluateSLO(d *deploymentRun, now time.Time, noData time.Duration) []Evidence {
 	if c := sr.cur[candidate]; c.total > 0 {
 		sr.slo = append(sr.slo, stampedTick{at: now, t: c})
-		sr.cur = [2]tick{}
+		sr.reset()
 		sr.lastBatch = now
 	}
 	for len(sr.slo) > 0 && now.Sub(sr.slo[0].at) > burnRules[len(burnRules)-1].long {
@@ -485,7 +586,7 @@ func (sr *signalRun) evaluateThroughput(d *deploymentRun, now time.Time, noData 
 	c, b := sr.cur[candidate], sr.cur[baseline]
 	if w > 0 && (c.total > 0 || b.total > 0) && now.Sub(sr.lastBatch) >= 0 {
 		a.test.Observe(b.bad, 1-w, c.bad, w)
-		sr.cur = [2]tick{}
+		sr.reset()
 		sr.lastBatch = now
 	}
 	t := a.test
@@ -588,7 +689,7 @@ func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData
 			}
 			a.rate.Observe(x, c.total)
 		}
-		sr.cur = [2]tick{}
+		sr.reset()
 		sr.lastBatch = now
 	}
 	sr.evidence = sr.evidence[:0]
@@ -648,6 +749,7 @@ func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData ti
 		Boundary:     a.boundary,
 		WindowStart:  d.from(),
 		WindowEnd:    sr.lastBatch,
+		Model:        modelOf(t),
 	}
 	what := "bad-event rate"
 	if a.quantile > 0 {
@@ -674,6 +776,13 @@ func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData ti
 		ev.State = StateInconclusive
 	}
 	return ev
+}
+
+// modelOf is what test assumed of the data.
+func modelOf(t *CountTest) *Model {
+	c, b := t.Pods()
+	return &Model{Dispersion: t.Dispersion(), PodSpread: t.PodSpread(), Edge: t.Edge(),
+		CandidatePods: c, BaselinePods: b, Assumption: t.Assumption()}
 }
 
 func seconds(s float64) string {

@@ -57,6 +57,27 @@ type Evidence struct {
 	CandidateSeen time.Time `json:"candidate_seen"`
 	BaselineSeen  time.Time `json:"baseline_seen"`
 	Reason        string    `json:"reason,omitempty"`
+	// Model, for a sequential test, says what it assumed of the data.
+	Model *Model `json:"model,omitempty"`
+}
+
+// Model is what a sequential test assumed of the data and learnt from it
+// (docs/detection.md, "What the test assumes").
+type Model struct {
+	// Dispersion is φ: how many times more the counts varied, within each
+	// cohort, than independent requests would (1: as independent).
+	Dispersion float64 `json:"dispersion"`
+	// PodSpread is τ, the relative spread of the pods' rates within a
+	// cohort (a lower confidence bound), and Edge the tolerance it widened
+	// Theta0 to: the test's null is ratio <= Edge.
+	PodSpread float64 `json:"pod_spread"`
+	Edge      float64 `json:"edge"`
+	// CandidatePods and BaselinePods are the blocks of the last tick: 1
+	// when the samples carry no pod label.
+	CandidatePods int `json:"candidate_pods"`
+	BaselinePods  int `json:"baseline_pods"`
+	// Assumption says it in words.
+	Assumption string `json:"assumption"`
 }
 
 // GuardVerdict is one guard's verdict on one deployment at one evaluation.

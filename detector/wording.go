@@ -55,11 +55,34 @@ func Describe(ev Evidence) string {
 		base, percent(ev.Baseline.Ratio), ev.Baseline.Bad, ev.Baseline.Total)
 	switch ev.State {
 	case StateRegressed:
-		return s + fmt.Sprintf(", e-value %s >= %g", eValue(ev), ev.Threshold)
+		return s + fmt.Sprintf(", e-value %s >= %g", eValue(ev), ev.Threshold) + modelNote(ev.Model)
 	case StateHealthy:
-		return s + fmt.Sprintf(", ratio at most %.3g <= %g", float64(ev.IntervalHigh), ev.Theta0)
+		return s + fmt.Sprintf(", ratio at most %.3g <= %g", float64(ev.IntervalHigh), ev.Theta0) + modelNote(ev.Model)
 	}
-	return s + fmt.Sprintf(", e-value %s < %g", eValue(ev), ev.Threshold)
+	return s + fmt.Sprintf(", e-value %s < %g", eValue(ev), ev.Threshold) + modelNote(ev.Model)
+}
+
+// modelNote says what the test learnt of the data where it changed the
+// verdict's reading: counts more dispersed than independent requests, a
+// tolerance widened by the pods' spread, or no pod label to learn from.
+func modelNote(m *Model) string {
+	if m == nil {
+		return ""
+	}
+	var notes []string
+	if m.CandidatePods <= 1 && m.BaselinePods <= 1 {
+		notes = append(notes, "no pod label")
+	}
+	if m.Dispersion >= 1.05 {
+		notes = append(notes, "counts "+strconv.FormatFloat(m.Dispersion, 'f', 1, 64)+"× over-dispersed")
+	}
+	if m.Edge > 0 && m.PodSpread > 0 {
+		notes = append(notes, "tolerance widened to "+strconv.FormatFloat(m.Edge, 'g', 3, 64)+" by the pods' spread")
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
 }
 
 func percent(ratio float64) string {

@@ -71,6 +71,20 @@ type Evidence struct {
 	CandidateSeen time.Time `json:"candidate_seen"`
 	BaselineSeen  time.Time `json:"baseline_seen"`
 	Reason        string    `json:"reason,omitempty"`
+	// Model, for a sequential test, says what it assumed of the data.
+	Model *Model `json:"model,omitempty"`
+}
+
+// Model is what a sequential test assumed of the data: the counts'
+// dispersion φ, the pods' spread τ and the tolerance it widened theta0 to
+// (edge), the pods of each cohort, and all of it in words.
+type Model struct {
+	Dispersion    float64 `json:"dispersion"`
+	PodSpread     float64 `json:"pod_spread"`
+	Edge          float64 `json:"edge"`
+	CandidatePods int     `json:"candidate_pods"`
+	BaselinePods  int     `json:"baseline_pods"`
+	Assumption    string  `json:"assumption"`
 }
 
 // Float is a float64 that encodes NaN and ±Inf as JSON strings, as the

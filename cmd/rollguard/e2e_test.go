@@ -369,7 +369,7 @@ func TestRegressionPublishesOneFlagKill(t *testing.T) {
 		t.Fatalf("evidence = %+v", data.Evidence)
 	}
 	e := actions.DetectorEvidence(data.Evidence)[0]
-	if e.State != detector.StateRegressed || float64(e.EValue) < e.Threshold || e.Threshold != 1000 {
+	if e.State != detector.StateRegressed || float64(e.EValue) < e.Threshold || e.Threshold != detectorThreshold(0.001) {
 		t.Errorf("evidence state %s e-value %v threshold %v", e.State, e.EValue, e.Threshold)
 	}
 	if e.Candidate.Version != "v2" || e.Baseline.Version != "v1" || e.Candidate.Bad == 0 || e.Baseline.Total == 0 {
@@ -706,3 +706,7 @@ func (w *commandWire) count(id string) int {
 	}
 	return n
 }
+
+// detectorThreshold is the e-value at which a count test at level alpha
+// declares a regression: 1 over the e-value's share of α.
+func detectorThreshold(alpha float64) float64 { return detector.NewCountTest(1, alpha).Threshold() }

@@ -250,7 +250,7 @@ func TestSaturationCanary(t *testing.T) {
 					cd := oneCommand(t, td, round)
 					e := actions.DetectorEvidence(cd.Evidence)[0]
 					if e.Signal != "pool" || e.Kind != "sequential" || e.State != detector.StateRegressed ||
-						float64(e.EValue) < e.Threshold || e.Threshold != 1000 {
+						float64(e.EValue) < e.Threshold || e.Threshold != detectorThreshold(0.001) {
 						t.Errorf("evidence = %+v", e)
 					}
 					// The evidence counts readings: a whole number of exports of every pool.

@@ -380,6 +380,7 @@ type FleetDetector interface {
 type FleetRollguard struct {
 	theta0, alpha float64
 	pods          bool
+	gauge         bool
 	restartEvery  int
 	checkpoint    bool
 
@@ -392,6 +393,21 @@ type FleetRollguard struct {
 // (pods) or per-version sums.
 func NewFleetRollguard(theta0, alpha float64, pods bool) *FleetRollguard {
 	return &FleetRollguard{theta0: theta0, alpha: alpha, pods: pods, test: detector.NewCountTest(theta0, alpha)}
+}
+
+// WithGauge makes the test the one the engine runs on gauge readings
+// (detector.NewGaugeTest).
+func (d *FleetRollguard) WithGauge() *FleetRollguard {
+	d.gauge = true
+	d.test = d.newTest()
+	return d
+}
+
+func (d *FleetRollguard) newTest() *detector.CountTest {
+	if d.gauge {
+		return detector.NewGaugeTest(d.theta0, d.alpha)
+	}
+	return detector.NewCountTest(d.theta0, d.alpha)
 }
 
 // WithRestarts restarts the test before every tick whose index is a positive
@@ -419,7 +435,7 @@ func (d *FleetRollguard) ObserveFleet(k FleetTick) bool {
 }
 
 func (d *FleetRollguard) restart() {
-	n := detector.NewCountTest(d.theta0, d.alpha)
+	n := d.newTest()
 	if d.checkpoint {
 		b, err := d.test.MarshalBinary()
 		if err == nil {

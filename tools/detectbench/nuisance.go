@@ -65,6 +65,12 @@ func fleetContender(name string, pods bool, restart bool, checkpoint bool) simul
 	}}
 }
 
+func gaugeContender(name string, pods bool) simulate.FleetContender {
+	return simulate.FleetContender{Name: name, New: func() simulate.FleetDetector {
+		return simulate.NewFleetRollguard(nuisanceTheta0, nuisanceAlpha, pods).WithGauge()
+	}}
+}
+
 func nuisanceScenarios(o options) (aa, power []simulate.FleetScenario) {
 	pods := fleetContender(nPods, true, false, false)
 	summed := fleetContender(nSummed, false, false, false)
@@ -93,6 +99,11 @@ func nuisanceScenarios(o options) (aa, power []simulate.FleetScenario) {
 		{caseGauge09, simulate.SaturationGauge(0.9)},
 		{caseGauge099, simulate.SaturationGauge(0.99)},
 	} {
+		if c.n.Gauge {
+			// The engine tests gauge readings with detector.NewGaugeTest.
+			aa = append(aa, sc(c.name, fleet(c.n), o.nuisanceRuns, gaugeContender(nPods, true), gaugeContender(nSummed, false)))
+			continue
+		}
 		aa = append(aa, sc(c.name, fleet(c.n), o.nuisanceRuns, pods, summed))
 	}
 	aa = append(aa, sc(caseRestarts, fleet(simulate.Nuisance{}), o.nuisanceRuns,

@@ -23,12 +23,23 @@ const saveTimeout = 5 * time.Second
 // that the replica that takes a guard over resumes the same deployment (its
 // id, versions and start) instead of guessing the stable version from the
 // first samples it sees.
+//
+// With each deployment go its tests' states (detector.TestState, under
+// "tests.<service>"), saved at most once a minute: the replica that takes
+// over goes on with the same evidence instead of spending α again.
 type Checkpoints struct {
-	kv   jetstream.KeyValue
-	log  hclog.Logger
-	mu   sync.Mutex
-	last map[string]detector.Deployment // by service: what was last saved
+	kv        jetstream.KeyValue
+	log       hclog.Logger
+	mu        sync.Mutex
+	last      map[string]detector.Deployment // by service: what was last saved
+	lastTests time.Time
 }
+
+// testsEvery is how often the tests' states are saved: each is a few kB a
+// signal, and a minute of evidence lost on a takeover costs little.
+const testsEvery = time.Minute
+
+func testsKey(service string) string { return "tests." + service }
 
 // CheckpointOptions configure Checkpoints.
 type CheckpointOptions struct {
@@ -60,17 +71,54 @@ func NewCheckpoints(ctx context.Context, js jetstream.JetStream, o CheckpointOpt
 // services for which keep is true (this replica owns a guard of them). A
 // save that fails is logged and tried again on the next tick; interval is
 // read again after each tick, so that a reload takes effect.
+//
+// tests, when not nil, gives the deployments' tests to save with them.
 func (c *Checkpoints) Run(ctx context.Context, interval func() time.Duration,
-	deployments func() []detector.Deployment, keep func(service string) bool) error {
+	deployments func() []detector.Deployment, tests func() []detector.TestState, keep func(service string) bool) error {
 	ticker.Run(ctx, interval, func(ctx context.Context) {
 		sctx, cancel := context.WithTimeout(ctx, saveTimeout)
 		err := c.Save(sctx, deployments(), keep)
+		if err == nil && tests != nil && time.Since(c.lastTests) >= testsEvery {
+			if err = c.SaveTests(sctx, tests(), keep); err == nil {
+				c.lastTests = time.Now()
+			}
+		}
 		cancel()
 		if err != nil {
 			c.log.Warn("deployments not checkpointed; will retry", "error", err)
 		}
 	})
 	return nil
+}
+
+// SaveTests stores the tests of the services for which keep is true.
+func (c *Checkpoints) SaveTests(ctx context.Context, states []detector.TestState, keep func(service string) bool) error {
+	for _, st := range states {
+		if !keep(st.Service) || len(st.Tests) == 0 {
+			continue
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if _, err := c.kv.Put(ctx, testsKey(st.Service), b); err != nil {
+			return fmt.Errorf("checkpoint tests of %s: %w", st.Service, err)
+		}
+	}
+	return nil
+}
+
+// Tests returns the service's last checkpointed tests.
+func (c *Checkpoints) Tests(ctx context.Context, service string) (detector.TestState, bool) {
+	e, err := c.kv.Get(ctx, testsKey(service))
+	if err != nil {
+		return detector.TestState{}, false
+	}
+	var st detector.TestState
+	if json.Unmarshal(e.Value(), &st) != nil {
+		return detector.TestState{}, false
+	}
+	return st, true
 }
 
 // Save stores the deployments of the services for which keep is true,

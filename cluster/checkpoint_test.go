@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -34,11 +35,19 @@ func TestCheckpointsRun(t *testing.T) {
 		return append([]detector.Deployment(nil), deps...)
 	}
 	keep := func(service string) bool { return service == "checkout" }
+	tests := func() []detector.TestState {
+		return []detector.TestState{
+			{Service: "checkout", Deployment: "checkout-1", From: start, Tests: map[string]json.RawMessage{"checkout/errors": json.RawMessage(`{"Theta0":1.1}`)}},
+			{Service: "cart", Deployment: "cart-1", From: start, Tests: map[string]json.RawMessage{"cart/errors": json.RawMessage(`{}`)}},
+		}
+	}
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- c.Run(rctx, func() time.Duration { return 10 * time.Millisecond }, deployments, keep) }()
+	go func() {
+		done <- c.Run(rctx, func() time.Duration { return 10 * time.Millisecond }, deployments, tests, keep)
+	}()
 
 	waitFor(t, 10*time.Second, func() error {
 		if d, ok := c.Deployment(ctx, "checkout"); !ok || d.ID != "checkout-1" || d.EndedAt != nil {
@@ -58,6 +67,13 @@ func TestCheckpointsRun(t *testing.T) {
 	})
 	if d, ok := c.Deployment(ctx, "cart"); ok {
 		t.Errorf("a service not kept was checkpointed: %+v", d)
+	}
+	// The tests go with the deployment (the first tick saves them).
+	if st, ok := c.Tests(ctx, "checkout"); !ok || st.Deployment != "checkout-1" || string(st.Tests["checkout/errors"]) != `{"Theta0":1.1}` {
+		t.Errorf("tests checkpoint %+v, %v", st, ok)
+	}
+	if st, ok := c.Tests(ctx, "cart"); ok {
+		t.Errorf("tests of a service not kept were checkpointed: %+v", st)
 	}
 
 	cancel()

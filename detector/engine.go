@@ -6,6 +6,7 @@ package detector
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"reflect"
 	"sort"
@@ -892,4 +893,113 @@ func (e *Engine) Deployments() []Deployment {
 		out = append(out, e.ended[i])
 	}
 	return out
+}
+
+// TestState is the state of a deployment's sequential tests, kept in a
+// checkpoint so that a replica taking the deployment over (failover) or a
+// restarted daemon goes on with the same evidence instead of spending α
+// again from scratch.
+type TestState struct {
+	Service    string `json:"service"`
+	Deployment string `json:"deployment"`
+	// From is the start of the data the tests use.
+	From time.Time `json:"from"`
+	// Tests are each count test's checkpoint (CountTest.MarshalBinary),
+	// by guard, signal and arm: "guard/arm".
+	Tests map[string]json.RawMessage `json:"tests"`
+	// Boundaries are the latency arms' bucket bounds the tests count
+	// against, by the same key.
+	Boundaries map[string]float64 `json:"boundaries,omitempty"`
+}
+
+// TestStates are the tests of every deployment under way.
+func (e *Engine) TestStates() []TestState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]TestState, 0, len(e.deployments))
+	for _, service := range sortedServices(e.deployments) {
+		d := e.deployments[service]
+		st := TestState{Service: service, Deployment: d.ID, From: d.from(), Tests: map[string]json.RawMessage{}, Boundaries: map[string]float64{}}
+		for name, r := range d.guards {
+			for _, sr := range r.signals {
+				for _, a := range sr.arms {
+					if a.rule != nil || a.test == nil || a.test.Ticks == 0 {
+						continue
+					}
+					if b, err := a.test.MarshalBinary(); err == nil {
+						st.Tests[name+"/"+a.name] = b
+						if a.boundary > 0 {
+							st.Boundaries[name+"/"+a.name] = a.boundary
+						}
+					}
+				}
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func sortedServices(m map[string]*deploymentRun) []string {
+	out := make([]string, 0, len(m))
+	for s := range m {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ResumeTests reopens a deployment as Resume does, then restores the tests
+// a checkpoint kept for it: each test whose guard, signal, tolerance and α
+// are unchanged goes on from its state (the data between the checkpoint and
+// now are lost, not counted twice: increments that began before now are
+// left out); the others start afresh from now. It returns how many tests
+// were restored.
+func (e *Engine) ResumeTests(d Deployment, st TestState, now time.Time) int {
+	if st.Deployment != d.ID || st.Service != d.Service {
+		e.Resume(d, now)
+		return 0
+	}
+	e.Resume(d, now)
+	defer e.report()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dr := e.deployments[d.Service]
+	if dr == nil || dr.ID != d.ID {
+		return 0
+	}
+	restored := 0
+	for _, g := range e.guardsOf(d.Service) {
+		r := dr.run(g, now)
+		for _, sr := range r.signals {
+			for _, a := range sr.arms {
+				raw, ok := st.Tests[g.Name+"/"+a.name]
+				if !ok || a.rule != nil || a.test == nil {
+					continue
+				}
+				t := new(CountTest)
+				if err := t.UnmarshalBinary(raw); err != nil || t.Theta0() != a.test.Theta0() || t.alpha != a.test.alpha {
+					continue
+				}
+				if a.quantile > 0 {
+					b := st.Boundaries[g.Name+"/"+a.name]
+					if !(b > 0) {
+						continue // counted against a bound we no longer know
+					}
+					a.boundary = b
+				}
+				a.test = t
+				restored++
+			}
+		}
+	}
+	if restored > 0 && st.From.Before(dr.testFrom) {
+		// The evidence goes back to the checkpoint's start; only
+		// increments that began before now stay out.
+		dr.testFrom = st.From
+		if n := len(dr.restarts); n > 0 && dr.restarts[n-1].Equal(now) {
+			dr.restarts = dr.restarts[:n-1]
+		}
+	}
+	return restored
 }

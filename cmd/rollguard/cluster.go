@@ -95,8 +95,9 @@ func guardNames(cfg *configs.Config) []string {
 }
 
 // adopt takes over a guard whose lease this replica just took: its
-// deployment under way resumes (tests restart on data from now on), and
-// its incidents continue from the store.
+// deployment under way resumes with the tests' checkpointed states (data
+// from now on join their evidence), and its incidents continue from the
+// store.
 func (d *daemon) adopt(guard string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -105,8 +106,13 @@ func (d *daemon) adopt(guard string) {
 			continue
 		}
 		if dep, ok := d.cluster.checkpoints.Deployment(ctx, g.Service); ok && dep.EndedAt == nil {
-			d.engine.Resume(dep, time.Now())
-			d.log.Info("deployment resumed from its checkpoint", "guard", guard, "deployment", dep.ID)
+			restored := 0
+			if st, ok := d.cluster.checkpoints.Tests(ctx, g.Service); ok {
+				restored = d.engine.ResumeTests(dep, st, time.Now())
+			} else {
+				d.engine.Resume(dep, time.Now())
+			}
+			d.log.Info("deployment resumed from its checkpoint", "guard", guard, "deployment", dep.ID, "tests_restored", restored)
 		}
 	}
 	if err := d.playbook.Adopt(ctx, guard); err != nil {
@@ -164,7 +170,7 @@ func (d *daemon) addClusterActors(g *run.Group) {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			return c.checkpoints.Run(ctx, d.evaluationInterval, d.engine.Deployments, d.ownsService)
+			return c.checkpoints.Run(ctx, d.evaluationInterval, d.engine.Deployments, d.engine.TestStates, d.ownsService)
 		}, func(error) { cancel() })
 	}
 }

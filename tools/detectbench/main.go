@@ -328,7 +328,7 @@ func writeReport(b *strings.Builder, o options, results []simulate.Result, wall 
 		latencyMedian, latencySigma, joinFloats(shifts), p99(), shiftThetas())
 
 	fmt.Fprintf(b, "### The detectors (all fed the same per-tick counts)\n\n")
-	fmt.Fprintf(b, "- **rollguard**: `detector.CountTest` with no tolerance (θ₀ = 1) at α = 0.05 and at α = 0.01, evaluated every tick (10 s); it alarms the first time its e-value reaches 1/α.\n")
+	fmt.Fprintf(b, "- **rollguard**: `detector.CountTest` with no tolerance (θ₀ = 1) at α = 0.05 and at α = 0.01, evaluated every tick (10 s); it alarms the first time its e-value reaches 1/(0.9·α) (the other 10 %% of α is set aside for the pods' draw, which the suite below exercises). Without pod labels (these scenarios) each version's tick is one block.\n")
 	fmt.Fprintf(b, "- **oracle SPRT**: Wald's one-sided SPRT of p₀ against the true p₁ on the candidate's requests (knowing p₀, the baseline carries no information), evaluated every tick, threshold log(1/α). It is the lower bound on delay for its own alternative and is valid only for it: its false-alarm rate is shown for each alternative it is tuned to, its delays only for the θ it knows.\n")
 	fmt.Fprintf(b, "- **θ-oracle**: the SPRT of θ = 1 against the true θ on the conditional likelihood rollguard itself uses (given a tick's bad events, the candidate's share of them is binomial). It sees what rollguard sees and knows θ but not p₀: rollguard is this test with the known θ replaced by a mixture. It splits the gap to the oracle into the price of not knowing p₀ (oracle → θ-oracle) and the price of not knowing θ (θ-oracle → rollguard).\n")
 	fmt.Fprintf(b, "- **threshold rule** (Argo Rollouts / Flagger style): every minute, fail the check when the candidate's bad ratio over that minute exceeds 1.5 × the baseline's; alarm after 3 consecutive failing checks. Evaluated literally: a minute with no baseline failures fails when the candidate has any (x > 1.5 × 0), and passes when neither has any. A minute in which a version served no requests passes (it never happens at this load). It has no α.\n")
@@ -709,17 +709,20 @@ is %s.
   few 10 s ticks and round). "1.5 × the oracle" cannot be met at a 50 %%
   share by any test that has to learn p₀; the θ-oracle is the fair yardstick
   there, and the goal should be restated against it.
-- **Not knowing θ: the mixture's price.** rollguard mixes the likelihood
-  ratio over a uniform prior on the 48 grid points from θ = 1.09 to θ = 64.
-  Once the evidence concentrates on the true θ, the mixture is worth roughly
-  the best grid point's likelihood ratio times its prior weight 1/48 (times
-  the few neighbours still in play): it needs up to log 48 ≈ 3.9 nats more
+- **Not knowing θ, nor when: the mixtures' price.** rollguard mixes the
+  likelihood ratio over 64 alternatives θ₀·2^(j/16) (up to θ₀·16) with
+  weight ∝ 1/j, and over the tick at which the regression began (weight
+  0.6 on the first tick, the rest on later ones, so that a regression that
+  starts late is caught without first undoing the evidence for health); it
+  alarms at 1/(0.9·α), the other 10 %% of α going to the pods' draw. Once
+  the evidence concentrates on the true θ, the mixture is worth roughly the
+  best alternative's likelihood ratio times its weight (times the few
+  neighbours still in play) times 0.6: at θ = 2 that is about 2–3 nats more
   than the θ-oracle's log(1/α) (3.0 nats at α = 0.05, 4.6 at α = 0.01) —
-  up to about twice the evidence, so up to about twice the delay where
-  evidence accrues steadily (small θ), and less at α = 0.01, where log(1/α)
-  weighs more. Half of the prior's mass sits on θ > 8, regressions any test
-  catches in a tick or two. For large θ the delays are a few ticks and the
-  ratios mostly rounding to whole ticks.
+  up to about 1.5–2× the evidence where it accrues steadily (small θ). For
+  large θ the delays are a few ticks and the ratios mostly rounding to
+  whole ticks; the first three ticks are tested together (the shock gate
+  learns the running rate from their median), which sets a floor of 30 s.
 - **Delay means little without the false-alarm rate.** The threshold rule
   and the fixed-horizon test looked at every minute "catch" small
   regressions early partly because they alarm on healthy canaries far above

@@ -159,6 +159,15 @@ func (t *CountTest) flush(p *pending, phi phiPair) {
 	*p = pending{}
 }
 
+// Flush tests the ticks held now (the first ticks, a shock under way, the
+// last ordinary tick) without waiting for the tick that would follow: the
+// data stopped. The engine calls it after a few quiet evaluations.
+func (t *CountTest) Flush() {
+	phi := dispersionOf(t.disp.phis())
+	t.flush(&t.prev, phi)
+	t.flush(&t.pend, phi)
+}
+
 // maxMerge bounds the ticks held together: a shock that lasts longer is
 // tested a minute at a time (at 10 s ticks).
 const maxMerge = 6

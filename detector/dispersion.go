@@ -75,7 +75,10 @@ func (l lag) factor() float64 {
 // pearson accumulates a Pearson χ² and its degrees of freedom.
 type pearson struct{ Chi, DF float64 }
 
-func (p pearson) phi() float64 { return (p.Chi + dispPrior) / (p.DF + dispPrior) }
+func (p pearson) phi() float64 { return p.phiWith(dispPrior) }
+
+// phiWith is the estimate with a prior of prior degrees of freedom at 1.
+func (p pearson) phiWith(prior float64) float64 { return (p.Chi + prior) / (p.DF + prior) }
 
 // add adds the χ² of blocks bad/total around their pooled rate.
 func (p *pearson) add(sumSq, bad, total float64, k int) {
@@ -112,8 +115,9 @@ type podSet struct {
 }
 
 const (
-	dispPrior = 20
-	maxPods   = 512
+	dispPrior   = 20
+	seriesPrior = 40
+	maxPods     = 512
 )
 
 // windowTicks are the windows φ is estimated over: 30 and 180 ticks (5 and
@@ -238,7 +242,10 @@ func (d *dispersion) phi() float64 {
 // (that, times the autocorrelation's factor, or over windows of ticks,
 // whichever is larger); both at least 1.
 func (d *dispersion) phis() (tick, total float64) {
-	tick = math.Max(1, math.Max(d.Tick.phi(), d.Series.P.phi()))
+	// A single block's ticks give one degree of freedom each: their
+	// estimate gets a heavier prior, lest a few noisy ticks early on
+	// temper a clear regression.
+	tick = math.Max(1, math.Max(d.Tick.phi(), d.Series.P.phiWith(seriesPrior)))
 	total = tick * d.Lag.factor()
 	for _, w := range d.Win {
 		total = math.Max(total, w.P.phi())

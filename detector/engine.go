@@ -955,12 +955,20 @@ func sortedServices(m map[string]*deploymentRun) []string {
 // now are lost, not counted twice: increments that began before now are
 // left out); the others start afresh from now. It returns how many tests
 // were restored.
+//
+// Tests whose data began before the deployment's current tests did (a
+// checkpoint from before a mitigation restarted them) are not restored.
 func (e *Engine) ResumeTests(d Deployment, st TestState, now time.Time) int {
-	if st.Deployment != d.ID || st.Service != d.Service {
-		e.Resume(d, now)
+	e.mu.Lock()
+	required := d.StartedAt
+	if cur := e.deployments[d.Service]; cur != nil && cur.ID == d.ID {
+		required = cur.from()
+	}
+	e.mu.Unlock()
+	e.Resume(d, now)
+	if st.Deployment != d.ID || st.Service != d.Service || st.From.Before(required) {
 		return 0
 	}
-	e.Resume(d, now)
 	defer e.report()
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -25,6 +25,7 @@ type signalRun struct {
 	pods       [2]map[string]*tick
 	lastReport [2]time.Time // last sample with traffic, per cohort
 	lastBatch  time.Time
+	flushed    bool // the tests' held ticks were flushed since lastBatch
 	// base is the baseline's latency distribution over the batches consumed
 	// so far: boundaries are chosen from it before each batch is tested, so
 	// the test stays a supermartingale.
@@ -180,6 +181,10 @@ func (sr *signalRun) reset() {
 	clear(sr.pods[candidate])
 	clear(sr.pods[baseline])
 }
+
+// quietFlush is how many evaluation intervals without a batch make the
+// tests flush the ticks they hold.
+const quietFlush = 3
 
 // maxBatchPods bounds the pods of a cohort in one batch; the rest share
 // one block.
@@ -427,6 +432,16 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 		sr.base.merge(b)
 		sr.reset()
 		sr.lastBatch = now
+		sr.flushed = false
+	} else if !sr.flushed && !sr.lastBatch.IsZero() && now.Sub(sr.lastBatch) >= quietFlush*interval {
+		// The data stopped: what the tests hold for the tick after (a
+		// shock's end) is tested as it is.
+		for _, a := range sr.arms {
+			if a.rule == nil && a.test != nil {
+				a.test.Flush()
+			}
+		}
+		sr.flushed = true
 	}
 	sr.evidence = sr.evidence[:0]
 	for _, a := range sr.arms {

@@ -40,7 +40,7 @@ func Describe(ev Evidence) string {
 		return ev.Signal + ": nothing tested yet"
 	case ev.State == StateRegressed && ev.Candidate.Bad == 0 && ev.Baseline.Bad == 0 && ev.Reason != "":
 		// Counts that are not bad events (throughput: successful requests).
-		return fmt.Sprintf("%s: %s, e-value %s >= %g", ev.Signal, ev.Reason, eValue(ev), ev.Threshold)
+		return fmt.Sprintf("%s: %s, e-value %s >= %s", ev.Signal, ev.Reason, eValue(ev), number(ev.Threshold))
 	}
 	slower := ""
 	if ev.Quantile > 0 {
@@ -55,11 +55,11 @@ func Describe(ev Evidence) string {
 		base, percent(ev.Baseline.Ratio), ev.Baseline.Bad, ev.Baseline.Total)
 	switch ev.State {
 	case StateRegressed:
-		return s + fmt.Sprintf(", e-value %s >= %g", eValue(ev), ev.Threshold) + modelNote(ev.Model)
+		return s + fmt.Sprintf(", e-value %s >= %s", eValue(ev), number(ev.Threshold)) + modelNote(ev.Model)
 	case StateHealthy:
 		return s + fmt.Sprintf(", ratio at most %.3g <= %g", float64(ev.IntervalHigh), ev.Theta0) + modelNote(ev.Model)
 	}
-	return s + fmt.Sprintf(", e-value %s < %g", eValue(ev), ev.Threshold) + modelNote(ev.Model)
+	return s + fmt.Sprintf(", e-value %s < %s", eValue(ev), number(ev.Threshold)) + modelNote(ev.Model)
 }
 
 // modelNote says what the test learnt of the data where it changed the

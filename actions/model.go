@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -258,7 +259,8 @@ func (m *Model) verdict(v detector.GuardVerdict, now time.Time) {
 
 // recovered reports whether a verdict on post-mitigation data shows the
 // candidate back at its baseline: no signal regressed, and each either
-// within tolerance by its point estimate or, after a rollback, with the
+// within tolerance — by its point estimate, and for a signal that triggered
+// the incident by its confidence sequence — or, after a rollback, with the
 // candidate serving nothing while the baseline serves.
 func (m *Model) recovered(inc *Incident, v detector.GuardVerdict) bool {
 	if len(v.Signals) == 0 {
@@ -279,9 +281,38 @@ func (m *Model) recovered(inc *Incident, v detector.GuardVerdict) bool {
 			return false
 		case ev.Theta0 > 0 && !(float64(ev.Estimate) <= ev.Theta0): // NaN is not recovery
 			return false
+		case ev.Kind == "sequential" && triggered(inc, ev) && !(float64(ev.IntervalHigh) < recoveryEdge(inc, ev)):
+			// Not on a point estimate: the confidence sequence must rule
+			// out the regression that was detected.
+			return false
 		}
 	}
 	return true
+}
+
+// triggered reports whether the signal's regression opened the incident.
+func triggered(inc *Incident, ev detector.Evidence) bool {
+	for _, tr := range inc.Trigger {
+		if tr.Signal == ev.Signal && tr.State == detector.StateRegressed {
+			return true
+		}
+	}
+	return false
+}
+
+// recoveryEdge is what the confidence sequence of a signal that triggered
+// the incident must fall below for the candidate to count as recovered:
+// the lower end of its interval then (the regression was at least that
+// large) or the tolerance, whichever is larger. The other signals need only
+// not regress and have a sound estimate.
+func recoveryEdge(inc *Incident, ev detector.Evidence) float64 {
+	edge := ev.Theta0
+	for _, tr := range inc.Trigger {
+		if tr.Signal == ev.Signal && tr.State == detector.StateRegressed {
+			edge = math.Max(edge, float64(tr.IntervalLow))
+		}
+	}
+	return edge
 }
 
 // open starts an incident and takes the first rung of its ladder.

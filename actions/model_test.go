@@ -211,3 +211,36 @@ func TestModelNoRecoveryOnNaN(t *testing.T) {
 		}
 	}
 }
+
+// TestModelRecoveryNeedsTheConfidenceSequence: after a flag kill, a point
+// estimate back within tolerance is not recovery while the signal's
+// confidence sequence still reaches the regression that was detected (the
+// trigger's interval started at 3); once its upper end is below that, the
+// healthy hold starts. A signal that never triggered (its interval still
+// unbounded) does not hold recovery back.
+func TestModelRecoveryNeedsTheConfidenceSequence(t *testing.T) {
+	for _, tc := range []struct {
+		high    float64
+		healthy bool
+	}{{4, false}, {math.Inf(1), false}, {2.5, true}} {
+		m, d := modelOn(t, "")
+		d.Flags = []string{"f"}
+		now := propT0
+		trigger := evidence(detector.StateRegressed, 0.05, 0.01)
+		trigger[0].IntervalLow, trigger[0].IntervalHigh = 3, 8
+		publishAll(m, m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+			Signals: trigger}, now), now)
+		now = now.Add(time.Second)
+		m.Result(ResultData{CommandID: CommandID(d.ID, ActionFlagKill, "f"), Status: ResultOK, Actuator: "flagd"}, now)
+		ev := evidence(detector.StateInconclusive, 0.0105, 0.01) // estimate 1.05 <= 1.1
+		ev[0].IntervalLow, ev[0].IntervalHigh = 0.5, detector.Float(tc.high)
+		other := evidence(detector.StateInconclusive, 0.01, 0.01)[0]
+		other.Signal, other.IntervalHigh = "latency:p99", detector.Float(math.Inf(1))
+		ev = append(ev, other)
+		now = now.Add(10 * time.Second)
+		m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateInconclusive, At: now, Since: now, Signals: ev}, now)
+		if got := m.incidents[d.ID].HealthySince != nil; got != tc.healthy {
+			t.Errorf("upper end %v: healthy hold started %v, want %v", tc.high, got, tc.healthy)
+		}
+	}
+}

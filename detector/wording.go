@@ -69,6 +69,9 @@ func modelNote(m *Model) string {
 	if m == nil {
 		return ""
 	}
+	if m.Assumption == BeforeAfterAssumption {
+		return " (before/after: no α claimed)"
+	}
 	var notes []string
 	if m.CandidatePods <= 1 && m.BaselinePods <= 1 {
 		notes = append(notes, "no pod label")

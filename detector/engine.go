@@ -950,14 +950,8 @@ func sortedServices(m map[string]*deploymentRun) []string {
 }
 
 // ResumeTests reopens a deployment as Resume does, then restores the tests
-// a checkpoint kept for it: each test whose guard, signal, tolerance and α
-// are unchanged goes on from its state (the data between the checkpoint and
-// now are lost, not counted twice: increments that began before now are
-// left out); the others start afresh from now. It returns how many tests
-// were restored.
-//
-// Tests whose data began before the deployment's current tests did (a
-// checkpoint from before a mitigation restarted them) are not restored.
+// a checkpoint kept for it (RestoreTests). It returns how many tests were
+// restored.
 func (e *Engine) ResumeTests(d Deployment, st TestState, now time.Time) int {
 	e.mu.Lock()
 	required := d.StartedAt
@@ -966,18 +960,41 @@ func (e *Engine) ResumeTests(d Deployment, st TestState, now time.Time) int {
 	}
 	e.mu.Unlock()
 	e.Resume(d, now)
-	if st.Deployment != d.ID || st.Service != d.Service || st.From.Before(required) {
+	return e.restoreTests(st, required, now)
+}
+
+// RestoreTests gives the deployment under way the tests a checkpoint kept
+// for it, when it is the same deployment; it opens nothing. Each test whose
+// guard, signal, tolerance and α are unchanged goes on from its state (the
+// data between the checkpoint and now are lost, not counted twice:
+// increments that began before now are left out); the others start afresh
+// from now. Tests whose data began before the deployment's current tests
+// did (a checkpoint from before a mitigation restarted them) are not
+// restored. It returns how many tests were restored.
+func (e *Engine) RestoreTests(st TestState, now time.Time) int {
+	e.mu.Lock()
+	cur := e.deployments[st.Service]
+	if cur == nil || cur.ID != st.Deployment {
+		e.mu.Unlock()
 		return 0
 	}
+	required := cur.from()
+	d := cur.Deployment
+	e.mu.Unlock()
+	e.Resume(d, now)
+	return e.restoreTests(st, required, now)
+}
+
+func (e *Engine) restoreTests(st TestState, required, now time.Time) int {
 	defer e.report()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	dr := e.deployments[d.Service]
-	if dr == nil || dr.ID != d.ID {
+	dr := e.deployments[st.Service]
+	if dr == nil || dr.ID != st.Deployment || st.From.Before(required) {
 		return 0
 	}
 	restored := 0
-	for _, g := range e.guardsOf(d.Service) {
+	for _, g := range e.guardsOf(st.Service) {
 		r := dr.run(g, now)
 		for _, sr := range r.signals {
 			for _, a := range sr.arms {

@@ -153,8 +153,45 @@ func (d *daemon) appendOwned(aggs []detector.Aggregate) error {
 	return d.engine.AppendAggregates(mine)
 }
 
-// addClusterActors runs the leases, the forwarder and the checkpoints.
+// initCheckpoints gives a single central rollguard the checkpoints a
+// cluster's replicas keep: after a restart, a deployment resumed with its
+// incident (Restore) goes on with its checkpointed tests, so that α is not
+// spent again. It resumes no deployment itself — incidents and traffic
+// say what is under way, and a checkpoint can be older than a supersession
+// — so a deployment without an incident starts its tests afresh when its
+// traffic reopens it.
+func (d *daemon) initCheckpoints(ctx context.Context, cfg *configs.Config, js jetstream.JetStream) (err error) {
+	d.checkpoints, err = cluster.NewCheckpoints(ctx, js, cluster.CheckpointOptions{
+		Bucket: cfg.NATS.Stream + "_DEPLOYMENTS", Replicas: cfg.NATS.Replicas, Logger: d.log.Named("checkpoints"),
+	})
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, g := range cfg.Guards {
+		if seen[g.Service] {
+			continue
+		}
+		seen[g.Service] = true
+		if st, ok := d.checkpoints.Tests(ctx, g.Service); ok {
+			if n := d.engine.RestoreTests(st, time.Now()); n > 0 {
+				d.log.Info("tests restored from their checkpoint", "deployment", st.Deployment, "tests_restored", n)
+			}
+		}
+	}
+	return nil
+}
+
+// addClusterActors runs the leases, the forwarder and the checkpoints (a
+// single rollguard's checkpoints only).
 func (d *daemon) addClusterActors(g *run.Group) {
+	if d.checkpoints != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		all := func(string) bool { return true }
+		g.Add(func() error {
+			return d.checkpoints.Run(ctx, d.evaluationInterval, d.engine.Deployments, d.engine.TestStates, all)
+		}, func(error) { cancel() })
+	}
 	if d.cluster == nil {
 		return
 	}

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rollguard/rollguard/actions"
+	"github.com/rollguard/rollguard/cluster"
 	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
@@ -88,6 +89,9 @@ type daemon struct {
 	otlpAuth *web.Authenticator
 	sidecar  *sidecarState // sidecar mode (sidecar.go); nil otherwise
 	cluster  *clusterState // a central replica (cluster.go); nil otherwise
+	// checkpoints of a single central rollguard's deployments and tests
+	// (cluster.go); nil otherwise (a replica's are in cluster)
+	checkpoints *cluster.Checkpoints
 }
 
 // newDaemon loads the configuration, connects to (or starts) NATS, makes
@@ -183,8 +187,13 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		if in, err = d.initCluster(ctx, cfg, js); err != nil {
 			return nil, err
 		}
-	} else if err := d.playbook.Restore(ctx); err != nil {
-		d.log.Error("incidents not fully restored", "error", err)
+	} else {
+		if err := d.playbook.Restore(ctx); err != nil {
+			d.log.Error("incidents not fully restored", "error", err)
+		}
+		if err := d.initCheckpoints(ctx, cfg, js); err != nil { // cluster.go
+			return nil, err
+		}
 	}
 	d.js = js
 	d.poller = promql.New(promql.Config{Appender: d.engine, Cohorts: d.engine, Logger: d.log.Named("promql"), Registerer: d.reg})

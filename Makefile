@@ -57,7 +57,7 @@ bench: $(PROMETHEUS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	PROMETHEUS=$(PROMETHEUS) ./scripts/bench.sh
 
-## bench-detect: the detection benchmark of DETECTION.md (1–2.5 min on 2
+## bench-detect: the detection benchmark of DETECTION.md and its nuisance suite (about 5 min on 2
 ## cores, fixed seeds); writes docs/detection.md.
 bench-detect:
 	$(GO) run ./tools/detectbench -out docs/detection.md

@@ -110,15 +110,19 @@ func (c *Checkpoints) SaveTests(ctx context.Context, states []detector.TestState
 
 // Tests returns the service's last checkpointed tests.
 func (c *Checkpoints) Tests(ctx context.Context, service string) (detector.TestState, bool) {
-	e, err := c.kv.Get(ctx, testsKey(service))
-	if err != nil {
-		return detector.TestState{}, false
+	return getJSON[detector.TestState](ctx, c.kv, testsKey(service))
+}
+
+// getJSON reads the value under key, decoded; false when there is none or
+// it does not decode.
+func getJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, bool) {
+	var v T
+	e, err := kv.Get(ctx, key)
+	if err != nil || json.Unmarshal(e.Value(), &v) != nil {
+		var zero T
+		return zero, false
 	}
-	var st detector.TestState
-	if json.Unmarshal(e.Value(), &st) != nil {
-		return detector.TestState{}, false
-	}
-	return st, true
+	return v, true
 }
 
 // Save stores the deployments of the services for which keep is true,
@@ -153,13 +157,5 @@ func (c *Checkpoints) Save(ctx context.Context, deps []detector.Deployment, keep
 
 // Deployment returns the service's last checkpointed deployment.
 func (c *Checkpoints) Deployment(ctx context.Context, service string) (detector.Deployment, bool) {
-	e, err := c.kv.Get(ctx, service)
-	if err != nil {
-		return detector.Deployment{}, false
-	}
-	var d detector.Deployment
-	if json.Unmarshal(e.Value(), &d) != nil {
-		return detector.Deployment{}, false
-	}
-	return d, true
+	return getJSON[detector.Deployment](ctx, c.kv, service)
 }

@@ -69,22 +69,43 @@ const chunk = 25
 // called (from the workers, serialised) with the runs done so far and the
 // total. The results do not depend on workers or on scheduling.
 func Run(ctx context.Context, scenarios []Scenario, workers int, progress func(done, total int)) ([]Result, error) {
-	type job struct{ sc, from, to int }
-	var jobs []job
 	results := make([]Result, len(scenarios))
-	total := 0
+	alarms := make([][][]int, len(scenarios))
+	runs := make([]int, len(scenarios))
 	for i, sc := range scenarios {
 		if err := sc.Traffic.Validate(); err != nil {
 			return nil, fmt.Errorf("scenario %q: %w", sc.Name, err)
 		}
-		results[i] = Result{Scenario: sc, Alarms: make([][]int, len(sc.Contenders))}
-		for j := range sc.Contenders {
-			results[i].Alarms[j] = make([]int, sc.Runs)
+		results[i] = Result{Scenario: sc, Alarms: newAlarms(len(sc.Contenders), sc.Runs)}
+		alarms[i], runs[i] = results[i].Alarms, sc.Runs
+	}
+	if err := runAll(ctx, runs, alarms, workers, progress, func(i, run int) []int { return Simulate(scenarios[i], run) }); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+func newAlarms(contenders, runs int) [][]int {
+	a := make([][]int, contenders)
+	for j := range a {
+		a[j] = make([]int, runs)
+	}
+	return a
+}
+
+// runAll plays runs[i] runs of each scenario i, chunk by chunk, on workers
+// goroutines: play(i, run) gives the contenders' first alarms, stored in
+// alarms[i][contender][run]. Each run writes its own cells, so no two
+// workers share one and the results do not depend on scheduling.
+func runAll(ctx context.Context, runs []int, alarms [][][]int, workers int, progress func(done, total int), play func(i, run int) []int) error {
+	type job struct{ sc, from, to int }
+	var jobs []job
+	total := 0
+	for i, n := range runs {
+		for from := 0; from < n; from += chunk {
+			jobs = append(jobs, job{i, from, min(from+chunk, n)})
 		}
-		for from := 0; from < sc.Runs; from += chunk {
-			jobs = append(jobs, job{i, from, min(from+chunk, sc.Runs)})
-		}
-		total += sc.Runs
+		total += n
 	}
 	var (
 		next atomic.Int64
@@ -102,11 +123,9 @@ func Run(ctx context.Context, scenarios []Scenario, workers int, progress func(d
 					return
 				}
 				j := jobs[n]
-				sc := scenarios[j.sc]
 				for run := j.from; run < j.to; run++ {
-					// Each run writes its own cells: no two workers share one.
-					for c, at := range Simulate(sc, run) {
-						results[j.sc].Alarms[c][run] = at
+					for c, at := range play(j.sc, run) {
+						alarms[j.sc][c][run] = at
 					}
 				}
 				if progress != nil {
@@ -119,8 +138,5 @@ func Run(ctx context.Context, scenarios []Scenario, workers int, progress func(d
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return results, nil
+	return ctx.Err()
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rollguard/rollguard/detector"
@@ -518,56 +516,17 @@ func SimulateFleet(sc FleetScenario, run int) []int {
 // RunFleet plays every scenario on workers goroutines, like Run; the results
 // do not depend on workers or on scheduling.
 func RunFleet(ctx context.Context, scenarios []FleetScenario, workers int, progress func(done, total int)) ([]FleetResult, error) {
-	type job struct{ sc, from, to int }
-	var jobs []job
 	results := make([]FleetResult, len(scenarios))
-	total := 0
+	alarms := make([][][]int, len(scenarios))
+	runs := make([]int, len(scenarios))
 	for i, sc := range scenarios {
 		if err := sc.Fleet.Validate(); err != nil {
 			return nil, fmt.Errorf("scenario %q: %w", sc.Name, err)
 		}
-		results[i] = FleetResult{Scenario: sc, Alarms: make([][]int, len(sc.Contenders))}
-		for j := range sc.Contenders {
-			results[i].Alarms[j] = make([]int, sc.Runs)
-		}
-		for from := 0; from < sc.Runs; from += chunk {
-			jobs = append(jobs, job{i, from, min(from+chunk, sc.Runs)})
-		}
-		total += sc.Runs
+		results[i] = FleetResult{Scenario: sc, Alarms: newAlarms(len(sc.Contenders), sc.Runs)}
+		alarms[i], runs[i] = results[i].Alarms, sc.Runs
 	}
-	var (
-		next atomic.Int64
-		done int
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-	)
-	for range max(1, workers) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				n := int(next.Add(1)) - 1
-				if n >= len(jobs) || ctx.Err() != nil {
-					return
-				}
-				j := jobs[n]
-				sc := scenarios[j.sc]
-				for run := j.from; run < j.to; run++ {
-					for c, at := range SimulateFleet(sc, run) {
-						results[j.sc].Alarms[c][run] = at
-					}
-				}
-				if progress != nil {
-					mu.Lock()
-					done += j.to - j.from
-					progress(done, total)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	if err := runAll(ctx, runs, alarms, workers, progress, func(i, run int) []int { return SimulateFleet(scenarios[i], run) }); err != nil {
 		return nil, err
 	}
 	return results, nil

@@ -136,6 +136,9 @@ func NewCountTest(theta0, alpha float64) *CountTest {
 	return t
 }
 
+// maxShape is the largest within-tick dispersion the beta-binomial models.
+const maxShape = 4
+
 // phiPair is the dispersion within a tick and over the long run.
 type phiPair struct{ tick, total float64 }
 
@@ -214,6 +217,14 @@ func (g *shockGate) is(e, n, phi float64) bool {
 	return e > mu+2*math.Sqrt(phi*mu)+1
 }
 
+// extreme reports a shock far beyond what dispersion explains (six
+// standard deviations and three events): an outage, not a cluster of
+// retries. Such a tick does not teach the variation between ticks.
+func (g *shockGate) extreme(e, n, phi float64) bool {
+	mu := g.Rate * n
+	return e > mu+6*math.Sqrt(phi*mu)+3
+}
+
 // learn folds an ordinary tick into the running rate (the mean of the
 // first 60, then an exponential average over about 60 ticks).
 func (g *shockGate) learn(e, n float64) {
@@ -289,9 +300,12 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	t.CandidateTotal += nc
 	t.BaselineTotal += nb
 	t.Ticks++
+	extreme := false
 	if nc > 0 && nb > 0 {
 		phi := dispersionOf(t.disp.phis())
 		cur := pending{x, nc, y, nb, 1}
+		shock := t.shock.Ticks >= shockWarmup && t.shock.is(x+y, nc+nb, phi.tick)
+		extreme = shock && t.shock.extreme(x+y, nc+nb, phi.tick)
 		switch {
 		case t.shock.Ticks < shockWarmup:
 			// No running rate yet to recognise a shock by: the first
@@ -301,7 +315,7 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 			if t.shock.warm(x+y, nc+nb) && !t.shock.is(x+y, nc+nb, phi.tick) {
 				t.flush(&t.pend, phi)
 			}
-		case t.shock.is(x+y, nc+nb, phi.tick):
+		case shock:
 			// The tick before may hold one cohort's first seconds of it.
 			t.pend.add(t.prev)
 			t.pend.add(cur)
@@ -321,8 +335,9 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 			t.shock.learn(x+y, nc+nb)
 		}
 	}
-	// The tick's own variation informs the ticks after it, never itself.
-	t.disp.observe(cand, base)
+	// The tick's own variation informs the ticks after it, never itself;
+	// an outage both cohorts share is not the counts' dispersion.
+	t.disp.observe(cand, base, extreme)
 	t.edge = t.theta0 * math.Exp(t.disp.z(t.alpha*PodAlphaShare)*t.disp.spread())
 }
 
@@ -372,8 +387,13 @@ func (t *CountTest) ratios(x, e, rho float64, phi phiPair) []float64 {
 	// The long run's share of the dispersion (autocorrelation, pods that
 	// stay apart) tempers each tick's ratio; the tick's own share shapes
 	// its likelihood.
-	m := phi.total / phi.tick
-	if phi.tick < 1.02 {
+	// The beta-binomial shapes the tick up to a dispersion of maxShape;
+	// beyond it (κ would fall below e/3 and the model put its mass on
+	// "all or none of the bad events are the candidate's") the rest
+	// tempers too.
+	shape := math.Min(phi.tick, maxShape)
+	m := phi.total / shape
+	if shape < 1.02 {
 		ledge := x*math.Log(t.edge) - e*math.Log1p(rho*(t.edge-1))
 		for j := range t.logR {
 			i := t.i0 + 1 + j
@@ -386,7 +406,7 @@ func (t *CountTest) ratios(x, e, rho float64, phi phiPair) []float64 {
 		t.lr = lr
 		return lr
 	}
-	kappa := e / (phi.tick - 1)
+	kappa := e / (shape - 1)
 	logBB := func(theta float64) float64 {
 		q := rho * theta / (rho*theta + 1 - rho)
 		a, b := kappa*q, kappa*(1-q)

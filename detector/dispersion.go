@@ -253,8 +253,10 @@ func (d *dispersion) phis() (tick, total float64) {
 	return tick, total
 }
 
-// observe learns from one tick's blocks, per cohort.
-func (d *dispersion) observe(cand, base []Block) {
+// observe learns from one tick's blocks, per cohort. A tick of a common
+// shock (shock) teaches the variation between pods as any other, but not
+// the variation between ticks: the shock is not the counts' dispersion.
+func (d *dispersion) observe(cand, base []Block, shock bool) {
 	for c, blocks := range [2][]Block{cand, base} {
 		ps := &d.Pods[c]
 		var sumSq, bad, total float64
@@ -286,15 +288,19 @@ func (d *dispersion) observe(cand, base []Block) {
 			} else {
 				s := &d.Series
 				rate = s.Rate
-				if s.Ticks >= 3 && s.Rate > 0 && s.Rate < 1 {
+				if shock {
+					rate = math.NaN() // no residual, no lag pair
+				} else if s.Ticks >= 3 && s.Rate > 0 && s.Rate < 1 {
 					dev := bad - total*s.Rate
 					s.P.Chi += dev * dev / (total * s.Rate * (1 - s.Rate))
 					s.P.DF++
 				} else {
 					rate = math.NaN()
 				}
-				s.Ticks++
-				s.Rate += (bad/total - s.Rate) / float64(min(s.Ticks, 30))
+				if !shock {
+					s.Ticks++
+					s.Rate += (bad/total - s.Rate) / float64(min(s.Ticks, 30))
+				}
 			}
 		}
 		for i := range blocks {

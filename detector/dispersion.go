@@ -257,6 +257,7 @@ func (d *dispersion) phis() (tick, total float64) {
 // shock (shock) teaches the variation between pods as any other, but not
 // the variation between ticks: the shock is not the counts' dispersion.
 func (d *dispersion) observe(cand, base []Block, shock bool) {
+	traffic := false
 	for c, blocks := range [2][]Block{cand, base} {
 		ps := &d.Pods[c]
 		var sumSq, bad, total float64
@@ -274,6 +275,7 @@ func (d *dispersion) observe(cand, base []Block, shock bool) {
 		if k == 0 {
 			continue
 		}
+		traffic = true
 		ps.Ticks++
 		d.Now[c] = k
 		d.Tick.add(sumSq, bad, total, k)
@@ -332,6 +334,9 @@ func (d *dispersion) observe(cand, base []Block, shock bool) {
 				ps.Resid[s], ps.Seen[s] = r, ps.Ticks
 			}
 		}
+	}
+	if !traffic {
+		return // a tick without traffic is no tick of the windows
 	}
 	for w := range d.Win {
 		win := &d.Win[w]

@@ -291,3 +291,309 @@ func TestRetryStormFleet(t *testing.T) {
 			stormRatio, e.Ticks, podsAt, summedAt, e.Model.Dispersion, float64(e.Estimate), len(f.ticks), time.Since(start).Round(time.Millisecond))
 	})
 }
+
+// Misaligned outages: a shared downstream outage every outageEvery rounds
+// fails outageFail of every request for two rounds, but the candidate sees
+// it one round before the baseline and the baseline goes on one round
+// after it, so that round by round the outage's first round is the
+// candidate's alone (~50× the baseline's error ratio) and its last the
+// baseline's. The count test's shock gate (detector/counttest.go,
+// shockGate) holds those rounds and tests them with the round before and
+// the round after, where the outage falls on both versions alike.
+//
+// The pods draw with stormSeed, not chosen for this test. In process
+// (this fleet and schedule, seeds 0–999): healthy, the gated test never
+// alarms, while the same test flushed after every tick (nothing held)
+// alarms on all 1000, on 999 at round 9; regressed 4×, the gated test
+// alarms on 846 within outageRounds, 836 of them by round 8, before the
+// first outage (stormSeed: round 3). Without the outages it alarms on all
+// 1000 (by round 33): an outage, tested as one merged tick whose ratio is
+// near 1, is strong evidence for health that the e-detector's running
+// starts do not survive, and of the 164 regressions not found by round 8
+// the outages leave 10 to be found later.
+const (
+	outageErr    = 0.01 // both versions' error ratio outside the outages
+	outageFail   = 0.5  // during an outage
+	outageRatio  = 4.0  // the regressed candidate's error ratio over the baseline's outside them
+	outageRounds = 40
+	outageFirst  = 9 // the first outage's first round (1-based): the candidate's alone
+	outageEvery  = 8
+)
+
+// outageConfig is testConfig at a 300 ms tick: the daemon flushes the
+// ticks a test holds at an evaluation 900 ms after the last batch that
+// finds none, so a round must reach it within that or the outage's first
+// round is tested alone, as the ungated twin tests it (with two CPU hogs
+// on the 2-core box, rounds came up to 0.6 s apart).
+var outageConfig = strings.Replace(testConfig, "evaluation_interval: 100ms", "evaluation_interval: "+outageInterval.String(), 1)
+
+const outageInterval = 300 * time.Millisecond
+
+// quietFlushGap is how far apart two batches must be for the daemon to
+// have flushed between them: an evaluation three intervals after the last
+// batch found none, and one came at the next (3.5: the evaluations'
+// jitter).
+const quietFlushGap = 7 * outageInterval / 2
+
+// outageAt says which versions the outage hits in round r (1-based): the
+// candidate in its first two rounds, the baseline from its second to its
+// third.
+func outageAt(r int) (cand, base bool) {
+	if r < outageFirst {
+		return false, false
+	}
+	k := (r - outageFirst) % outageEvery
+	return k <= 1, k == 1 || k == 2
+}
+
+// serveAt draws one round of independent requests — 100–200, each failing
+// with probability rate, no retries — records it, exports it, and returns
+// the pod's block.
+func (p *stormPod) serveAt(t *testing.T, rate float64) detector.Block {
+	t.Helper()
+	n := 100 + p.rng.IntN(101)
+	failed := 0
+	for i := 0; i < n; i++ {
+		if p.rng.Float64() < rate {
+			failed++
+		}
+	}
+	ctx := context.Background()
+	for i := 0; i < n-failed; i++ {
+		p.hist.Record(ctx, 0.05+0.01*float64(i%10), p.ok)
+	}
+	for i := 0; i < failed; i++ {
+		p.hist.Record(ctx, 0.2, p.bad)
+	}
+	if err := p.mp.ForceFlush(ctx); err != nil {
+		t.Fatalf("export %s: %v", p.name, err)
+	}
+	return detector.Block{Pod: p.name, Bad: float64(failed), Total: float64(n)}
+}
+
+// outageFleet is the retry storm's fleet serving independent requests
+// under the misaligned outages. perRound and batchAt are, per round
+// served with round's exact check, what the daemon's evidence says it
+// added in that round (candidate bad, total, baseline bad, total) and
+// when that batch was closed.
+type outageFleet struct {
+	*stormFleet
+	perRound [][4]float64
+	batchAt  []time.Time
+}
+
+func newOutageFleet(t *testing.T, td *testDaemon, candErr float64) *outageFleet {
+	t.Helper()
+	f := &outageFleet{stormFleet: newStormFleet(t, td, candErr)}
+	for _, p := range f.base {
+		p.errRate = outageErr
+	}
+	return f
+}
+
+// round has every pod serve one round — the baseline's first, the
+// candidate's last, which completes the batch — and waits for the
+// evaluation that tests it. With exact, it waits for the evidence of
+// exactly this many ticks (one round is one tick) and records what the
+// daemon added in it.
+func (f *outageFleet) round(t *testing.T, td *testDaemon, exact bool) {
+	t.Helper()
+	r := len(f.ticks) + 1
+	cOut, bOut := outageAt(r)
+	var tk stormTick
+	for _, p := range f.base {
+		rate := p.errRate
+		if bOut {
+			rate = outageFail
+		}
+		tk.base = append(tk.base, p.serveAt(t, rate))
+	}
+	rate := f.cand.errRate
+	if cOut {
+		rate = outageFail
+	}
+	tk.cand = append(tk.cand, f.cand.serveAt(t, rate))
+	f.ticks = append(f.ticks, tk)
+	if !exact {
+		td.nextEvaluation(t, "checkout")
+		return
+	}
+	var e detector.Evidence
+	checkFor(t, 10*time.Second, func() error {
+		v := td.verdict("checkout")
+		if v == nil || len(v.Signals) != 1 || v.Signals[0].Ticks < r {
+			return fmt.Errorf("round %d not tested yet: %+v", r, v)
+		}
+		e = v.Signals[0]
+		return nil
+	})
+	if e.Ticks != r {
+		t.Fatalf("round %d: evidence over %d ticks, want one round per tick", r, e.Ticks)
+	}
+	var before [4]float64
+	for _, d := range f.perRound {
+		for i := range before {
+			before[i] += d[i]
+		}
+	}
+	f.perRound = append(f.perRound, [4]float64{e.Candidate.Bad - before[0], e.Candidate.Total - before[1],
+		e.Baseline.Bad - before[2], e.Baseline.Total - before[3]})
+	f.batchAt = append(f.batchAt, e.WindowEnd)
+}
+
+// ratios are, per round recorded, the candidate's error ratio over the
+// baseline's as the daemon counted them (+Inf when the baseline had none).
+func (f *outageFleet) ratios() []float64 {
+	out := make([]float64, len(f.perRound))
+	for i, d := range f.perRound {
+		out[i] = (d[0] / d[1]) / (d[2] / d[3])
+		if d[2] == 0 {
+			out[i] = math.Inf(1)
+		}
+	}
+	return out
+}
+
+// maxGap is the longest time between two consecutive batches the daemon
+// closed in the recorded rounds.
+func (f *outageFleet) maxGap() time.Duration {
+	var g time.Duration
+	for i := 1; i < len(f.batchAt); i++ {
+		g = max(g, f.batchAt[i].Sub(f.batchAt[i-1]))
+	}
+	return g
+}
+
+// replayUngated feeds the first n rounds to the daemon's test flushed
+// after every tick, so that it holds nothing: each round is tested on its
+// own, as before the shock gate. It returns the test and the round at
+// which it first alarmed (0: never).
+func (f *outageFleet) replayUngated(n int) (*detector.CountTest, int) {
+	ct := detector.NewCountTest(stormTheta0, stormAlpha)
+	at := 0
+	for i, tk := range f.ticks[:n] {
+		ct.ObserveBlocks(tk.cand, tk.base)
+		ct.Flush()
+		if at == 0 && ct.Regressed() {
+			at = i + 1
+		}
+	}
+	return ct, at
+}
+
+// TestMisalignedOutages: one candidate pod and five baseline pods, both
+// versions failing 1 % of requests, and every eight rounds a shared
+// outage that fails half of them, which the candidate sees one round
+// before the baseline and the baseline one round after it. Healthy: the
+// daemon publishes nothing, while in its data the outage's first round
+// shows the candidate failing ≥ 10 times as often as the baseline and the
+// same test without the gate (flushed after every tick) alarms on it.
+// Regressed: the candidate fails 4 times as often outside the outages;
+// one flag_kill, and the outages after it add none.
+func TestMisalignedOutages(t *testing.T) {
+	t.Run("healthy", func(t *testing.T) {
+		start := time.Now()
+		td := startDaemon(t, outageConfig)
+		seen := watchCommands(t, td)
+		announceStorm(t, td)
+		f := newOutageFleet(t, td, outageErr)
+		for i := 0; i < outageRounds; i++ {
+			f.round(t, td, true)
+		}
+		if g := f.maxGap(); g > quietFlushGap {
+			t.Errorf("the daemon closed batches up to %s apart: it flushed what the test held between them, and may have tested an outage's first round alone (the box was too slow for this test)", g)
+		}
+		cand, _ := f.totals(outageRounds)
+		e := noCommand(t, td, func(e detector.Evidence) error {
+			if e.Ticks != outageRounds || e.Candidate.Total != cand.Total {
+				return fmt.Errorf("evidence over %d ticks and %v candidate requests, want %d and %v", e.Ticks, e.Candidate.Total, outageRounds, cand.Total)
+			}
+			return nil
+		})
+		if ids := seen.all(); len(ids) != 0 {
+			t.Errorf("commands published: %v", ids)
+		}
+		// Each round as the daemon counted it is the round the pods served.
+		for i, tk := range f.ticks {
+			c, b := f.totalsOf(tk)
+			if d := f.perRound[i]; d != [4]float64{c.Bad, c.Total, b.Bad, b.Total} {
+				t.Errorf("round %d: the daemon counted %v, the pods served %v/%v and %v/%v", i+1, d, c.Bad, c.Total, b.Bad, b.Total)
+			}
+		}
+		// The data bite: the outages' first rounds are the candidate's alone.
+		var worst float64
+		var worstAt, outages []int
+		for i, r := range f.ratios() {
+			if c, b := outageAt(i + 1); c && !b {
+				outages = append(outages, i+1)
+			}
+			worst = max(worst, r)
+			if r >= 10 {
+				worstAt = append(worstAt, i+1)
+			}
+		}
+		if worst < 10 || fmt.Sprint(worstAt) != fmt.Sprint(outages) {
+			t.Errorf("rounds with the candidate ≥ 10× the baseline: %v (max %.3g×), want the outages' first rounds %v", worstAt, worst, outages)
+		}
+		f.checkStormEvidence(t, e)
+		gated, _, gatedAt, _ := f.replay(outageRounds)
+		ungated, ungatedAt := f.replayUngated(outageRounds)
+		if gatedAt != 0 || ungatedAt != outageFirst {
+			t.Errorf("in process: the gated test alarmed at round %d (want never), the ungated at %d (want %d, the first outage's first round)", gatedAt, ungatedAt, outageFirst)
+		}
+		// The data stop: after three quiet evaluations the daemon tests the
+		// round it held, and still publishes nothing.
+		gated.Flush()
+		checkFor(t, 10*time.Second, func() error {
+			v := td.verdict("checkout")
+			if got := v.Signals[0].LogEValue; math.Abs(got-gated.LogEValue()) > 1e-9*math.Max(1, math.Abs(got)) {
+				return fmt.Errorf("log e-value %v, the flushed twin %v", got, gated.LogEValue())
+			}
+			return nil
+		})
+		if v := td.verdict("checkout"); v.State == detector.StateRegressed || len(td.commands()) != 0 || len(seen.all()) != 0 {
+			t.Errorf("after the flush: verdict %s, %d commands", v.State, len(td.commands()))
+		}
+		t.Logf("%d rounds, outages' first rounds %v; errors %.2f %% candidate, %.2f %% baseline; max candidate/baseline in a round %.3g× (round %v); batches at most %s apart; daemon φ %.3f, τ %.3g, edge %.4g, log e-value %.2f, max %.2f (threshold %.2f); ungated twin alarmed at round %d (max log e-value %.1f); %s",
+			outageRounds, outages, 100*e.Candidate.Ratio, 100*e.Baseline.Ratio, worst, worstAt, f.maxGap(), e.Model.Dispersion, e.Model.PodSpread, e.Model.Edge,
+			e.LogEValue, -math.Log(gated.PValue()), math.Log(e.Threshold), ungatedAt, -math.Log(ungated.PValue()), time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("regressed", func(t *testing.T) {
+		start := time.Now()
+		td := startDaemon(t, outageConfig)
+		seen := watchCommands(t, td)
+		announceStorm(t, td)
+		f := newOutageFleet(t, td, outageErr*outageRatio)
+		cd := oneCommand(t, td, func() { f.round(t, td, false) })
+		e := actions.DetectorEvidence(cd.Evidence)[0]
+		if e.State != detector.StateRegressed || float64(e.EValue) < e.Threshold || e.Candidate.Ratio <= e.Baseline.Ratio {
+			t.Errorf("evidence = %+v", e)
+		}
+		f.checkStormEvidence(t, e)
+		if _, _, at, _ := f.replay(e.Ticks); at != e.Ticks {
+			t.Errorf("the command's evidence is over %d ticks; in process the same rounds alarmed at round %d", e.Ticks, at)
+		}
+		// The outages go on past the first one's last round: nothing more.
+		for len(f.ticks) < outageFirst+outageEvery+3 {
+			f.round(t, td, false)
+		}
+		td.nextEvaluation(t, "checkout")
+		if n, ids := len(td.commands()), seen.all(); n != 1 || len(ids) != 1 {
+			t.Errorf("after %d rounds: %d commands stored, %v on the wire; want one", len(f.ticks), n, ids)
+		}
+		t.Logf("candidate at %gx outside the outages: flag_kill with evidence over %d ticks (round %d), log e-value %.2f (threshold %.2f), φ %.3f, ratio %.3g; %d rounds served; %s",
+			outageRatio, e.Ticks, e.Ticks, e.LogEValue, math.Log(e.Threshold), e.Model.Dispersion, float64(e.Estimate), len(f.ticks), time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// totalsOf is one round's counts.
+func (f *outageFleet) totalsOf(tk stormTick) (cand, base detector.CohortCounts) {
+	for _, b := range tk.cand {
+		cand.Bad, cand.Total = cand.Bad+b.Bad, cand.Total+b.Total
+	}
+	for _, b := range tk.base {
+		base.Bad, base.Total = base.Bad+b.Bad, base.Total+b.Total
+	}
+	return cand, base
+}

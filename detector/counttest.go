@@ -85,6 +85,9 @@ type CountTest struct {
 	// pods' spread (≥ θ₀, decided before the tick is seen).
 	edge float64
 
+	// Dropped counts the shared shocks left out of the test.
+	Dropped int
+
 	// Running sums since the test began.
 	CandidateBad, BaselineBad     float64
 	CandidateTotal, BaselineTotal float64
@@ -144,10 +147,12 @@ type phiPair struct{ tick, total float64 }
 
 func dispersionOf(tick, total float64) phiPair { return phiPair{tick, total} }
 
-// pending is the ticks held while a common shock lasts.
+// pending is the ticks held while a common shock lasts; Extreme when one
+// of them was an outage (shockGate.extreme).
 type pending struct {
 	X, Nc, Y, Nb float64
 	Ticks        int
+	Extreme      bool
 }
 
 func (p *pending) add(o pending) {
@@ -177,7 +182,7 @@ const maxMerge = 6
 
 // shockGate recognises a common shock — an outage downstream, a burst of
 // load — from the bad events of both cohorts together: more than the
-// running rate of the ticks before it predicts, by three standard
+// running rate of the ticks before it predicts, by two standard
 // deviations (at the dispersion in use) and one event. The cohorts see a
 // shared outage a few seconds apart, so a tick can hold one cohort's share
 // of it and not yet the other's; held and tested with the ticks after it,
@@ -303,7 +308,7 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	extreme := false
 	if nc > 0 && nb > 0 {
 		phi := dispersionOf(t.disp.phis())
-		cur := pending{x, nc, y, nb, 1}
+		cur := pending{X: x, Nc: nc, Y: y, Nb: nb, Ticks: 1}
 		shock := t.shock.Ticks >= shockWarmup && t.shock.is(x+y, nc+nb, phi.tick)
 		extreme = shock && t.shock.extreme(x+y, nc+nb, phi.tick)
 		switch {
@@ -319,15 +324,27 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 			// The tick before may hold one cohort's first seconds of it.
 			t.pend.add(t.prev)
 			t.pend.add(cur)
+			t.pend.Extreme = t.pend.Extreme || extreme
 			t.prev = pending{}
 			if t.pend.Ticks >= maxMerge {
 				t.flush(&t.pend, phi)
 			}
 		case t.pend.Ticks > 0:
 			// The first ordinary tick after a shock holds the last
-			// seconds of it for the cohort that saw it later.
+			// seconds of it for the cohort that saw it later. An outage
+			// (an extreme shock) that ended within maxMerge ticks says
+			// nothing about the versions — its bad events are the
+			// downstream's — and tested it would count as strong evidence
+			// of health, burying a regression's: its ticks are left out,
+			// decided on the totals alone, so the test stays valid. A
+			// milder shock is tested as one block.
 			t.pend.add(cur)
-			t.flush(&t.pend, phi)
+			if t.pend.Extreme {
+				t.pend = pending{}
+				t.Dropped++
+			} else {
+				t.flush(&t.pend, phi)
+			}
 			t.shock.learn(x+y, nc+nb)
 		default:
 			t.flush(&t.prev, phi)
@@ -481,13 +498,20 @@ func (t *CountTest) Pods() (candidate, baseline int) { return t.disp.Now[0], t.d
 func (t *CountTest) Assumption() string {
 	c, b := t.Pods()
 	if c <= 1 && b <= 1 {
-		return fmt.Sprintf("no pod label: each cohort's tick is one block; dispersion %.3g from the variation between ticks; requests within a tick taken as exchangeable", t.Dispersion())
+		return fmt.Sprintf("no pod label: each cohort's tick is one block; dispersion %.3g from the variation between ticks; requests within a tick taken as exchangeable", t.Dispersion()) + t.droppedNote()
 	}
 	s := fmt.Sprintf("pod × tick blocks (%d candidate, %d baseline pods); dispersion %.3g from the variation between pods of a cohort", c, b, t.Dispersion())
 	if t.edge > t.theta0*1.0005 {
 		s += fmt.Sprintf("; the pods' spread (%.3g %%) widens the tolerance to %.3g", 100*t.disp.Tau, t.edge)
 	}
-	return s
+	return s + t.droppedNote()
+}
+
+func (t *CountTest) droppedNote() string {
+	if t.Dropped == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d shared shock(s) left out", t.Dropped)
 }
 
 // Estimate is the observed ratio of bad-event rates (candidate over baseline),
@@ -558,6 +582,7 @@ func (t *CountTest) MarshalBinary() ([]byte, error) {
 		Theta0: t.theta0, Alpha: t.alpha, LogL: floats(t.logL), LogR: floats(t.logR), Started: t.started, Starts: t.starts,
 		LogE: t.logE, MaxLogE: t.maxLogE, Disp: &t.disp, Edge: t.edge, Shock: t.shock, Pending: t.pend, Previous: t.prev,
 		CandidateBad: t.CandidateBad, BaselineBad: t.BaselineBad, CandidateTotal: t.CandidateTotal, BaselineTotal: t.BaselineTotal, Ticks: t.Ticks,
+		Dropped: t.Dropped,
 	})
 }
 
@@ -589,6 +614,7 @@ func (t *CountTest) UnmarshalBinary(b []byte) error {
 	n.shock, n.pend, n.prev = s.Shock, s.Pending, s.Previous
 	n.started, n.starts, n.logE, n.maxLogE, n.edge = s.Started, s.Starts, s.LogE, s.MaxLogE, math.Max(s.Edge, s.Theta0)
 	n.CandidateBad, n.BaselineBad, n.CandidateTotal, n.BaselineTotal, n.Ticks = s.CandidateBad, s.BaselineBad, s.CandidateTotal, s.BaselineTotal, s.Ticks
+	n.Dropped = s.Dropped
 	*t = *n
 	return nil
 }
@@ -604,7 +630,7 @@ type countTestState struct {
 	Shock                                                    shockGate
 	Pending, Previous                                        pending
 	CandidateBad, BaselineBad, CandidateTotal, BaselineTotal float64
-	Ticks                                                    int
+	Ticks, Dropped                                           int
 }
 
 // logMeanExp is log(mean(exp(v))) computed without overflow.

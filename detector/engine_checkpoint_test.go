@@ -96,3 +96,45 @@ func TestEngineResumeTests(t *testing.T) {
 	}
 	t.Logf("flagged after the takeover at tick: %v", flagged)
 }
+
+// TestEngineQuietFlushFollowsBatchCadence: exporters that report once a
+// minute while the engine evaluates every 10 s leave five quiet
+// evaluations between batches; the tests must not take that for the data
+// stopping and flush the tick they hold for a shock's end (which would
+// switch the shock gate off). After every batch the slow engine's evidence
+// equals that of an engine evaluated only at the batches. The twin: once
+// the data really stop (quiet for three of the usual gaps), the held tick
+// is tested and the evidence moves.
+func TestEngineQuietFlushFollowsBatchCadence(t *testing.T) {
+	cfg := mustParse(t, engineConfig)
+	cs, cf := newClock(), newClock()
+	recS, recF := &recorder{}, &recorder{}
+	slow := NewEngine(cfg, EngineOptions{Handler: recS, Now: cs.now})
+	fast := NewEngine(cfg, EngineOptions{Handler: recF, Now: cf.now})
+	for _, e := range []*Engine{slow, fast} {
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
+	}
+	for i := 0; i < 20; i++ {
+		appendTick(slow, 10, 13)
+		appendTick(fast, 10, 13)
+		cs.advance(10 * time.Second)
+		slow.Evaluate()
+		for k := 0; k < 5; k++ { // five quiet evaluations: the next export is a minute away
+			cs.advance(10 * time.Second)
+			slow.Evaluate()
+		}
+		cf.advance(60 * time.Second)
+		fast.Evaluate()
+		if s, f := recS.last(t).Signals[0].LogEValue, recF.last(t).Signals[0].LogEValue; s != f {
+			t.Fatalf("batch %d: log e-value %v with quiet evaluations between batches, %v without", i, s, f)
+		}
+	}
+	before := recS.last(t).Signals[0].LogEValue
+	for k := 0; k < 24; k++ { // the data stop: four minutes of quiet
+		cs.advance(10 * time.Second)
+		slow.Evaluate()
+	}
+	if after := recS.last(t).Signals[0].LogEValue; after == before {
+		t.Errorf("the data stopped but the held tick was never tested (log e-value still %v)", after)
+	}
+}

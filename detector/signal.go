@@ -25,7 +25,8 @@ type signalRun struct {
 	pods       [2]map[string]*tick
 	lastReport [2]time.Time // last sample with traffic, per cohort
 	lastBatch  time.Time
-	flushed    bool // the tests' held ticks were flushed since lastBatch
+	flushed    bool          // the tests' held ticks were flushed since lastBatch
+	batchGap   time.Duration // the running mean time between batches
 	// base is the baseline's latency distribution over the batches consumed
 	// so far: boundaries are chosen from it before each batch is tested, so
 	// the test stays a supermartingale.
@@ -182,9 +183,27 @@ func (sr *signalRun) reset() {
 	clear(sr.pods[baseline])
 }
 
-// quietFlush is how many evaluation intervals without a batch make the
-// tests flush the ticks they hold.
+// quietFlush is how many evaluation intervals — or usual gaps between
+// batches, if longer — without a batch make the tests flush the ticks they
+// hold.
 const quietFlush = 3
+
+// quiet is how long without a batch means the data stopped: quietFlush
+// usual gaps between batches (or evaluation intervals, if longer); while
+// the cadence is not known yet, ten evaluation intervals (at most the
+// no-data timeout) — longer than the minute OpenTelemetry SDKs export at
+// by default, at the default 10 s evaluation.
+func (sr *signalRun) quiet(interval, noData time.Duration) time.Duration {
+	q := quietFlush * max(interval, sr.batchGap)
+	if sr.batchGap == 0 {
+		q = max(q, min(noData, unknownCadence*interval))
+	}
+	return q
+}
+
+// unknownCadence is quiet's wait, in evaluation intervals, before the
+// second batch.
+const unknownCadence = 10
 
 // maxBatchPods bounds the pods of a cohort in one batch; the rest share
 // one block.
@@ -431,9 +450,19 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 		}
 		sr.base.merge(b)
 		sr.reset()
+		if !sr.lastBatch.IsZero() {
+			// The cadence batches close at: exporters report every 10 s
+			// or every minute, whatever the evaluation interval.
+			gap := now.Sub(sr.lastBatch)
+			if sr.batchGap == 0 {
+				sr.batchGap = gap
+			} else {
+				sr.batchGap += (gap - sr.batchGap) / 8
+			}
+		}
 		sr.lastBatch = now
 		sr.flushed = false
-	} else if !sr.flushed && !sr.lastBatch.IsZero() && now.Sub(sr.lastBatch) >= quietFlush*interval {
+	} else if !sr.flushed && !sr.lastBatch.IsZero() && now.Sub(sr.lastBatch) >= sr.quiet(interval, noData) {
 		// The data stopped: what the tests hold for the tick after (a
 		// shock's end) is tested as it is.
 		for _, a := range sr.arms {

@@ -41,6 +41,11 @@ type BaselineConfig struct {
 	// MinRequests is the smallest pre-deployment window worth comparing
 	// with; a smaller one is no_data, never a pass.
 	MinRequests float64 `yaml:"min_requests" json:"min_requests"`
+	// Watch is how long a before/after comparison watches the new version
+	// before its deployment may end as promoted: the previous version is
+	// silent from the start, so global.promotion_hold alone would end the
+	// watch after a few minutes.
+	Watch Duration `yaml:"watch" json:"watch"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -122,6 +127,7 @@ var (
 		Mode:        BaselineAuto,
 		Window:      Duration(30 * time.Minute),
 		MinRequests: 1000,
+		Watch:       Duration(time.Hour),
 	}
 	DefaultGuard = GuardConfig{
 		ServiceLabel: "service.name",
@@ -593,6 +599,9 @@ func (c *Config) validate() []fieldError {
 		}
 		if g.Baseline.Window <= 0 {
 			add(p+".baseline.window", "must be > 0")
+		}
+		if g.Baseline.Watch <= 0 {
+			add(p+".baseline.watch", "must be > 0")
 		}
 		if !(g.Baseline.MinRequests >= 0) {
 			add(p+".baseline.min_requests", "must be >= 0")

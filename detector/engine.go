@@ -527,6 +527,9 @@ func (e *Engine) promoteIfDone(d *deploymentRun, now time.Time) bool {
 			if sr.regressed() {
 				return false
 			}
+			if sr.mode == configs.BaselineBeforeAfter && now.Sub(d.StartedAt) < time.Duration(r.cfg.Baseline.Watch) {
+				return false // a before/after comparison watches for baseline.watch
+			}
 			if sr.lastReport[baseline].After(lastBase) {
 				lastBase = sr.lastReport[baseline]
 			}

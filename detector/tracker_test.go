@@ -135,7 +135,10 @@ func TestTrackerNoPromotionWithOpenIncident(t *testing.T) {
 		promoted bool
 	}{{PhaseNone, true}, {PhaseActing, false}, {PhaseEscalated, false}} {
 		c, ph := newClock(), &phases{}
-		cfg := mustParse(t, strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 1m", 1))
+		// v1 falls silent as v2 appears: a before/after comparison, watched
+		// for baseline.watch (here as short as the promotion hold).
+		doc := strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 1m", 1)
+		cfg := mustParse(t, strings.Replace(doc, "    alpha: 0.01\n", "    alpha: 0.01\n    baseline: {watch: 1m}\n", 1))
 		e := NewEngine(cfg, EngineOptions{Now: c.now, Incidents: ph})
 		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
 		runTick(e, c, 1, 1)
@@ -268,5 +271,30 @@ func TestAnnouncementBounds(t *testing.T) {
 	}
 	if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Flags: flags[:MaxFlags]}); err != nil {
 		t.Errorf("%d flags refused: %v", MaxFlags, err)
+	}
+}
+
+// TestBeforeAfterWatch: a before/after comparison (v1 silent from the
+// start) is watched for baseline.watch before its deployment may end as
+// promoted, though promotion_hold (1 m) passed long before; the twin above
+// (TestTrackerNoPromotionWithOpenIncident, watch 1 m) is promoted at once.
+func TestBeforeAfterWatch(t *testing.T) {
+	c := newClock()
+	doc := strings.Replace(engineConfig, "no_data_timeout: 1m", "no_data_timeout: 1m\n  promotion_hold: 1m", 1)
+	cfg := mustParse(t, strings.Replace(doc, "    alpha: 0.01\n", "    alpha: 0.01\n    baseline: {watch: 30m}\n", 1))
+	e := NewEngine(cfg, EngineOptions{Now: c.now})
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 100)})
+	promotedAt := time.Duration(-1)
+	start := c.now()
+	for i := 0; i < 240 && promotedAt < 0; i++ { // 40 minutes of v2 alone
+		_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 100)})
+		c.advance(10 * time.Second)
+		e.Evaluate()
+		if deps := e.Deployments(); len(deps) > 0 && deps[0].EndReason == "promoted" {
+			promotedAt = c.now().Sub(start)
+		}
+	}
+	if promotedAt < 30*time.Minute || promotedAt > 31*time.Minute {
+		t.Errorf("promoted after %v, want at the end of the 30 m watch", promotedAt)
 	}
 }

@@ -145,8 +145,6 @@ const maxShape = 4
 // phiPair is the dispersion within a tick and over the long run.
 type phiPair struct{ tick, total float64 }
 
-func dispersionOf(tick, total float64) phiPair { return phiPair{tick, total} }
-
 // pending is the ticks held while a common shock lasts; Extreme when one
 // of them was an outage (shockGate.extreme).
 type pending struct {
@@ -171,7 +169,7 @@ func (t *CountTest) flush(p *pending, phi phiPair) {
 // last ordinary tick) without waiting for the tick that would follow: the
 // data stopped. The engine calls it after a few quiet evaluations.
 func (t *CountTest) Flush() {
-	phi := dispersionOf(t.disp.phis())
+	phi := t.disp.phis()
 	t.flush(&t.prev, phi)
 	t.flush(&t.pend, phi)
 }
@@ -215,19 +213,19 @@ func (g *shockGate) warm(e, n float64) bool {
 }
 
 func (g *shockGate) is(e, n, phi float64) bool {
-	if g.Ticks < shockWarmup {
-		return false
-	}
-	mu := g.Rate * n
-	return e > mu+2*math.Sqrt(phi*mu)+1
+	return g.Ticks >= shockWarmup && g.beyond(e, n, phi, 2, 1)
 }
 
 // extreme reports a shock far beyond what dispersion explains (six
 // standard deviations and three events): an outage, not a cluster of
 // retries. Such a tick does not teach the variation between ticks.
-func (g *shockGate) extreme(e, n, phi float64) bool {
+func (g *shockGate) extreme(e, n, phi float64) bool { return g.beyond(e, n, phi, 6, 3) }
+
+// beyond reports e bad events of n above the running rate by sd standard
+// deviations (at dispersion phi) and events more.
+func (g *shockGate) beyond(e, n, phi, sd, events float64) bool {
 	mu := g.Rate * n
-	return e > mu+6*math.Sqrt(phi*mu)+3
+	return e > mu+sd*math.Sqrt(phi*mu)+events
 }
 
 // learn folds an ordinary tick into the running rate (the mean of the
@@ -307,9 +305,9 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	t.Ticks++
 	extreme := false
 	if nc > 0 && nb > 0 {
-		phi := dispersionOf(t.disp.phis())
+		phi := t.disp.phis()
 		cur := pending{X: x, Nc: nc, Y: y, Nb: nb, Ticks: 1}
-		shock := t.shock.Ticks >= shockWarmup && t.shock.is(x+y, nc+nb, phi.tick)
+		shock := t.shock.is(x+y, nc+nb, phi.tick)
 		extreme = shock && t.shock.extreme(x+y, nc+nb, phi.tick)
 		switch {
 		case t.shock.Ticks < shockWarmup:
@@ -355,7 +353,7 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	// The tick's own variation informs the ticks after it, never itself;
 	// an outage both cohorts share is not the counts' dispersion.
 	t.disp.observe(cand, base, extreme)
-	t.edge = t.theta0 * math.Exp(t.disp.z(t.alpha*PodAlphaShare)*t.disp.spread())
+	t.edge = t.theta0 * math.Exp(normalUpper(t.alpha*PodAlphaShare)*t.disp.spread())
 }
 
 // update adds one informative tick at dispersion phi.

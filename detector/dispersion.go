@@ -232,25 +232,22 @@ func (ps *podSet) slot(i int, b *Block) int {
 
 // phi is the dispersion to temper the next tick with: the largest of the
 // estimates, the one-tick ones made long-run by the autocorrelation.
-func (d *dispersion) phi() float64 {
-	_, total := d.phis()
-	return total
-}
+func (d *dispersion) phi() float64 { return d.phis().total }
 
 // phis are the dispersion within one tick (between the pods of a cohort,
 // or the baseline's ticks around its running rate) and over the long run
 // (that, times the autocorrelation's factor, or over windows of ticks,
 // whichever is larger); both at least 1.
-func (d *dispersion) phis() (tick, total float64) {
+func (d *dispersion) phis() phiPair {
 	// A single block's ticks give one degree of freedom each: their
 	// estimate gets a heavier prior, lest a few noisy ticks early on
 	// temper a clear regression.
-	tick = math.Max(1, math.Max(d.Tick.phi(), d.Series.P.phiWith(seriesPrior)))
-	total = tick * d.Lag.factor()
+	tick := math.Max(1, math.Max(d.Tick.phi(), d.Series.P.phiWith(seriesPrior)))
+	total := tick * d.Lag.factor()
 	for _, w := range d.Win {
 		total = math.Max(total, w.P.phi())
 	}
-	return tick, total
+	return phiPair{tick, total}
 }
 
 // observe learns from one tick's blocks, per cohort. A tick of a common
@@ -412,8 +409,8 @@ func (d *dispersion) spread() float64 {
 	return d.Tau * math.Sqrt(1/float64(d.Now[0])+1/float64(d.Now[1]))
 }
 
-// z is the standard normal's upper a quantile.
-func (d *dispersion) z(a float64) float64 { return math.Sqrt2 * math.Erfinv(1-2*a) }
+// normalUpper is the standard normal's upper a quantile.
+func normalUpper(a float64) float64 { return math.Sqrt2 * math.Erfinv(1-2*a) }
 
 // chi2Quantile is the p quantile of χ² with df degrees of freedom
 // (Wilson–Hilferty; within 1 % for df ≥ 2 at p = 0.9).

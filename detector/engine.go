@@ -7,8 +7,10 @@ package detector
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -920,7 +922,7 @@ func (e *Engine) TestStates() []TestState {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make([]TestState, 0, len(e.deployments))
-	for _, service := range sortedServices(e.deployments) {
+	for _, service := range slices.Sorted(maps.Keys(e.deployments)) {
 		d := e.deployments[service]
 		st := TestState{Service: service, Deployment: d.ID, From: d.from(), Tests: map[string]json.RawMessage{}, Boundaries: map[string]float64{}}
 		for name, r := range d.guards {
@@ -940,15 +942,6 @@ func (e *Engine) TestStates() []TestState {
 		}
 		out = append(out, st)
 	}
-	return out
-}
-
-func sortedServices(m map[string]*deploymentRun) []string {
-	out := make([]string, 0, len(m))
-	for s := range m {
-		out = append(out, s)
-	}
-	sort.Strings(out)
 	return out
 }
 

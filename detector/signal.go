@@ -239,19 +239,12 @@ func (sr *signalRun) pod(cohort int, pod string) *tick {
 	return t
 }
 
-// blocks are a cohort's batch per pod for an arm, in pod order: bad
+// blocks are a cohort's batch for an arm, one per pod of names (podNames): bad
 // events (slower than the arm's boundary for latency) and totals. ok is
 // false when a pod's histograms lack the boundary; the cohort is then one
 // block.
-func (sr *signalRun) blocks(cohort int, boundary float64, buf []Block) (out []Block, ok bool) {
+func (sr *signalRun) blocks(cohort int, names []string, boundary float64, buf []Block) (out []Block, ok bool) {
 	out = buf[:0]
-	names := make([]string, 0, len(sr.pods[cohort]))
-	for n, t := range sr.pods[cohort] {
-		if t.total > 0 {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
 	for _, n := range names {
 		t := sr.pods[cohort][n]
 		bad := t.bad
@@ -265,6 +258,18 @@ func (sr *signalRun) blocks(cohort int, boundary float64, buf []Block) (out []Bl
 		out = append(out, Block{Pod: n, Bad: bad, Total: t.total})
 	}
 	return out, len(out) > 0
+}
+
+// podNames are the cohort's pods with traffic in the batch, in order.
+func (sr *signalRun) podNames(cohort int) []string {
+	names := make([]string, 0, len(sr.pods[cohort]))
+	for n, t := range sr.pods[cohort] {
+		if t.total > 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 // fold adds one sample to t as the signal (of input metric input) counts
@@ -416,10 +421,11 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 	c, b := sr.cur[candidate], sr.cur[baseline]
 	if c.total > 0 && b.total > 0 {
 		var cb, bb []Block
+		cn, bn := sr.podNames(candidate), sr.podNames(baseline)
 		observe := func(a *arm, x, y float64) {
 			var okc, okb bool
-			cb, okc = sr.blocks(candidate, a.boundary, cb)
-			bb, okb = sr.blocks(baseline, a.boundary, bb)
+			cb, okc = sr.blocks(candidate, cn, a.boundary, cb)
+			bb, okb = sr.blocks(baseline, bn, a.boundary, bb)
 			if !okc || !okb {
 				a.test.Observe(x, c.total, y, b.total)
 				return

@@ -185,6 +185,24 @@ func (f *stormFleet) totals(n int) (cand, base detector.CohortCounts) {
 	return cand, base
 }
 
+// quiet waits until the guard's evidence covers all the rounds served
+// (rounds ticks, every candidate request), then checks that no command was
+// published on the wire or stored, and returns the evidence.
+func (f *stormFleet) quiet(t *testing.T, td *testDaemon, seen *commandWire, rounds int) detector.Evidence {
+	t.Helper()
+	cand, _ := f.totals(rounds)
+	e := noCommand(t, td, func(e detector.Evidence) error {
+		if e.Ticks != rounds || e.Candidate.Total != cand.Total {
+			return fmt.Errorf("evidence over %d ticks and %v candidate requests, want %d and %v", e.Ticks, e.Candidate.Total, rounds, cand.Total)
+		}
+		return nil
+	})
+	if ids := seen.all(); len(ids) != 0 {
+		t.Errorf("commands published: %v", ids)
+	}
+	return e
+}
+
 // checkStormEvidence checks that e is the test of the pods twin after
 // e.Ticks rounds, exactly: the daemon got every pod's block of every
 // round, and tested them as blocks.
@@ -244,16 +262,7 @@ func TestRetryStormFleet(t *testing.T) {
 		for i := 0; i < stormRounds; i++ {
 			f.round(t, td)
 		}
-		cand, _ := f.totals(stormRounds)
-		e := noCommand(t, td, func(e detector.Evidence) error {
-			if e.Ticks != stormRounds || e.Candidate.Total != cand.Total {
-				return fmt.Errorf("evidence over %d ticks and %v candidate requests, want %d and %v", e.Ticks, e.Candidate.Total, stormRounds, cand.Total)
-			}
-			return nil
-		})
-		if ids := seen.all(); len(ids) != 0 {
-			t.Errorf("commands published: %v", ids)
-		}
+		e := f.quiet(t, td, seen, stormRounds)
 		f.checkStormEvidence(t, e)
 		if e.Model.Dispersion <= 1.5 {
 			t.Errorf("dispersion %v: clusters of 3 should show", e.Model.Dispersion)
@@ -523,16 +532,7 @@ func TestMisalignedOutages(t *testing.T) {
 		if g := f.flushGap(); g > 0 {
 			t.Errorf("the daemon closed batches up to %s apart: it flushed what the test held between them, and may have tested an outage's first round alone (the box was too slow for this test)", g)
 		}
-		cand, _ := f.totals(outageRounds)
-		e := noCommand(t, td, func(e detector.Evidence) error {
-			if e.Ticks != outageRounds || e.Candidate.Total != cand.Total {
-				return fmt.Errorf("evidence over %d ticks and %v candidate requests, want %d and %v", e.Ticks, e.Candidate.Total, outageRounds, cand.Total)
-			}
-			return nil
-		})
-		if ids := seen.all(); len(ids) != 0 {
-			t.Errorf("commands published: %v", ids)
-		}
+		e := f.quiet(t, td, seen, outageRounds)
 		// Each round as the daemon counted it is the round the pods served.
 		for i, tk := range f.ticks {
 			c, b := f.totalsOf(tk)

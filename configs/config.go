@@ -106,6 +106,7 @@ var (
 		EvaluationInterval: Duration(10 * time.Second),
 		NoDataTimeout:      Duration(2 * time.Minute),
 		PromotionHold:      Duration(10 * time.Minute),
+		NewVersionHold:     Duration(time.Minute),
 	}
 	DefaultNATS = NATSConfig{
 		SubjectPrefix: "rollguard",
@@ -119,9 +120,14 @@ var (
 		MaxRequestBytes:   16 << 20,
 	}
 	DefaultLimits = LimitsConfig{
-		MaxLabelsPerSeries:  64,
-		MaxLabelValueLength: 2048,
-		MaxSeries:           200_000,
+		MaxLabelsPerSeries:     64,
+		MaxLabelValueLength:    2048,
+		MaxSeries:              200_000,
+		MaxSeriesPerVersion:    20_000,
+		MaxTimestampAhead:      Duration(10 * time.Minute),
+		MaxPointsPerRequest:    500_000,
+		MaxBucketsPerHistogram: 2048,
+		MaxJSONDepth:           64,
 	}
 	DefaultBaseline = BaselineConfig{
 		Mode:        BaselineAuto,
@@ -192,6 +198,11 @@ type GlobalConfig struct {
 	// PromotionHold: a deployment ends as promoted once its previous version
 	// has had no traffic this long while the new one served and did not regress.
 	PromotionHold Duration `yaml:"promotion_hold"`
+	// NewVersionHold: a version seen in traffic but never announced
+	// supersedes a deployment under way only once it has served for this
+	// long (version churn, e.g. a new service.version every few seconds,
+	// cannot hide the canary being judged). Announced versions act at once.
+	NewVersionHold Duration `yaml:"new_version_hold"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -273,6 +284,26 @@ type LimitsConfig struct {
 	// MaxSeries bounds the cumulative series each input tracks to turn
 	// totals into increments (only series of guarded metrics are tracked).
 	MaxSeries int `yaml:"max_series"`
+	// MaxSeriesPerVersion bounds the series one (guard, version) may hold
+	// of MaxSeries, so that junk series of one version cannot starve
+	// another version (the canary) of room.
+	MaxSeriesPerVersion int `yaml:"max_series_per_version"`
+	// MaxTimestampAhead: a point stamped further than this after its
+	// receive time is dropped (reason too_far_ahead) and changes no state.
+	MaxTimestampAhead Duration `yaml:"max_timestamp_ahead"`
+	// MaxPointsPerRequest: a request carrying more data points (or
+	// samples) than this is refused whole with 413 before it is kept.
+	MaxPointsPerRequest int `yaml:"max_points_per_request"`
+	// MaxBucketsPerHistogram: a histogram point with more buckets (or
+	// bounds) is dropped (reason too_many_buckets).
+	MaxBucketsPerHistogram int `yaml:"max_buckets_per_histogram"`
+	// MaxJSONDepth: an OTLP/JSON body nested deeper is refused with 400
+	// before it is decoded.
+	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxConcurrentDecodes: requests decoded at once across the OTLP and
+	// remote-write receivers; further ones wait for a slot (and give up
+	// with 503 when their client goes away). 0: two per CPU.
+	MaxConcurrentDecodes int `yaml:"max_concurrent_decodes"`
 }
 
 // UnmarshalYAML sets the defaults before decoding.
@@ -548,6 +579,27 @@ func (c *Config) validate() []fieldError {
 	}
 	if c.Limits.MaxSeries <= 0 {
 		add("limits.max_series", "must be > 0")
+	}
+	if c.Limits.MaxSeriesPerVersion <= 0 || c.Limits.MaxSeriesPerVersion > c.Limits.MaxSeries {
+		add("limits.max_series_per_version", "must be > 0 and at most limits.max_series (%d)", c.Limits.MaxSeries)
+	}
+	if c.Limits.MaxTimestampAhead <= 0 {
+		add("limits.max_timestamp_ahead", "must be > 0")
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"max_points_per_request", c.Limits.MaxPointsPerRequest}, {"max_buckets_per_histogram", c.Limits.MaxBucketsPerHistogram},
+		{"max_json_depth", c.Limits.MaxJSONDepth}} {
+		if l.v <= 0 {
+			add("limits."+l.name, "must be > 0")
+		}
+	}
+	if c.Limits.MaxConcurrentDecodes < 0 {
+		add("limits.max_concurrent_decodes", "must be >= 0 (0: two per CPU)")
+	}
+	if c.Global.NewVersionHold < 0 {
+		add("global.new_version_hold", "must be >= 0")
 	}
 	if c.OTLP.MaxRequestBytes <= 0 {
 		add("otlp.max_request_bytes", "must be > 0")

@@ -329,7 +329,7 @@ guards:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.Global, (GlobalConfig{EvaluationInterval: Duration(10 * time.Second), NoDataTimeout: Duration(time.Minute), PromotionHold: Duration(10 * time.Minute)}); got != want {
+	if got, want := cfg.Global, (GlobalConfig{EvaluationInterval: Duration(10 * time.Second), NoDataTimeout: Duration(time.Minute), PromotionHold: Duration(10 * time.Minute), NewVersionHold: Duration(time.Minute)}); got != want {
 		t.Errorf("global = %+v, want %+v", got, want)
 	}
 	s1 := defaultSignal("s1")

@@ -231,7 +231,7 @@ func TestParseValues(t *testing.T) {
 			return g
 		}(),
 	)
-	full.Global = GlobalConfig{EvaluationInterval: Duration(30 * time.Second), NoDataTimeout: Duration(5 * time.Minute), PromotionHold: Duration(10 * time.Minute)}
+	full.Global = GlobalConfig{EvaluationInterval: Duration(30 * time.Second), NoDataTimeout: Duration(5 * time.Minute), PromotionHold: Duration(10 * time.Minute), NewVersionHold: Duration(time.Minute)}
 	full.NATS = NATSConfig{
 		URL:      "nats://nats-1:4222,nats://nats-2:4222",
 		User:     "rollguard",

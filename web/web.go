@@ -70,7 +70,9 @@ type Options struct {
 	Version string
 }
 
-// Handler builds the HTTP handler.
+// Handler builds the HTTP handler. State-changing requests must come from
+// rollguard's own origin or from a program that is not a browser
+// (CrossOrigin), and those with a JSON body must say so (requireJSON).
 func Handler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
@@ -112,7 +114,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/deployments", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"deployments": o.Deployments.Deployments()})
 	})
-	mux.HandleFunc("POST /api/v1/deployments", a.announce)
+	mux.HandleFunc("POST /api/v1/deployments", requireJSON(a.announce))
 	// Profiles, as Prometheus serves them, behind the listener's auth.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -129,9 +131,9 @@ func Handler(o Options) http.Handler {
 	// Approvals change what rollguard does: like every path but the
 	// probes, they sit behind the web listener's Authenticator (see
 	// Authenticator.Wrap), the same credentials as POST /api/v1/deployments.
-	mux.HandleFunc("POST /api/v1/approvals", a.approve)
-	mux.HandleFunc("POST /api/v1/incidents/{id}/close", a.human(true))
-	mux.HandleFunc("POST /api/v1/incidents/{id}/ack", a.human(false))
+	mux.HandleFunc("POST /api/v1/approvals", requireJSON(a.approve))
+	mux.HandleFunc("POST /api/v1/incidents/{id}/close", requireJSON(a.human(true)))
+	mux.HandleFunc("POST /api/v1/incidents/{id}/ack", requireJSON(a.human(false)))
 	mux.HandleFunc("GET /api/v1/deployments/{id}/series", func(w http.ResponseWriter, r *http.Request) {
 		h, ok := o.Deployments.History(r.PathValue("id"))
 		if !ok {
@@ -141,7 +143,7 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, h)
 	})
 	a.registerUI(mux)
-	return mux
+	return CrossOrigin(mux)
 }
 
 func (a *api) incident(w http.ResponseWriter, r *http.Request) {

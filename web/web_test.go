@@ -107,7 +107,7 @@ func (s *apiServer) do(t testing.TB, method, path, body string) apiResponse {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body != "" {
+	if method == http.MethodPost { // as the CLI sends it
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := s.srv.Client().Do(req)
@@ -708,6 +708,7 @@ func TestApprovalsAuth(t *testing.T) {
 			s := newIncidentServer(t, &tc.auth)
 			send := func(method, path, body string, auth func(*http.Request)) (int, string) {
 				req, _ := http.NewRequest(method, s.srv.URL+path, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
 				if auth != nil {
 					auth(req)
 				}

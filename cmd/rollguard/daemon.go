@@ -25,8 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/rollguard/rollguard/actions"
@@ -34,6 +32,7 @@ import (
 	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/sources"
 	"github.com/rollguard/rollguard/sources/otlp"
 	"github.com/rollguard/rollguard/sources/promql"
 	"github.com/rollguard/rollguard/sources/remotewrite"
@@ -420,21 +419,6 @@ func grpcRecover(log hclog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// grpcAuth checks the authorization metadata of OTLP/gRPC calls.
-func grpcAuth(a *web.Authenticator) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		var h string
-		if v := md.Get("authorization"); len(v) > 0 {
-			h = v[0]
-		}
-		if err := a.Check(h); err != nil {
-			return nil, status.Error(codes.Unauthenticated, "missing or invalid credentials in the authorization metadata")
-		}
-		return next(ctx, req)
-	}
-}
-
 // Config returns the running configuration.
 func (d *daemon) Config() *configs.Config { return d.cfg.Load() }
 
@@ -449,7 +433,8 @@ func (d *daemon) evaluationInterval() time.Duration {
 // binds the web listener with the remote-write handler and TLS it returns.
 // Standalone, central and sidecar rollguards share it.
 func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, webTLS *tls.Config, err error) {
-	receiver := otlp.NewReceiver(otlp.Config{
+	decodes := sources.NewDecodeLimiter(cfg.Limits.MaxConcurrentDecodes, d.reg) // limits_inputs.go
+	receiver := otlp.NewReceiver(otlpWithLimits(otlp.Config{
 		Appender:            in,
 		Filter:              in,
 		MaxRequestBytes:     cfg.OTLP.MaxRequestBytes,
@@ -458,7 +443,7 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
 		Logger:              d.log.Named("otlp"),
 		Registerer:          d.reg,
-	})
+	}, cfg.Limits, decodes))
 
 	d.scraper = scrape.NewManager(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
 		Logger: d.log.Named("scrape"), Registerer: d.reg})
@@ -499,13 +484,7 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
 			return nil, nil, fmt.Errorf("otlp grpc listener: %w", err)
 		}
-		opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.OTLP.MaxRequestBytes)),
-			grpc.ChainUnaryInterceptor(grpcRecover(d.log.Named("otlp")), grpcAuth(d.otlpAuth))}
-		if otlpTLS != nil {
-			opts = append(opts, grpc.Creds(credentials.NewTLS(otlpTLS)))
-		}
-		d.grpcSrv = grpc.NewServer(opts...)
-		receiver.RegisterGRPC(d.grpcSrv)
+		d.grpcSrv = otlpGRPCServer(receiver, d.otlpAuth, otlpTLS, d.log.Named("otlp"))
 	}
-	return rw.Handler(), webTLS, nil
+	return limitRemoteWrite(decodes, rw.Handler()), webTLS, nil
 }

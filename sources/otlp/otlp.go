@@ -4,6 +4,7 @@
 package otlp
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -22,7 +23,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
+
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP/gRPC exporters may compress with gzip
 	"google.golang.org/grpc/status"
@@ -49,14 +50,26 @@ type Config struct {
 	// (resource and point together); a point over either is rejected and counted.
 	MaxLabels           int
 	MaxLabelValueLength int
-	Logger              hclog.Logger
-	Registerer          prometheus.Registerer
+	// MaxPoints: a request with more data points is refused whole (413,
+	// gRPC InvalidArgument) before any of them is kept.
+	MaxPoints int
+	// MaxBuckets: a histogram point with more buckets, or more explicit
+	// bounds, than this (an exponential histogram: both sides together) is
+	// rejected (reason too_many_buckets) before it reaches any state.
+	MaxBuckets int
+	// MaxJSONDepth: an OTLP/JSON body whose objects and arrays nest deeper
+	// is refused (400) before it is decoded.
+	MaxJSONDepth int
+	// Decodes bounds the requests decoded at once; it may be shared with
+	// other inputs. Nil: no bound.
+	Decodes    *sources.DecodeLimiter
+	Logger     hclog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Receiver is the OTLP metrics endpoint: HTTP (POST /v1/metrics, Handler)
 // and gRPC (MetricsService/Export, RegisterGRPC).
 type Receiver struct {
-	pmetricotlp.UnimplementedGRPCServer
 	cfg     Config
 	cum     *sources.Cumulative
 	metrics *metrics
@@ -110,6 +123,15 @@ func NewReceiver(cfg Config) *Receiver {
 	if cfg.MaxLabelValueLength <= 0 {
 		cfg.MaxLabelValueLength = 2048
 	}
+	if cfg.MaxPoints <= 0 {
+		cfg.MaxPoints = 500_000
+	}
+	if cfg.MaxBuckets <= 0 {
+		cfg.MaxBuckets = 2048
+	}
+	if cfg.MaxJSONDepth <= 0 {
+		cfg.MaxJSONDepth = 64
+	}
 	return &Receiver{
 		cfg:     cfg,
 		cum:     sources.NewCumulative(cfg.MaxSeries, 15*time.Minute),
@@ -128,6 +150,8 @@ func (r *Receiver) Handler() http.Handler {
 type httpError struct {
 	code int
 	msg  string
+	// retryAfter, when set, is sent as Retry-After (a refusal for load).
+	retryAfter string
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -141,11 +165,14 @@ func (r *Receiver) serveMetrics(w http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		var he *httpError
 		if !errors.As(err, &he) {
-			he = &httpError{http.StatusInternalServerError, err.Error()}
+			he = &httpError{code: http.StatusInternalServerError, msg: err.Error()}
 		}
 		r.metrics.requests.WithLabelValues(strconv.Itoa(he.code)).Inc()
 		if he.code == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", http.MethodPost)
+		}
+		if he.retryAfter != "" {
+			w.Header().Set("Retry-After", he.retryAfter)
 		}
 		writeStatus(w, ct, he.code, he.msg)
 		return
@@ -193,35 +220,58 @@ func grpcCode(httpCode int) int32 {
 
 func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportResponse, error) {
 	if req.Method != http.MethodPost {
-		return pmetricotlp.ExportResponse{}, &httpError{http.StatusMethodNotAllowed, "only POST is allowed on /v1/metrics"}
+		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusMethodNotAllowed, msg: "only POST is allowed on /v1/metrics"}
 	}
 	if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err != nil || (mt != contentProto && mt != contentJSON) {
-		return pmetricotlp.ExportResponse{}, &httpError{http.StatusUnsupportedMediaType,
-			fmt.Sprintf("unsupported content type %q: use %s or %s", req.Header.Get("Content-Type"), contentProto, contentJSON)}
+		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusUnsupportedMediaType,
+			msg: fmt.Sprintf("unsupported content type %q: use %s or %s", req.Header.Get("Content-Type"), contentProto, contentJSON)}
 	}
-	body, err := r.readBody(req)
+	gz, err := gzipped(req.Header.Get("Content-Encoding"))
 	if err != nil {
 		return pmetricotlp.ExportResponse{}, err
 	}
+	wire, err := r.readBody(req)
+	if err != nil {
+		return pmetricotlp.ExportResponse{}, err
+	}
+	// The body is off the network; what follows costs memory and CPU, so
+	// it runs in a decode slot.
+	release, err := r.cfg.Decodes.Acquire(req.Context(), "otlp_http")
+	if err != nil {
+		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: sources.RetryAfterSeconds}
+	}
+	defer release()
+	body := wire
+	if gz {
+		if body, err = r.gunzip(wire); err != nil {
+			return pmetricotlp.ExportResponse{}, err
+		}
+	}
 	er := pmetricotlp.NewExportRequest()
 	if ct == contentJSON {
+		if err := checkJSONDepth(body, r.cfg.MaxJSONDepth); err != nil {
+			return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()}
+		}
 		err = er.UnmarshalJSON(body)
 	} else {
 		err = er.UnmarshalProto(body)
 	}
 	if err != nil {
-		return pmetricotlp.ExportResponse{}, &httpError{http.StatusBadRequest, "decode OTLP metrics: " + err.Error()}
+		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()}
 	}
 	return r.consume(er.Metrics())
 }
 
 // consume converts and appends; the part shared by HTTP and gRPC.
 func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, error) {
+	if err := sources.CheckPointsPerRequest(md.DataPointCount(), r.cfg.MaxPoints); err != nil {
+		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusRequestEntityTooLarge, msg: err.Error()}
+	}
 	samples, rejected, reason := r.convert(md)
 	resp := pmetricotlp.NewExportResponse()
 	if len(samples) > 0 {
 		if err := r.cfg.Appender.Append(samples); err != nil {
-			return pmetricotlp.ExportResponse{}, &httpError{http.StatusServiceUnavailable, "append: " + err.Error()}
+			return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusServiceUnavailable, msg: "append: " + err.Error()}
 		}
 		r.metrics.samples.Add(float64(len(samples)))
 	}
@@ -232,46 +282,69 @@ func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, erro
 	return resp, nil
 }
 
-// Export implements the OTLP gRPC MetricsService.
+// Export takes one decoded export request, as the OTLP gRPC
+// MetricsService does; the error is a gRPC status.
 func (r *Receiver) Export(_ context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
 	resp, err := r.consume(req.Metrics())
 	if err != nil {
-		r.metrics.requests.WithLabelValues("503").Inc()
-		return resp, status.Error(codes.Unavailable, err.Error())
+		return resp, r.grpcError(err)
 	}
 	r.metrics.requests.WithLabelValues("200").Inc()
 	return resp, nil
 }
 
-// RegisterGRPC registers the receiver's MetricsService on s.
-func (r *Receiver) RegisterGRPC(s *grpc.Server) { pmetricotlp.RegisterGRPCServer(s, r) }
+// grpcError counts a refused gRPC call by its HTTP-equivalent code and
+// turns err into the status OTLP/gRPC prescribes for it.
+func (r *Receiver) grpcError(err error) error {
+	var he *httpError
+	if !errors.As(err, &he) {
+		he = &httpError{code: http.StatusInternalServerError, msg: err.Error()}
+	}
+	r.metrics.requests.WithLabelValues(strconv.Itoa(he.code)).Inc()
+	return status.Error(codes.Code(grpcCode(he.code)), he.msg)
+}
 
+// gzipped says whether a body in Content-Encoding enc is gzip'd.
+func gzipped(enc string) (bool, error) {
+	switch enc = strings.ToLower(enc); enc {
+	case "", "identity":
+		return false, nil
+	case "gzip":
+		return true, nil
+	}
+	return false, &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("unsupported content encoding %q: use gzip or none", enc)}
+}
+
+// readBody reads the body as it came over the wire, up to MaxRequestBytes.
 func (r *Receiver) readBody(req *http.Request) ([]byte, error) {
 	limit := r.cfg.MaxRequestBytes
-	var in io.Reader = http.MaxBytesReader(nil, req.Body, limit)
-	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(in)
-		if err != nil {
-			return nil, &httpError{http.StatusBadRequest, "decompress body: " + err.Error()}
-		}
-		defer zr.Close()
-		in = zr
-	default:
-		return nil, &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported content encoding %q: use gzip or none", enc)}
-	}
-	// Read one byte past the limit so a decompression bomb is caught without
-	// allocating more than the limit.
-	body, err := io.ReadAll(io.LimitReader(in, limit+1))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, limit))
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit)}
+		return nil, &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
 	case err != nil:
-		return nil, &httpError{http.StatusBadRequest, "read body: " + err.Error()}
+		return nil, &httpError{code: http.StatusBadRequest, msg: "read body: " + err.Error()}
+	}
+	return body, nil
+}
+
+// gunzip decompresses a body, up to MaxRequestBytes too.
+func (r *Receiver) gunzip(wire []byte) ([]byte, error) {
+	limit := r.cfg.MaxRequestBytes
+	zr, err := gzip.NewReader(bytes.NewReader(wire))
+	if err != nil {
+		return nil, &httpError{code: http.StatusBadRequest, msg: "decompress body: " + err.Error()}
+	}
+	defer zr.Close()
+	// Read one byte past the limit so a decompression bomb is caught without
+	// allocating more than the limit.
+	body, err := io.ReadAll(io.LimitReader(zr, limit+1))
+	switch {
+	case err != nil:
+		return nil, &httpError{code: http.StatusBadRequest, msg: "read body: " + err.Error()}
 	case int64(len(body)) > limit:
-		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("decompressed body larger than %d bytes", limit)}
+		return nil, &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("decompressed body larger than %d bytes", limit)}
 	}
 	return body, nil
 }
@@ -338,6 +411,10 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 		dp := dps.At(p)
 		ls, ok := r.labels(m.Name(), res, dp.Attributes(), reject)
 		if !ok {
+			continue
+		}
+		if dp.BucketCounts().Len() > r.cfg.MaxBuckets || dp.ExplicitBounds().Len() > r.cfg.MaxBuckets {
+			reject(tooManyBuckets)
 			continue
 		}
 		bounds := dp.ExplicitBounds().AsRaw()
@@ -429,6 +506,10 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 		if !ok {
 			continue
 		}
+		if dp.Positive().BucketCounts().Len()+dp.Negative().BucketCounts().Len() > r.cfg.MaxBuckets {
+			reject(tooManyBuckets)
+			continue
+		}
 		if dp.Scale() < -10 || dp.Scale() > 20 || !expBucketsValid(dp.Positive()) || !expBucketsValid(dp.Negative()) {
 			reject("invalid_exponential_histogram")
 			continue
@@ -457,14 +538,10 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 	return out
 }
 
-// maxExpBuckets bounds one exponential histogram's buckets per side
-// (OpenTelemetry SDKs default to 160).
-const maxExpBuckets = 1 << 14
-
-// expBucketsValid bounds a side's size and keeps its last index in int32.
+// expBucketsValid keeps a side's last index in int32. Its size is bounded
+// by MaxBuckets (OpenTelemetry SDKs default to 160 buckets a side).
 func expBucketsValid(b pmetric.ExponentialHistogramDataPointBuckets) bool {
-	n := b.BucketCounts().Len()
-	return n <= maxExpBuckets && int64(b.Offset())+int64(n) <= math.MaxInt32
+	return int64(b.Offset())+int64(b.BucketCounts().Len()) <= math.MaxInt32
 }
 
 func expBuckets(b pmetric.ExponentialHistogramDataPointBuckets) sources.ExpBuckets {
@@ -523,6 +600,11 @@ func (r *Receiver) labels(metric string, res sources.Labels, pt pcommon.Map, rej
 // ±Inf, a counter going negative) is rejected at the door, so that it can
 // reach no test, verdict, command or JSON encoder.
 const invalidValue = "invalid_value"
+
+// tooManyBuckets is the reason a histogram point with more buckets than
+// MaxBuckets is rejected: kept, it would cost memory in the cumulative
+// state and in every window it reached.
+const tooManyBuckets = "too_many_buckets"
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 

@@ -2,6 +2,7 @@ package sources
 
 import (
 	"encoding/binary"
+	"errors"
 	"math"
 	"sync"
 	"time"
@@ -18,6 +19,11 @@ const freshSeries = 5 * time.Minute
 // Cumulative turns cumulative points into increments, aware of resets
 // (a value going down, or a new start time). It holds one entry per series
 // and forgets series not seen for its ttl.
+//
+// A point changes the state only when it is taken: a point refused (too
+// far ahead of the wall clock, out of order, a duplicate, a new series over
+// a budget) leaves the series as it was, its idle time included, so a
+// series whose sender went wrong still expires.
 type Cumulative struct {
 	mu sync.Mutex
 	// series is keyed by a 64-bit hash of the series key, so that steady
@@ -25,6 +31,13 @@ type Cumulative struct {
 	series    map[uint64]*cumState
 	bounds    map[uint64][]float64 // classic bucket layouts, shared by series
 	maxSeries int
+	// maxAhead bounds how far (ns) a point may be stamped after the wall
+	// clock; 0: no bound.
+	maxAhead int64
+	// perCohort bounds the series of one cohort; 0: no bound. cohorts
+	// counts them (only when bounded).
+	perCohort int
+	cohorts   map[Cohort]int
 	ttl       time.Duration
 	lastSweep int64
 	// clock is the wall clock idleness is measured on: the points' own
@@ -35,7 +48,8 @@ type Cumulative struct {
 
 type cumState struct {
 	start, last int64
-	seen        int64 // wall clock of the last point
+	seen        int64 // wall clock of the last point taken
+	cohort      Cohort
 	value       float64
 	count, sum  float64
 	buckets     []float64
@@ -43,24 +57,110 @@ type cumState struct {
 	native      *NativeHistogram
 }
 
+// Option sets a bound of a Cumulative.
+type Option func(*Cumulative)
+
+// MaxAhead refuses points stamped more than d after the wall clock they
+// arrive at (ErrTooFarAhead): one point from the year 2200 would otherwise
+// become the series' last point and every later, correct point would look
+// out of order. Zero or less: no bound.
+func MaxAhead(d time.Duration) Option {
+	return func(c *Cumulative) { c.maxAhead = max(int64(d), 0) }
+}
+
+// MaxSeriesPerCohort refuses a new series of a cohort that already holds
+// n series (ErrCohortSeriesLimit), so that junk series of one version
+// cannot take the room another version (the canary) needs. Series keyed
+// without a cohort are bounded by the total only. Zero or less: no bound.
+func MaxSeriesPerCohort(n int) Option {
+	return func(c *Cumulative) { c.perCohort = max(n, 0) }
+}
+
 // NewCumulative tracks at most maxSeries series, forgetting those idle for ttl.
-func NewCumulative(maxSeries int, ttl time.Duration) *Cumulative {
-	return &Cumulative{series: map[uint64]*cumState{}, bounds: map[uint64][]float64{}, maxSeries: maxSeries, ttl: ttl, clock: time.Now}
+func NewCumulative(maxSeries int, ttl time.Duration, opts ...Option) *Cumulative {
+	c := &Cumulative{series: map[uint64]*cumState{}, bounds: map[uint64][]float64{}, cohorts: map[Cohort]int{},
+		maxSeries: maxSeries, ttl: ttl, clock: time.Now}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // SetClock replaces the wall clock (tests).
 func (c *Cumulative) SetClock(f func() time.Time) { c.clock = f }
 
-// ErrSeriesLimit means a new series was refused because the tracker is full.
-var ErrSeriesLimit = errorString("sources: too many series tracked")
+// The reasons a point is refused. Each is a drop reason of its own (see
+// DropReason); the point changes no state.
+var (
+	// ErrSeriesLimit means a new series was refused because the tracker is full.
+	ErrSeriesLimit = dropError{DropSeriesLimit, "sources: too many series tracked"}
+	// ErrCohortSeriesLimit means a new series was refused because its
+	// cohort (service and version) holds as many series as it may.
+	ErrCohortSeriesLimit = dropError{DropVersionSeriesLimit, "sources: too many series tracked for one service version"}
+	// ErrTooFarAhead means a point is stamped too far after the wall clock.
+	ErrTooFarAhead = dropError{DropTooFarAhead, "sources: point stamped too far ahead of the receive time"}
+	// ErrOutOfOrder means a point is older than the series' last point:
+	// what it counted is already counted.
+	ErrOutOfOrder = dropError{DropOutOfOrder, "sources: point older than the series' last point"}
+	// ErrDuplicate means a point has the timestamp of the series' last
+	// point: a second copy of a sample (the same series twice in one
+	// request, or a retry) counts nothing, whatever its value.
+	ErrDuplicate = dropError{DropDuplicate, "sources: point has the timestamp of the series' last point"}
+	// ErrInvalidValue means a counter value is NaN, infinite or negative.
+	ErrInvalidValue = dropError{DropInvalidValue, "sources: counter value is NaN, infinite or negative"}
+)
 
-type errorString string
+// dropError is a refusal that names its drop reason.
+type dropError struct{ reason, msg string }
 
-func (e errorString) Error() string { return string(e) }
+func (e dropError) Error() string { return e.msg }
+
+// DropReason is the drop reason of an error the tracker returns: the
+// reason label inputs count the point under.
+func DropReason(err error) string {
+	var d dropError
+	if errors.As(err, &d) {
+		return d.reason
+	}
+	return DropSeriesLimit
+}
 
 // SeriesKey identifies a series in the cumulative state: a 64-bit hash of
-// its metric name and labels (a collision needs billions of series).
-type SeriesKey uint64
+// its metric name and labels (a collision needs billions of series), and
+// the cohort whose budget it counts in.
+type SeriesKey struct {
+	hash   uint64
+	cohort Cohort
+}
+
+// In returns the key counted in cohort c's budget.
+func (k SeriesKey) In(c Cohort) SeriesKey {
+	k.cohort = c
+	return k
+}
+
+// Cohort identifies the service version a series belongs to, for the
+// per-version series budget (see MaxSeriesPerCohort); 0 is none.
+type Cohort uint64
+
+// CohortOf hashes the values of the named labels that ls carries (the
+// guards' service and version labels): series of one service version
+// share a cohort. It allocates nothing. A series with none of them has no
+// cohort (0).
+func CohortOf(ls Labels, names []string) Cohort {
+	var h uint64
+	found := false
+	for _, n := range names {
+		if v := ls.Get(n); v != "" {
+			h = h*0x9e3779b97f4a7c15 ^ xxhash.Sum64String(n) ^ xxhash.Sum64String(v)*0xc2b2ae3d27d4eb4f
+			found = true
+		}
+	}
+	if !found {
+		return 0
+	}
+	return Cohort(h | 1) // never 0
+}
 
 // Key hashes a metric name, a part (such as "_bucket" or ""), and labels.
 // 0xff never occurs in UTF-8, so it separates names and values unambiguously.
@@ -74,28 +174,54 @@ func Key(metric, part string, ls Labels) SeriesKey {
 		_, _ = d.Write(sep)
 		_, _ = d.WriteString(l.Value)
 	}
-	return SeriesKey(d.Sum64())
+	return SeriesKey{hash: d.Sum64()}
 }
 
 var sep = []byte{0xff}
 
 // StringKey keys a series by an arbitrary string.
-func StringKey(s string) SeriesKey { return SeriesKey(xxhash.Sum64String(s)) }
+func StringKey(s string) SeriesKey { return SeriesKey{hash: xxhash.Sum64String(s)} }
 
-func (c *Cumulative) state(key SeriesKey, start, _ int64) (*cumState, bool, error) {
+// CheckTime refuses a point stamped now (Unix ns) further after the wall
+// clock than the tracker's bound (ErrTooFarAhead). The tracker checks its
+// own points; inputs call it for points that keep no state (gauges).
+func (c *Cumulative) CheckTime(now int64) error {
+	if c.maxAhead > 0 && now-c.clock().UnixNano() > c.maxAhead {
+		return ErrTooFarAhead
+	}
+	return nil
+}
+
+// state finds or makes a series' state for a point stamped now, or says
+// why the point is refused; a refused point changes nothing.
+func (c *Cumulative) state(key SeriesKey, start, now int64) (*cumState, bool, error) {
 	wall := c.clock().UnixNano()
+	if c.maxAhead > 0 && now-wall > c.maxAhead {
+		return nil, false, ErrTooFarAhead
+	}
 	c.sweep(wall)
-	h := uint64(key)
-	st, ok := c.series[h]
-	if ok {
+	st, ok := c.series[key.hash]
+	switch {
+	case ok && now < st.last:
+		return nil, false, ErrOutOfOrder
+	case ok && now == st.last:
+		return nil, false, ErrDuplicate
+	case ok:
 		st.seen = wall
 		return st, false, nil
-	}
-	if len(c.series) >= c.maxSeries {
+	case len(c.series) >= c.maxSeries:
 		return nil, false, ErrSeriesLimit
 	}
+	counted := c.perCohort > 0 && key.cohort != 0
+	if counted && c.cohorts[key.cohort] >= c.perCohort {
+		return nil, false, ErrCohortSeriesLimit
+	}
 	st = &cumState{start: start, seen: wall}
-	c.series[h] = st
+	if counted {
+		st.cohort = key.cohort
+		c.cohorts[key.cohort]++
+	}
+	c.series[key.hash] = st
 	return st, true, nil
 }
 
@@ -127,6 +253,11 @@ func (c *Cumulative) sweep(now int64) {
 	for k, st := range c.series {
 		if now-st.seen > int64(c.ttl) {
 			delete(c.series, k)
+			if st.cohort != 0 {
+				if c.cohorts[st.cohort]--; c.cohorts[st.cohort] <= 0 {
+					delete(c.cohorts, st.cohort)
+				}
+			}
 		}
 	}
 }
@@ -144,17 +275,14 @@ func fresh(start, now int64) bool {
 // (re)started, so that data from before a mitigation or a restart never
 // counts in a test of what came after.
 func (c *Cumulative) Counter(key SeriesKey, start, now int64, v float64) (inc float64, from int64, ok bool, err error) {
-	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return 0, 0, false, nil // a counter is never negative
+	if !ValidCounter(v) {
+		return 0, 0, false, ErrInvalidValue
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, isNew, err := c.state(key, start, now)
 	if err != nil {
 		return 0, 0, false, err
-	}
-	if !isNew && now < st.last {
-		return 0, 0, false, nil // out of order: already counted, and the state stays
 	}
 	from = intervalStart(isNew, start, st)
 	defer func() { st.last, st.value = now, v }()
@@ -190,9 +318,6 @@ func (c *Cumulative) Histogram(key SeriesKey, start, now int64, count, sum float
 	st, isNew, err := c.state(key, start, now)
 	if err != nil {
 		return 0, 0, nil, 0, false, err
-	}
-	if !isNew && now < st.last {
-		return 0, 0, nil, 0, false, nil
 	}
 	from = intervalStart(isNew, start, st)
 	reset := isNew || start != st.start || count < st.count || !sameBounds(bounds, st.bounds) || len(counts) != len(st.buckets)
@@ -248,9 +373,6 @@ func (c *Cumulative) Native(key SeriesKey, start, now int64, count, sum float64,
 	st, isNew, err := c.state(key, start, now)
 	if err != nil {
 		return 0, 0, NativeHistogram{}, 0, false, err
-	}
-	if !isNew && now < st.last {
-		return 0, 0, NativeHistogram{}, 0, false, nil
 	}
 	from = intervalStart(isNew, start, st)
 	ok = true

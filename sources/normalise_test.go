@@ -101,11 +101,11 @@ func TestCumulativeCounter(t *testing.T) {
 			len: 1,
 		},
 		{
-			name: "an out-of-order point is ignored",
+			name: "an out-of-order point is refused",
 			points: []counterPoint{
 				{"a", cumOld, cumT0, 100, 0, false, nil},
 				{"a", cumOld, cumAt(20 * time.Second), 120, 20, true, nil},
-				{"a", cumOld, cumAt(10 * time.Second), 110, 0, false, nil},
+				{"a", cumOld, cumAt(10 * time.Second), 110, 0, false, ErrOutOfOrder},
 			},
 			len: 1,
 		},
@@ -114,25 +114,26 @@ func TestCumulativeCounter(t *testing.T) {
 			points: []counterPoint{
 				{"a", cumOld, cumT0, 100, 0, false, nil},
 				{"a", cumOld, cumAt(20 * time.Second), 120, 20, true, nil},
-				{"a", cumOld, cumAt(10 * time.Second), 110, 0, false, nil},
+				{"a", cumOld, cumAt(10 * time.Second), 110, 0, false, ErrOutOfOrder},
 				{"a", cumOld, cumAt(30 * time.Second), 125, 5, true, nil},
 			},
 			len: 1,
 		},
 		{
-			name: "NaN and infinities are ignored and leave the state alone",
+			name: "NaN, infinities and negative values are refused and leave the state alone",
 			points: []counterPoint{
 				{"a", cumOld, cumT0, 100, 0, false, nil},
-				{"a", cumOld, cumAt(10 * time.Second), math.NaN(), 0, false, nil},
-				{"a", cumOld, cumAt(20 * time.Second), math.Inf(1), 0, false, nil},
-				{"a", cumOld, cumAt(30 * time.Second), math.Inf(-1), 0, false, nil},
+				{"a", cumOld, cumAt(10 * time.Second), math.NaN(), 0, false, ErrInvalidValue},
+				{"a", cumOld, cumAt(20 * time.Second), math.Inf(1), 0, false, ErrInvalidValue},
+				{"a", cumOld, cumAt(30 * time.Second), math.Inf(-1), 0, false, ErrInvalidValue},
+				{"a", cumOld, cumAt(35 * time.Second), -1, 0, false, ErrInvalidValue},
 				{"a", cumOld, cumAt(40 * time.Second), 104, 4, true, nil},
 			},
 			len: 1,
 		},
 		{
 			name:   "NaN of an unknown series creates no state",
-			points: []counterPoint{{"a", cumFresh, cumT0, math.NaN(), 0, false, nil}},
+			points: []counterPoint{{"a", cumFresh, cumT0, math.NaN(), 0, false, ErrInvalidValue}},
 			len:    0,
 		},
 		{
@@ -287,11 +288,11 @@ func TestCumulativeHistogram(t *testing.T) {
 			len: 1,
 		},
 		{
-			name: "an out-of-order point is ignored and leaves the state alone",
+			name: "an out-of-order point is refused and leaves the state alone",
 			points: []histPoint{
 				{"a", cumOld, cumT0, 6, 1, b, []float64{1, 2, 3}, 6, 1, []float64{1, 2, 3}, false, nil},
 				{"a", cumOld, cumAt(20 * time.Second), 10, 3, b, []float64{2, 4, 4}, 4, 2, []float64{1, 2, 1}, true, nil},
-				{"a", cumOld, cumAt(10 * time.Second), 8, 2, b, []float64{2, 3, 3}, 0, 0, nil, false, nil},
+				{"a", cumOld, cumAt(10 * time.Second), 8, 2, b, []float64{2, 3, 3}, 0, 0, nil, false, ErrOutOfOrder},
 				{"a", cumOld, cumAt(30 * time.Second), 11, 4, b, []float64{2, 4, 5}, 1, 1, []float64{0, 0, 1}, true, nil},
 			},
 			len: 1,
@@ -421,6 +422,164 @@ func (r *knownBugRecorder) Fatalf(format string, args ...any) {
 
 func (r *knownBugRecorder) Errorf(format string, args ...any) {
 	r.failed, r.msg = true, fmt.Sprintf(format, args...)
+}
+
+// Points that would poison a series' state: one stamped far ahead of the
+// wall clock (before the fix it became the series' last point, every later
+// point looked out of order and was dropped silently, and the dropped
+// points kept the series from expiring), a second copy of a point, and
+// points out of order. Each is refused with its reason and changes nothing;
+// the healthy points around them count as before.
+func TestCumulativePoisonedPoints(t *testing.T) {
+	year2200 := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	tests := []struct {
+		name   string
+		points []counterPoint
+		len    int
+	}{
+		{
+			name: "a point from the year 2200 is refused and the series goes on",
+			points: []counterPoint{
+				{"a", cumOld, cumT0, 100, 0, false, nil},
+				{"a", cumOld, year2200, 1e9, 0, false, ErrTooFarAhead},
+				{"a", cumOld, cumAt(10 * time.Second), 104, 4, true, nil},
+				{"a", cumOld, cumAt(20 * time.Second), 110, 6, true, nil},
+			},
+			len: 1,
+		},
+		{
+			name: "a new series stamped too far ahead is refused and creates no state",
+			points: []counterPoint{
+				{"b", cumFresh, cumAt(11 * time.Minute), 5, 0, false, ErrTooFarAhead},
+			},
+			len: 0,
+		},
+		{
+			name: "a point within the bound ahead is taken",
+			points: []counterPoint{
+				{"a", cumFresh, cumT0, 1, 1, true, nil},
+				{"a", cumFresh, cumAt(9 * time.Minute), 3, 2, true, nil},
+			},
+			len: 1,
+		},
+		{
+			name: "a second point at the series' timestamp counts nothing, whatever its value",
+			points: []counterPoint{
+				{"a", cumOld, cumT0, 100, 0, false, nil},
+				{"a", cumOld, cumAt(10 * time.Second), 104, 4, true, nil},
+				{"a", cumOld, cumAt(10 * time.Second), 104, 0, false, ErrDuplicate},
+				// Lower: not a reset (which would count 50 anew).
+				{"a", cumOld, cumAt(10 * time.Second), 50, 0, false, ErrDuplicate},
+				{"a", cumOld, cumAt(20 * time.Second), 106, 2, true, nil},
+			},
+			len: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewCumulative(cumMaxSeries, cumTTL, MaxAhead(10*time.Minute))
+			// The wall clock stays at cumT0: the points' stamps are the client's.
+			c.SetClock(func() time.Time { return time.Unix(0, cumT0) })
+			for i, p := range tt.points {
+				inc, _, ok, err := c.Counter(StringKey(p.key), p.start, p.now, p.v)
+				if inc != p.inc || ok != p.ok || !errors.Is(err, p.err) {
+					t.Fatalf("point %d %+v: got (%v, %v, %v), want (%v, %v, %v)", i, p, inc, ok, err, p.inc, p.ok, p.err)
+				}
+				if p.err != nil && DropReason(err) == DropSeriesLimit {
+					t.Errorf("point %d: %v counted as series_limit", i, err)
+				}
+			}
+			if got := c.Len(); got != tt.len {
+				t.Fatalf("Len() = %d, want %d", got, tt.len)
+			}
+		})
+	}
+}
+
+// Refused points do not keep a series alive: a sender that only sends
+// points older than the last one (a clock gone back) leaves the series to
+// expire after its ttl, after which its points count again. Before the fix
+// every refused point refreshed the series' idle time.
+func TestCumulativeRefusedPointsDoNotRefresh(t *testing.T) {
+	c := NewCumulative(cumMaxSeries, cumTTL, MaxAhead(10*time.Minute))
+	wall := cumT0
+	c.SetClock(func() time.Time { return time.Unix(0, wall) })
+	if _, _, _, err := c.Counter(StringKey("a"), cumOld, cumT0, 100); err != nil {
+		t.Fatal(err)
+	}
+	for d := time.Minute; d <= cumTTL+time.Minute; d += time.Minute {
+		wall = cumAt(d)
+		_, _, _, err := c.Counter(StringKey("a"), cumOld, cumAt(-d), 90)
+		if d <= cumTTL && !errors.Is(err, ErrOutOfOrder) {
+			t.Fatalf("at +%s: %v, want out of order", d, err)
+		}
+	}
+	// The series expired: its next point is a new base (had it not, 95
+	// after 100 would count as a reset: 95 new requests).
+	wall = cumAt(cumTTL + 3*time.Minute)
+	if inc, _, ok, err := c.Counter(StringKey("a"), cumOld, wall, 95); err != nil || ok || inc != 0 {
+		t.Fatalf("after expiry: inc %v ok %v err %v, want a new base", inc, ok, err)
+	}
+	wall = cumAt(cumTTL + 4*time.Minute)
+	if inc, _, ok, err := c.Counter(StringKey("a"), cumOld, wall, 97); err != nil || !ok || inc != 2 {
+		t.Fatalf("then: inc %v ok %v err %v, want 2", inc, ok, err)
+	}
+}
+
+// Each cohort (service version) holds at most its budget of series: junk
+// series of one version are refused with version_series_limit while
+// another version (the canary) still gets room, and a cohort whose series
+// expire gets its room back.
+func TestCumulativeCohortBudget(t *testing.T) {
+	c := NewCumulative(100, cumTTL, MaxSeriesPerCohort(2))
+	wall := cumT0
+	c.SetClock(func() time.Time { return time.Unix(0, wall) })
+	names := []string{"service", "version"}
+	v1 := CohortOf(Labels{{Name: "service", Value: "checkout"}, {Name: "version", Value: "v1"}}, names)
+	v2 := CohortOf(Labels{{Name: "service", Value: "checkout"}, {Name: "version", Value: "v2"}}, names)
+	if v1 == v2 || v1 == 0 {
+		t.Fatalf("cohorts v1 %x v2 %x", v1, v2)
+	}
+	counter := func(key string, cohort Cohort) error {
+		_, _, _, err := c.Counter(StringKey(key).In(cohort), cumFresh, wall, 1)
+		return err
+	}
+	for i := range 1000 {
+		err := counter(fmt.Sprint("junk", i), v1)
+		if want := error(nil); i >= 2 {
+			want = ErrCohortSeriesLimit
+			if !errors.Is(err, want) || DropReason(err) != DropVersionSeriesLimit {
+				t.Fatalf("junk %d: %v, want version_series_limit", i, err)
+			}
+		} else if err != nil {
+			t.Fatalf("junk %d: %v", i, err)
+		}
+	}
+	for _, k := range []string{"canary-200", "canary-500"} {
+		if err := counter(k, v2); err != nil {
+			t.Fatalf("the canary's %s was refused: %v", k, err)
+		}
+	}
+	// Series without a cohort are bounded by the total only.
+	for i := range 10 {
+		if err := counter(fmt.Sprint("plain", i), 0); err != nil {
+			t.Fatalf("plain %d: %v", i, err)
+		}
+	}
+	// v1's junk expires; v1 has room again.
+	wall = cumAt(cumTTL + time.Minute)
+	if err := counter("v1-real", v1); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+}
+
+// CohortOf allocates nothing: it runs for every tracked point.
+func TestCohortOfAllocates(t *testing.T) {
+	ls := Labels{{Name: "__name__", Value: "x"}, {Name: "service", Value: "checkout"}, {Name: "version", Value: "v1"}}
+	names := []string{"service", "version"}
+	if n := testing.AllocsPerRun(100, func() { _ = CohortOf(ls, names) }); n != 0 {
+		t.Errorf("CohortOf allocates %v times", n)
+	}
 }
 
 func TestFilterFunc(t *testing.T) {

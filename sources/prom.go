@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"fmt"
 	"math"
 	"sort"
 	"strconv"
@@ -40,6 +41,7 @@ type PromHistogram struct {
 type PromConverter struct {
 	cum    *Cumulative
 	filter Filter
+	limits Limits
 	// PerSeries converts each series of a classic histogram on its own
 	// (_count to Count, _sum to Sum, each _bucket to an LE sample) instead of
 	// reassembling the histogram from one batch: remote write shards a
@@ -48,21 +50,69 @@ type PromConverter struct {
 	PerSeries bool
 }
 
-// NewPromConverter builds a converter that tracks at most maxSeries series.
-func NewPromConverter(filter Filter, maxSeries int) *PromConverter {
+// Limits are the bounds a converter keeps (the limits section of the
+// configuration). Zero fields are no bound, but for MaxSeries.
+type Limits struct {
+	// MaxSeries bounds the series whose totals are tracked.
+	MaxSeries int
+	// MaxSeriesPerVersion bounds the tracked series of one cohort: the
+	// values of CohortLabels (the guards' service and version labels).
+	MaxSeriesPerVersion int
+	CohortLabels        []string
+	// MaxTimestampAhead: a point stamped further after its receive time is
+	// dropped (too_far_ahead) and changes no state.
+	MaxTimestampAhead time.Duration
+	// MaxBucketsPerHistogram: a histogram point with more buckets is
+	// dropped (too_many_buckets).
+	MaxBucketsPerHistogram int
+}
+
+// NewPromConverter builds a converter within limits.
+func NewPromConverter(filter Filter, limits Limits) *PromConverter {
 	if filter == nil {
 		filter = FilterFunc(func(string) bool { return true })
 	}
-	return &PromConverter{cum: NewCumulative(maxSeries, 15*time.Minute), filter: filter}
+	return &PromConverter{filter: filter, limits: limits,
+		cum: NewCumulative(limits.MaxSeries, 15*time.Minute, MaxAhead(limits.MaxTimestampAhead), MaxSeriesPerCohort(limits.MaxSeriesPerVersion))}
 }
 
-// Drop reasons counted by Convert.
+// Drop reasons counted by Convert, besides those of check.go.
 const (
 	DropSeriesLimit     = "series_limit"
 	DropNoName          = "no_metric_name"
 	DropSummaryQuantile = "summary_quantile"
 	DropBadHistogram    = "invalid_histogram"
 )
+
+// Refusal names the first point a conversion dropped for a reason that is
+// the sender's error (see Rejected), for the message that answers it.
+type Refusal struct {
+	Series      string // metric name and labels
+	TimestampMs int64
+	Reason      string
+}
+
+func (r *Refusal) String() string {
+	return fmt.Sprintf("%s at %d: %s", r.Series, r.TimestampMs, r.Reason)
+}
+
+// drops counts one conversion's drops and keeps its first refusal.
+type drops struct {
+	counts  map[string]int
+	refused *Refusal
+}
+
+func (d *drops) add(reason string, p *PromPoint) {
+	d.counts[reason]++
+	if d.refused == nil && Rejected(reason) {
+		d.refused = &Refusal{Series: p.Labels.String(), TimestampMs: p.TimestampMs, Reason: reason}
+	}
+}
+
+// key is a point's series key in its cohort's budget.
+func (c *PromConverter) key(metric, part string, ls Labels) SeriesKey {
+	return Key(metric, part, ls).In(CohortOf(ls, c.limits.CohortLabels))
+}
 
 type classicGroup struct {
 	name       string
@@ -71,10 +121,13 @@ type classicGroup struct {
 	buckets    []Bucket // cumulative, as exposed
 	count, sum float64
 	hasCount   bool
+	first      *PromPoint // names the histogram in a refusal
 }
 
-// Convert normalises points. drops counts the points not converted, by reason.
-func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Sample {
+// Convert normalises points. counts counts the points not converted, by
+// reason; refused is the first point dropped for the sender's error, or nil.
+func (c *PromConverter) Convert(points []PromPoint, counts map[string]int) (_ []Sample, refused *Refusal) {
+	drops := &drops{counts: counts}
 	var out []Sample
 	bases := map[string]bool{} // classic histograms seen in this batch, by base name
 	for i := range points {
@@ -90,7 +143,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 		p := &points[i]
 		name := p.Labels.Get(model.MetricNameLabel)
 		if name == "" {
-			drops[DropNoName]++
+			drops.add(DropNoName, p)
 			continue
 		}
 		if p.Histogram != nil {
@@ -106,7 +159,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 				continue
 			}
 			if p.Type == model.MetricTypeSummary && part == "quantile" {
-				drops[DropSummaryQuantile]++
+				drops.add(DropSummaryQuantile, p)
 				continue
 			}
 			if c.PerSeries {
@@ -119,7 +172,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			key := base + ls.String() + "@" + strconv.FormatInt(p.TimestampMs, 10)
 			g := groups[key]
 			if g == nil {
-				g = &classicGroup{name: base, labels: ls, t: p.TimestampMs, created: p.CreatedMs}
+				g = &classicGroup{name: base, labels: ls, t: p.TimestampMs, created: p.CreatedMs, first: p}
 				groups[key] = g
 				order = append(order, key)
 			}
@@ -127,7 +180,7 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			case "bucket":
 				le, err := strconv.ParseFloat(p.Labels.Get(model.BucketLabel), 64)
 				if err != nil || math.IsNaN(le) {
-					drops[DropBadHistogram]++
+					drops.add(DropBadHistogram, p)
 					continue
 				}
 				g.buckets = append(g.buckets, Bucket{UpperBound: le, Count: p.Value})
@@ -138,9 +191,12 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			}
 		case !c.filter.Wants(name) || !WantsSeries(c.filter, name, p.Labels):
 		case p.Type == model.MetricTypeCounter || (isUnknown(p.Type) && strings.HasSuffix(name, "_total")):
-			inc, from, ok, err := c.cum.Counter(Key(name, "", p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+			if IsStaleNaN(p.Value) {
+				continue // the series ended: nothing to count
+			}
+			inc, from, ok, err := c.cum.Counter(c.key(name, "", p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
 			if err != nil {
-				drops[DropSeriesLimit]++
+				drops.add(DropReason(err), p)
 				continue
 			}
 			if ok {
@@ -151,6 +207,10 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			if math.IsNaN(p.Value) {
 				continue // stale marker or no value
 			}
+			if err := c.cum.CheckTime(p.TimestampMs * 1e6); err != nil {
+				drops.add(DropReason(err), p)
+				continue
+			}
 			out = append(out, Sample{Metric: name, Labels: without(p.Labels, model.MetricNameLabel),
 				Kind: KindGauge, TimeUnixNano: p.TimestampMs * 1e6, Value: p.Value})
 		}
@@ -160,14 +220,19 @@ func (c *PromConverter) Convert(points []PromPoint, drops map[string]int) []Samp
 			out = append(out, s)
 		}
 	}
-	return out
+	return out, drops.refused
 }
 
 // histogramSeries converts one series of a classic histogram on its own.
-func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops map[string]int) (Sample, bool) {
-	inc, from, ok, err := c.cum.Counter(Key(base, "_"+part, p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
+// Its count and buckets must be valid counters; a sum may be negative (of
+// negative observations), and is then left out, as before this check.
+func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops *drops) (Sample, bool) {
+	if IsStaleNaN(p.Value) || (part == "sum" && p.Value < 0 && !math.IsInf(p.Value, -1)) {
+		return Sample{}, false
+	}
+	inc, from, ok, err := c.cum.Counter(c.key(base, "_"+part, p.Labels), p.CreatedMs*1e6, p.TimestampMs*1e6, p.Value)
 	if err != nil {
-		drops[DropSeriesLimit]++
+		drops.add(DropReason(err), p)
 		return Sample{}, false
 	}
 	if !ok {
@@ -183,7 +248,7 @@ func (c *PromConverter) histogramSeries(p *PromPoint, base, part string, drops m
 	case "bucket":
 		le, err := strconv.ParseFloat(p.Labels.Get(model.BucketLabel), 64)
 		if err != nil || math.IsNaN(le) {
-			drops[DropBadHistogram]++
+			drops.add(DropBadHistogram, p)
 			return Sample{}, false
 		}
 		s.LE = &Bucket{UpperBound: le, Count: inc}
@@ -220,20 +285,29 @@ func histogramPart(name string, p *PromPoint, bases map[string]bool) (base, part
 	return "", ""
 }
 
-// classic reassembles a classic histogram (or a summary's count and sum)
-// and turns it into increments.
-func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, bool) {
+// classic reassembles a classic histogram (or a summary's count and sum),
+// checks it (see CheckClassic) and turns it into increments.
+func (c *PromConverter) classic(g *classicGroup, drops *drops) (Sample, bool) {
 	sort.Slice(g.buckets, func(i, j int) bool { return g.buckets[i].UpperBound < g.buckets[j].UpperBound })
+	for _, b := range g.buckets {
+		if IsStaleNaN(b.Count) {
+			return Sample{}, false // the series ended
+		}
+	}
+	if IsStaleNaN(g.count) {
+		return Sample{}, false
+	}
+	if max := c.limits.MaxBucketsPerHistogram; max > 0 && len(g.buckets) > max {
+		drops.add(DropTooManyBuckets, g.first)
+		return Sample{}, false
+	}
+	if reason := CheckClassic(g.buckets, g.count, g.hasCount); reason != "" {
+		drops.add(reason, g.first)
+		return Sample{}, false
+	}
 	var bounds, counts []float64
 	prev := 0.0
 	for _, b := range g.buckets {
-		if math.IsNaN(b.Count) {
-			return Sample{}, false // stale
-		}
-		if b.Count < prev {
-			drops[DropBadHistogram]++
-			return Sample{}, false
-		}
 		if !math.IsInf(b.UpperBound, 1) {
 			bounds = append(bounds, b.UpperBound)
 		}
@@ -246,12 +320,9 @@ func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, 
 	if !g.hasCount {
 		g.count = prev
 	}
-	if math.IsNaN(g.count) {
-		return Sample{}, false
-	}
-	dc, ds, db, from, ok, err := c.cum.Histogram(Key(g.name, "", g.labels), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
+	dc, ds, db, from, ok, err := c.cum.Histogram(c.key(g.name, "", g.labels), g.created*1e6, g.t*1e6, g.count, g.sum, bounds, counts)
 	if err != nil {
-		drops[DropSeriesLimit]++
+		drops.add(DropReason(err), g.first)
 		return Sample{}, false
 	}
 	if !ok {
@@ -271,21 +342,35 @@ func (c *PromConverter) classic(g *classicGroup, drops map[string]int) (Sample, 
 	return s, true
 }
 
-func (c *PromConverter) native(p *PromPoint, name string, drops map[string]int) (Sample, bool) {
+// native checks a native histogram point (see CheckNative) and turns it
+// into increments; a gauge histogram passes as it is.
+func (c *PromConverter) native(p *PromPoint, name string, drops *drops) (Sample, bool) {
 	if !c.filter.Wants(name) || !WantsSeries(c.filter, name, p.Labels) {
 		return Sample{}, false
 	}
 	h := p.Histogram
+	if max := c.limits.MaxBucketsPerHistogram; max > 0 && NativeBuckets(h.Native) > max {
+		drops.add(DropTooManyBuckets, p)
+		return Sample{}, false
+	}
+	if reason := CheckNative(h.Count, h.Sum, h.Native); reason != "" {
+		drops.add(reason, p)
+		return Sample{}, false
+	}
 	ls := without(p.Labels, model.MetricNameLabel)
 	s := Sample{Metric: name, Labels: ls, Kind: KindHistogram, TimeUnixNano: p.TimestampMs * 1e6}
 	if h.Gauge {
+		if err := c.cum.CheckTime(p.TimestampMs * 1e6); err != nil {
+			drops.add(DropReason(err), p)
+			return Sample{}, false
+		}
 		nh := h.Native
 		s.Count, s.Sum, s.Native = h.Count, h.Sum, &nh
 		return s, true
 	}
-	dc, ds, dh, from, ok, err := c.cum.Native(Key(name, "", ls), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
+	dc, ds, dh, from, ok, err := c.cum.Native(c.key(name, "", ls), p.CreatedMs*1e6, p.TimestampMs*1e6, h.Count, h.Sum, h.Native)
 	if err != nil {
-		drops[DropSeriesLimit]++
+		drops.add(DropReason(err), p)
 		return Sample{}, false
 	}
 	if !ok {

@@ -18,7 +18,7 @@ func lbls(kv ...string) Labels {
 // A classic histogram without metadata is reassembled from its series, and
 // its second scrape becomes per-bucket increments.
 func TestPromConverterClassicHistogram(t *testing.T) {
-	c := NewPromConverter(nil, 100)
+	c := NewPromConverter(nil, Limits{MaxSeries: 100})
 	scrape := func(ts int64, b1, b2, inf, sum float64) []PromPoint {
 		mk := func(name, le string, v float64) PromPoint {
 			kv := []string{"__name__", name, "job", "checkout", "code", "200"}
@@ -31,10 +31,10 @@ func TestPromConverterClassicHistogram(t *testing.T) {
 			mk("rt_count", "", inf), mk("rt_sum", "", sum)}
 	}
 	drops := map[string]int{}
-	if out := c.Convert(scrape(1000, 5, 8, 10, 2), drops); len(out) != 0 {
+	if out, _ := c.Convert(scrape(1000, 5, 8, 10, 2), drops); len(out) != 0 {
 		t.Fatalf("first point of a series of unknown age must only set the base: %+v", out)
 	}
-	out := c.Convert(scrape(2000, 7, 12, 15, 3), drops)
+	out, _ := c.Convert(scrape(2000, 7, 12, 15, 3), drops)
 	if len(out) != 1 {
 		t.Fatalf("want one histogram sample, got %+v", out)
 	}
@@ -54,7 +54,7 @@ func TestPromConverterClassicHistogram(t *testing.T) {
 }
 
 func TestPromConverterCounterGaugeAndFilter(t *testing.T) {
-	c := NewPromConverter(FilterFunc(func(m string) bool { return m != "ignored_total" }), 100)
+	c := NewPromConverter(FilterFunc(func(m string) bool { return m != "ignored_total" }), Limits{MaxSeries: 100})
 	drops := map[string]int{}
 	pts := func(ts int64, v float64) []PromPoint {
 		return []PromPoint{
@@ -65,8 +65,8 @@ func TestPromConverterCounterGaugeAndFilter(t *testing.T) {
 			{Labels: lbls("job", "x"), TimestampMs: ts, Value: 1},
 		}
 	}
-	_ = c.Convert(pts(1000, 10), drops)
-	out := c.Convert(pts(2000, 4), drops) // counter reset: 4 is all new
+	_, _ = c.Convert(pts(1000, 10), drops)
+	out, _ := c.Convert(pts(2000, 4), drops) // counter reset: 4 is all new
 	if len(out) != 2 || out[0].Kind != KindCounter || out[0].Value != 4 || out[1].Kind != KindGauge || out[1].Value != 4 {
 		t.Fatalf("out = %+v", out)
 	}
@@ -81,7 +81,7 @@ func TestPromConverterCounterGaugeAndFilter(t *testing.T) {
 // A native histogram whose schema drops between two points is merged by
 // downscaling the previous point.
 func TestPromConverterNativeSchemaChange(t *testing.T) {
-	c := NewPromConverter(nil, 100)
+	c := NewPromConverter(nil, Limits{MaxSeries: 100})
 	drops := map[string]int{}
 	h1 := NativeHistogram{Scale: 1, Positive: ExpBuckets{Offset: 0, Counts: []float64{1, 2, 3, 4}}}
 	h2 := NativeHistogram{Scale: 0, Positive: ExpBuckets{Offset: 0, Counts: []float64{5, 9}}}
@@ -89,10 +89,10 @@ func TestPromConverterNativeSchemaChange(t *testing.T) {
 		return []PromPoint{{Labels: lbls("__name__", "rt"), TimestampMs: ts, CreatedMs: 9_000,
 			Histogram: &PromHistogram{Count: h.Total(), Sum: 1, Native: h}}}
 	}
-	if out := c.Convert(mk(10_000, h1), drops); len(out) != 1 || out[0].Count != 10 {
+	if out, _ := c.Convert(mk(10_000, h1), drops); len(out) != 1 || out[0].Count != 10 {
 		t.Fatalf("fresh series counts in full: %+v", out)
 	}
-	out := c.Convert(mk(11_000, h2), map[string]int{})
+	out, _ := c.Convert(mk(11_000, h2), map[string]int{})
 	if len(out) != 1 {
 		t.Fatal("no sample")
 	}

@@ -17,11 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/sources"
 )
 
@@ -93,6 +95,20 @@ type Config struct {
 	MaxNativeBuckets int64
 	// MaxSeries bounds the cumulative-to-increment state.
 	MaxSeries int
+	// MaxSeriesPerVersion bounds the state one service version may hold:
+	// series with the same values of VersionLabels (the guards' service
+	// and version labels) share a budget. No VersionLabels: no such bound.
+	MaxSeriesPerVersion int
+	VersionLabels       []string
+	// MaxTimestampAhead: a point stamped further after its receive time is
+	// refused (too_far_ahead) and changes no state.
+	MaxTimestampAhead time.Duration
+	// MaxPointsPerRequest: a request with more samples and histogram
+	// samples is refused whole with 413, before any of it is kept.
+	MaxPointsPerRequest int
+	// MaxBucketsPerHistogram: a histogram sample with more buckets is
+	// refused (too_many_buckets).
+	MaxBucketsPerHistogram int
 	// MaxMetricFamilies bounds the metric types remembered from remote
 	// write 1.0 metadata, which Prometheus sends apart from the samples.
 	MaxMetricFamilies int
@@ -159,16 +175,22 @@ func NewReceiver(cfg Config) *Receiver {
 	setDefault(&cfg.MaxSeries, DefaultMaxSeries)
 	setDefault(&cfg.MaxMetricFamilies, DefaultMaxMetricFamilies)
 	setDefault(&cfg.MaxNativeBuckets, DefaultMaxNativeBuckets)
+	setDefault(&cfg.MaxSeriesPerVersion, configs.DefaultLimits.MaxSeriesPerVersion)
+	setDefault(&cfg.MaxTimestampAhead, time.Duration(configs.DefaultLimits.MaxTimestampAhead))
+	setDefault(&cfg.MaxPointsPerRequest, configs.DefaultLimits.MaxPointsPerRequest)
+	setDefault(&cfg.MaxBucketsPerHistogram, configs.DefaultLimits.MaxBucketsPerHistogram)
 	return &Receiver{
-		cfg:      cfg,
-		conv:     newConverter(cfg.Filter, cfg.MaxSeries),
+		cfg: cfg,
+		conv: newConverter(cfg.Filter, sources.Limits{MaxSeries: cfg.MaxSeries,
+			MaxSeriesPerVersion: cfg.MaxSeriesPerVersion, CohortLabels: cfg.VersionLabels,
+			MaxTimestampAhead: cfg.MaxTimestampAhead, MaxBucketsPerHistogram: cfg.MaxBucketsPerHistogram}),
 		families: &familyTypes{types: map[string]familyType{}, max: cfg.MaxMetricFamilies},
 		metrics:  newMetrics(cfg.Registerer),
 		log:      cfg.Logger,
 	}
 }
 
-func setDefault[T int | int64](v *T, def T) {
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
@@ -377,7 +399,7 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 		err = r.decodeV1(body, b)
 	}
 	if err != nil {
-		return written{}, errorf(http.StatusBadRequest, "decode remote write %s request: %v", protocolOf(msg), err)
+		return written{}, decodeError(msg, err)
 	}
 	if len(b.families) > 0 {
 		if n := r.families.merge(b.families); n > 0 {
@@ -388,9 +410,13 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 	// converter's drops can be told apart in the written counts. Classic
 	// histograms are floats: their series stay together.
 	floatDrops, histDrops := b.floatDrops, b.histDrops
-	samples := r.conv.Convert(b.floats, floatDrops)
+	samples, refused := r.conv.Convert(b.floats, floatDrops)
 	if len(b.hists) > 0 {
-		samples = append(samples, r.conv.Convert(b.hists, histDrops)...)
+		hs, hr := r.conv.Convert(b.hists, histDrops)
+		samples = append(samples, hs...)
+		if refused == nil {
+			refused = hr
+		}
 	}
 	wr := b.written
 	wr.samples -= lost(floatDrops)
@@ -413,7 +439,63 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 	r.metrics.written.WithLabelValues("sample").Add(float64(wr.samples))
 	r.metrics.written.WithLabelValues("histogram").Add(float64(wr.histograms))
 	r.metrics.written.WithLabelValues("exemplar").Add(float64(wr.exemplars))
+	if refused != nil {
+		// The remote write specification: invalid samples are a 400 (the
+		// sender must not retry them), and the written headers say what of
+		// the request was kept.
+		return wr, errorf(http.StatusBadRequest, "%d samples refused, first %s (%s); the rest of the request was written",
+			refusedCount(floatDrops)+refusedCount(histDrops), refused, refusalWords[refused.Reason])
+	}
 	return wr, nil
+}
+
+// refusalWords say what a refusal's reason means, for the sender.
+var refusalWords = map[string]string{
+	sources.DropInvalidValue:          "a counter or histogram count that is NaN, infinite or negative",
+	sources.DropInconsistentHistogram: "histogram buckets that do not add up to the count, or cumulative buckets that go down",
+	sources.DropTooManyBuckets:        "more histogram buckets than limits.max_buckets_per_histogram",
+	sources.DropTooFarAhead:           "stamped further ahead of the receive time than limits.max_timestamp_ahead",
+	sources.DropBadHistogram:          "a malformed histogram",
+}
+
+// refusedCount counts the converter's drops that are the sender's error.
+func refusedCount(drops map[string]int) int {
+	n := 0
+	for reason, c := range drops {
+		if sources.Rejected(reason) {
+			n += c
+		}
+	}
+	return n
+}
+
+// decodeError is the answer to a request that could not be decoded: 413
+// for one with too many points, 400 for one that is malformed.
+func decodeError(msg string, err error) error {
+	var many *tooManyPoints
+	if errors.As(err, &many) {
+		return errorf(http.StatusRequestEntityTooLarge,
+			"remote write %s request carries more than %d samples and histogram samples (limits.max_points_per_request): nothing was written; send smaller requests (queue_config.max_samples_per_send)",
+			protocolOf(msg), many.max)
+	}
+	return errorf(http.StatusBadRequest, "decode remote write %s request: %v", protocolOf(msg), err)
+}
+
+// tooManyPoints is a request past MaxPointsPerRequest, found while decoding.
+type tooManyPoints struct{ max int }
+
+func (e *tooManyPoints) Error() string {
+	return fmt.Sprintf("more than %d samples and histogram samples", e.max)
+}
+
+// countPoints charges a series' samples and histogram samples to the
+// request's MaxPointsPerRequest.
+func (b *batch) countPoints(n int) error {
+	b.points += n
+	if b.points > b.r.cfg.MaxPointsPerRequest {
+		return &tooManyPoints{b.r.cfg.MaxPointsPerRequest}
+	}
+	return nil
 }
 
 // lost counts the converter's drops that are data lost. Summary quantiles
@@ -437,8 +519,8 @@ func protocolOf(msg string) string {
 
 // newConverter converts classic histograms series by series: Prometheus
 // shards a histogram's series across remote-write requests.
-func newConverter(f sources.Filter, maxSeries int) *sources.PromConverter {
-	c := sources.NewPromConverter(f, maxSeries)
+func newConverter(f sources.Filter, l sources.Limits) *sources.PromConverter {
+	c := sources.NewPromConverter(f, l)
 	c.PerSeries = true
 	return c
 }

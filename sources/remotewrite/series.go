@@ -2,7 +2,6 @@ package remotewrite
 
 import (
 	"encoding/binary"
-	"math"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -35,6 +34,9 @@ type batch struct {
 	families map[string]familyType
 	// buckets is what is left of MaxNativeBuckets.
 	buckets int64
+	// points counts the request's samples and histogram samples, against
+	// MaxPointsPerRequest.
+	points int
 	// labels holds the labels of the points: they are only read until the
 	// converter has made its samples (with labels of their own), so the
 	// space is reused by the next request.
@@ -78,6 +80,7 @@ func (r *Receiver) putBatch(b *batch) {
 	}
 	b.namesUsed = b.namesUsed[:0]
 	b.written = written{}
+	b.points = 0
 	b.v1.release()
 	b.v2.release()
 	r.batches.Put(b)
@@ -246,11 +249,6 @@ func sortLabels(ls sources.Labels) sources.Labels {
 	}
 	return out
 }
-
-// staleNaN is Prometheus' stale marker (value.StaleNaN).
-const staleNaN = 0x7ff0000000000002
-
-func isStale(f float64) bool { return math.Float64bits(f) == staleNaN }
 
 // nativeHistogram turns a remote write histogram (1.0 and 2.0 share the
 // message) into a PromHistogram. Integer histograms carry bucket counts as

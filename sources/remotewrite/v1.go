@@ -197,6 +197,9 @@ func (r *Receiver) decodeV1(buf []byte, b *batch) error {
 		if err := s.parse(buf[sp.start:sp.end]); err != nil {
 			return fmt.Errorf("timeseries[%d]: %w", i, err)
 		}
+		if err := b.countPoints(len(s.samples) + len(s.hists)); err != nil {
+			return err
+		}
 		r.addV1(s, b)
 	}
 	return nil
@@ -489,7 +492,7 @@ func (s *v1Series) copyLabels(b *batch) sources.Labels {
 
 // addHistogram adds one native histogram sample, or counts why not.
 func (b *batch) addHistogram(ls sources.Labels, typ model.MetricType, createdMs int64, h *writev2.Histogram) {
-	if isStale(h.Sum) {
+	if sources.IsStaleNaN(h.Sum) {
 		// The series ended: accepted, and nothing to count.
 		b.written.histograms++
 		return

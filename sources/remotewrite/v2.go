@@ -209,6 +209,9 @@ func (r *Receiver) decodeV2(buf []byte, b *batch) error {
 		if err := st.parseSeries(raw, nsyms); err != nil {
 			return err
 		}
+		if err := b.countPoints(len(st.s.samples) + len(st.s.hists)); err != nil {
+			return err
+		}
 		if topErr != nil || refErr != nil {
 			continue // only looking for a malformed series, which would win
 		}

@@ -28,7 +28,7 @@ func fuzzParse(f *testing.F, contentType string, seeds ...[]byte) {
 			}
 		}
 		// What parses must also normalise without trouble.
-		sources.NewPromConverter(nil, 1000).Convert(pts, map[string]int{})
+		_, _ = sources.NewPromConverter(nil, sources.Limits{MaxSeries: 1000}).Convert(pts, map[string]int{})
 	})
 }
 

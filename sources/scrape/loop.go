@@ -220,6 +220,10 @@ type loop struct {
 
 	scrapeMu sync.Mutex // one scrape of a target at a time: its points stay in order
 	lastSize int
+	// lastMs is the timestamp the last scrape gave its points: each scrape's
+	// is later, even two within a millisecond, since a second point at a
+	// series' timestamp is a duplicate and counts nothing.
+	lastMs int64
 
 	mu sync.Mutex
 	st TargetStatus
@@ -307,7 +311,8 @@ func (l *loop) scrape(ctx context.Context) error {
 	var points []sources.PromPoint
 	drops := map[string]int{}
 	if err == nil {
-		points, err = parse(body, ct, parseTarget{labels: l.t.labels, honorLabels: l.p.cfg.HonorLabels, defaultMs: start.UnixMilli()}, drops)
+		l.lastMs = max(start.UnixMilli(), l.lastMs+1)
+		points, err = parse(body, ct, parseTarget{labels: l.t.labels, honorLabels: l.p.cfg.HonorLabels, defaultMs: l.lastMs}, drops)
 		if err != nil {
 			reason := reasonParse
 			if errors.Is(err, ErrUnsupportedContentType) {
@@ -317,8 +322,10 @@ func (l *loop) scrape(ctx context.Context) error {
 		}
 	}
 	appended := 0
+	var refused *sources.Refusal
 	if err == nil {
-		samples := m.conv.Convert(points, drops)
+		var samples []sources.Sample
+		samples, refused = m.conv.Convert(points, drops)
 		if len(samples) > 0 {
 			if aerr := m.cfg.Appender.Append(samples); aerr != nil {
 				err = &scrapeError{reasonAppend, fmt.Errorf("append: %w", aerr)}
@@ -354,7 +361,14 @@ func (l *loop) scrape(ctx context.Context) error {
 		m.metrics.samples.WithLabelValues(l.t.job, l.t.instance).Set(float64(len(points)))
 		l.st.Health, l.st.LastError, l.st.Samples = HealthUp, "", len(points)
 	}
+	l.st.LastRefusal = ""
+	if refused != nil {
+		l.st.LastRefusal = refused.String()
+	}
 	l.mu.Unlock()
+	if refused != nil {
+		m.log.Debug("scrape points refused", "job", l.t.job, "instance", l.t.instance, "first", refused.String())
+	}
 	switch {
 	case err != nil && wasUp != HealthDown:
 		m.log.Warn("scrape failed", "job", l.t.job, "instance", l.t.instance, "error", err)

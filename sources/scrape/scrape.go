@@ -33,9 +33,20 @@ type Config struct {
 	// nil keeps every metric.
 	Filter sources.Filter
 	// MaxSeries bounds the cumulative-to-increment state of all targets together.
-	MaxSeries  int
-	Logger     hclog.Logger
-	Registerer prometheus.Registerer
+	MaxSeries int
+	// MaxSeriesPerVersion bounds the state one service version may hold:
+	// series with the same values of VersionLabels (the guards' service
+	// and version labels) share a budget. No VersionLabels: no such bound.
+	MaxSeriesPerVersion int
+	VersionLabels       []string
+	// MaxTimestampAhead: a point stamped further after the scrape is
+	// dropped (too_far_ahead) and changes no state. Zero: the default.
+	MaxTimestampAhead time.Duration
+	// MaxBucketsPerHistogram: a histogram with more buckets is dropped
+	// (too_many_buckets). Zero: the default.
+	MaxBucketsPerHistogram int
+	Logger                 hclog.Logger
+	Registerer             prometheus.Registerer
 }
 
 // Manager owns one pool of loops per scrape job. ApplyConfig adds, replaces
@@ -77,16 +88,27 @@ func NewManager(cfg Config) *Manager {
 	if cfg.MaxSeries <= 0 {
 		cfg.MaxSeries = 100_000
 	}
+	if cfg.MaxSeriesPerVersion <= 0 {
+		cfg.MaxSeriesPerVersion = configs.DefaultLimits.MaxSeriesPerVersion
+	}
+	if cfg.MaxTimestampAhead <= 0 {
+		cfg.MaxTimestampAhead = time.Duration(configs.DefaultLimits.MaxTimestampAhead)
+	}
+	if cfg.MaxBucketsPerHistogram <= 0 {
+		cfg.MaxBucketsPerHistogram = configs.DefaultLimits.MaxBucketsPerHistogram
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
-		conv:    sources.NewPromConverter(cfg.Filter, cfg.MaxSeries),
-		ctx:     ctx,
-		cancel:  cancel,
-		start:   make(chan struct{}),
-		pools:   map[string]*pool{},
+		conv: sources.NewPromConverter(cfg.Filter, sources.Limits{MaxSeries: cfg.MaxSeries,
+			MaxSeriesPerVersion: cfg.MaxSeriesPerVersion, CohortLabels: cfg.VersionLabels,
+			MaxTimestampAhead: cfg.MaxTimestampAhead, MaxBucketsPerHistogram: cfg.MaxBucketsPerHistogram}),
+		ctx:    ctx,
+		cancel: cancel,
+		start:  make(chan struct{}),
+		pools:  map[string]*pool{},
 	}
 }
 
@@ -298,6 +320,11 @@ type TargetStatus struct {
 	Duration time.Duration `json:"duration"`
 	// Samples is the number of series the last successful scrape exposed.
 	Samples int `json:"samples"`
+	// LastRefusal names the first point the last scrape dropped for the
+	// target's error (an invalid value, a histogram that does not add up,
+	// too many buckets, a timestamp too far ahead) and why; empty when
+	// there was none. The rest of that scrape was kept.
+	LastRefusal string `json:"last_refusal,omitempty"`
 }
 
 // Targets returns every target's status, in order of job and target.

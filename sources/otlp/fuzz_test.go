@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -14,6 +15,10 @@ import (
 
 	"github.com/rollguard/rollguard/sources/otlp"
 )
+
+// fuzzMaxPoints is FuzzReceiver's points-per-request limit, low enough for
+// a seed under its body limit to pass it.
+const fuzzMaxPoints = 1000
 
 // FuzzReceiver posts arbitrary bodies as protobuf or JSON, plain or gzip.
 // The receiver must never panic, never answer 5xx (the Appender never
@@ -45,9 +50,23 @@ func FuzzReceiver(f *testing.F) {
 	f.Add([]byte(`{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"x","histogram":{"aggregationTemporality":2,"dataPoints":[{"count":"3","explicitBounds":[1,2]}]}}]}]}]}`), true, false)
 	f.Add([]byte(`{"resourceMetrics":[`), true, false)
 	f.Add([]byte("\x1f\x8b\x08\x00junk"), false, true)
+	// Hostile inputs of issue 13, scaled to the fuzz body limit: brackets
+	// nested past MaxJSONDepth (plain, gzip'd, and inside a valid export),
+	// a histogram point with more bounds than MaxBuckets, and an export with
+	// more points than MaxPoints.
+	deep := []byte(strings.Repeat("[", 10_000) + strings.Repeat("]", 10_000))
+	f.Add(deep, true, false)
+	f.Add(gzipped(f, deep), true, true)
+	f.Add(deepJSON(30), true, false)
+	wide := make([]float64, 3000)
+	for i := range wide {
+		wide[i] = float64(i)
+	}
+	f.Add(newMetrics("v1").histogram(reqDur, cum, 200, httpStart, httpT0, 1, 1, wide, make([]uint64, len(wide)+1)).proto(f), false, false)
+	f.Add(manyGauges(fuzzMaxPoints+1).proto(f), false, false)
 
 	f.Fuzz(func(t *testing.T, body []byte, asJSON, gz bool) {
-		h := otlp.NewReceiver(otlp.Config{Appender: &sampleSink{}, MaxRequestBytes: 1 << 16}).Handler()
+		h := otlp.NewReceiver(otlp.Config{Appender: &sampleSink{}, MaxRequestBytes: 1 << 16, MaxPoints: fuzzMaxPoints}).Handler()
 		ct := ctProto
 		if asJSON {
 			ct = ctJSON

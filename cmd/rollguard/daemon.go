@@ -206,10 +206,10 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.webLn, err = net.Listen("tcp", o.WebListenAddress); err != nil {
+	if d.webLn, err = web.Listen(o.WebListenAddress, cfg.Web.ServerConfig); err != nil {
 		return nil, fmt.Errorf("web listener: %w", err)
 	}
-	d.webSrv = &http.Server{Handler: d.webAuth.Wrap(web.Handler(web.Options{
+	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(web.Handler(web.Options{
 		Deployments: d.engine,
 		Incidents:   d.playbook,
 		Reload:      d.reload,
@@ -218,7 +218,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Logger:      d.log.Named("web"),
 		RemoteWrite: rwHandler,
 		Version:     version,
-	}), "/-/healthy", "/-/ready"), ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
+	}), "/-/healthy", "/-/ready"), webTLS)
 	return d, nil
 }
 
@@ -362,6 +362,7 @@ func (d *daemon) applyConfig(cfg *configs.Config) error {
 		!reflect.DeepEqual(old.Web.TLS, cfg.Web.TLS) || !reflect.DeepEqual(old.Limits, cfg.Limits) {
 		d.log.Warn("nats, listener, tls and limits settings change only on restart; guards and credentials are applied now")
 	}
+	d.checkListeners(old, cfg) // http_listeners.go
 	if old.Mode != cfg.Mode {
 		d.log.Warn("mode changes only on restart", "running", old.Mode)
 	}
@@ -474,14 +475,15 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 	if err != nil {
 		return nil, nil, fmt.Errorf("web: %w", err)
 	}
+	d.watchListeners(cfg) // http_listeners.go
 	if a := cfg.OTLP.HTTPListenAddress; a != "" {
-		if d.otlpLn, err = net.Listen("tcp", a); err != nil {
+		if d.otlpLn, err = web.Listen(a, cfg.OTLP.ServerConfig); err != nil {
 			return nil, nil, fmt.Errorf("otlp http listener: %w", err)
 		}
-		d.otlpSrv = &http.Server{Handler: d.otlpAuth.Wrap(receiver.Handler()), ReadHeaderTimeout: 10 * time.Second, TLSConfig: otlpTLS}
+		d.otlpSrv = web.NewServer(cfg.OTLP.ServerConfig, d.otlpAuth.Wrap(receiver.Handler()), otlpTLS)
 	}
 	if a := cfg.OTLP.GRPCListenAddress; a != "" {
-		if d.grpcLn, err = net.Listen("tcp", a); err != nil {
+		if d.grpcLn, err = web.Listen(a, cfg.OTLP.ServerConfig); err != nil {
 			return nil, nil, fmt.Errorf("otlp grpc listener: %w", err)
 		}
 		d.grpcSrv = otlpGRPCServer(receiver, d.otlpAuth, otlpTLS, d.log.Named("otlp"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/web"
 )
 
 // aggStream is the JetStream stream of sidecars' aggregates.
@@ -76,11 +76,10 @@ func (d *daemon) initSidecar(cfg *configs.Config, js jetstream.JetStream) (err e
 	if err != nil {
 		return err
 	}
-	if d.webLn, err = net.Listen("tcp", d.o.WebListenAddress); err != nil {
+	if d.webLn, err = web.Listen(d.o.WebListenAddress, cfg.Web.ServerConfig); err != nil {
 		return fmt.Errorf("web listener: %w", err)
 	}
-	d.webSrv = &http.Server{Handler: d.webAuth.Wrap(d.sidecarHandler(rwHandler), "/-/healthy", "/-/ready"),
-		ReadHeaderTimeout: 10 * time.Second, TLSConfig: webTLS}
+	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(web.CrossOrigin(d.sidecarHandler(rwHandler)), "/-/healthy", "/-/ready"), webTLS)
 	d.log.Info("sidecar mode: aggregates go to NATS every tick", "id", cfg.Sidecar.ID,
 		"subject", agg.Subjects(cfg.NATS.SubjectPrefix), "stream", aggStream(cfg))
 	return nil

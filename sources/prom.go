@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"sort"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 )
 
@@ -105,7 +107,8 @@ type drops struct {
 func (d *drops) add(reason string, p *PromPoint) {
 	d.counts[reason]++
 	if d.refused == nil && Rejected(reason) {
-		d.refused = &Refusal{Series: p.Labels.String(), TimestampMs: p.TimestampMs, Reason: reason}
+		series := p.Labels.Get(model.MetricNameLabel) + without(p.Labels, model.MetricNameLabel).String()
+		d.refused = &Refusal{Series: series, TimestampMs: p.TimestampMs, Reason: reason}
 	}
 }
 
@@ -139,11 +142,19 @@ func (c *PromConverter) Convert(points []PromPoint, counts map[string]int) (_ []
 	}
 	groups := map[string]*classicGroup{}
 	var order []string
+	var refuse map[int]string // PerSeries: points of histograms that do not add up
+	if c.PerSeries {
+		refuse = c.checkSeriesGroups(points, bases)
+	}
 	for i := range points {
 		p := &points[i]
 		name := p.Labels.Get(model.MetricNameLabel)
 		if name == "" {
 			drops.add(DropNoName, p)
+			continue
+		}
+		if reason, ok := refuse[i]; ok {
+			drops.add(reason, p)
 			continue
 		}
 		if p.Histogram != nil {
@@ -221,6 +232,99 @@ func (c *PromConverter) Convert(points []PromPoint, counts map[string]int) (_ []
 		}
 	}
 	return out, drops.refused
+}
+
+// checkSeriesGroups checks, for PerSeries, the classic histograms whose
+// _bucket and _count series of one timestamp share the request, with the
+// rule a whole histogram gets (CheckClassic and the bucket limit): remote
+// write shards a histogram's series across requests, so this sees what one
+// request holds; the buckets it holds must still not go down, and a +Inf
+// bucket must still equal a count beside it. It returns the reason to drop
+// each point of a histogram that fails, by index; nil when all pass.
+func (c *PromConverter) checkSeriesGroups(points []PromPoint, bases map[string]bool) map[int]string {
+	type group struct {
+		buckets  []Bucket
+		count    float64
+		hasCount bool
+		members  []int
+	}
+	var groups map[uint64]*group
+	for i := range points {
+		p := &points[i]
+		if p.Histogram != nil || (p.Type != model.MetricTypeHistogram && p.Type != model.MetricTypeGaugeHistogram && !isUnknown(p.Type)) {
+			continue
+		}
+		base, part := histogramPart(p.Labels.Get(model.MetricNameLabel), p, bases)
+		if part != "bucket" && part != "count" {
+			continue
+		}
+		var le float64
+		if part == "bucket" {
+			var err error
+			if le, err = strconv.ParseFloat(p.Labels.Get(model.BucketLabel), 64); err != nil || math.IsNaN(le) {
+				continue // dropped as invalid_histogram on its own
+			}
+		}
+		if IsStaleNaN(p.Value) {
+			continue
+		}
+		k := groupKey(base, p.Labels, p.TimestampMs)
+		if groups == nil {
+			groups = map[uint64]*group{}
+		}
+		g := groups[k]
+		if g == nil {
+			g = &group{}
+			groups[k] = g
+		}
+		g.members = append(g.members, i)
+		if part == "bucket" {
+			g.buckets = append(g.buckets, Bucket{UpperBound: le, Count: p.Value})
+		} else {
+			g.count, g.hasCount = p.Value, true
+		}
+	}
+	var refuse map[int]string
+	for _, g := range groups {
+		if len(g.buckets) == 0 {
+			continue
+		}
+		sort.Slice(g.buckets, func(i, j int) bool { return g.buckets[i].UpperBound < g.buckets[j].UpperBound })
+		reason := CheckClassic(g.buckets, g.count, g.hasCount)
+		if max := c.limits.MaxBucketsPerHistogram; max > 0 && len(g.buckets) > max {
+			reason = DropTooManyBuckets
+		}
+		if reason == "" || reason == DropInvalidValue {
+			continue // an invalid value is the one point's, and refused on its own
+		}
+		if refuse == nil {
+			refuse = map[int]string{}
+		}
+		for _, i := range g.members {
+			refuse[i] = reason
+		}
+	}
+	return refuse
+}
+
+// groupKey identifies a classic histogram point: its base name, its labels
+// but the name and le, and its timestamp.
+func groupKey(base string, ls Labels, ms int64) uint64 {
+	d := xxhash.New()
+	_, _ = d.WriteString(base)
+	for _, l := range ls {
+		if l.Name == model.MetricNameLabel || l.Name == model.BucketLabel {
+			continue
+		}
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(l.Name)
+		_, _ = d.Write(sep)
+		_, _ = d.WriteString(l.Value)
+	}
+	var buf [8]byte
+	binary.LittleEndian.PutUint64(buf[:], uint64(ms))
+	_, _ = d.Write(buf[:])
+	return d.Sum64()
 }
 
 // histogramSeries converts one series of a classic histogram on its own.

@@ -443,7 +443,7 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 		// The remote write specification: invalid samples are a 400 (the
 		// sender must not retry them), and the written headers say what of
 		// the request was kept.
-		return wr, errorf(http.StatusBadRequest, "%d samples refused, first %s (%s); the rest of the request was written",
+		return wr, errorf(http.StatusBadRequest, "%d of the request's samples refused, first %s (%s); the rest of the request was written",
 			refusedCount(floatDrops)+refusedCount(histDrops), refused, refusalWords[refused.Reason])
 	}
 	return wr, nil

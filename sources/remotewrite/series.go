@@ -291,14 +291,9 @@ func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64) (ph *sourc
 	if isFloat {
 		ph.Count = h.GetCountFloat()
 		nh.ZeroCount = h.GetZeroCountFloat()
+		// NaN, infinite or negative counts are refused by the converter
+		// (sources.CheckNative), as every input's are.
 		pos, neg = h.PositiveCounts, h.NegativeCounts
-		for _, c := range [][]float64{pos, neg} {
-			for _, v := range c {
-				if !(v >= 0) {
-					return nil, sources.DropBadHistogram
-				}
-			}
-		}
 	} else {
 		ph.Count = float64(h.GetCountInt())
 		nh.ZeroCount = float64(h.GetZeroCountInt())
@@ -308,7 +303,7 @@ func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64) (ph *sourc
 			return nil, sources.DropBadHistogram
 		}
 	}
-	if !(ph.Count >= 0) || !(nh.ZeroCount >= 0) || !(nh.ZeroThreshold >= 0) {
+	if !(nh.ZeroThreshold >= 0) {
 		return nil, sources.DropBadHistogram
 	}
 	*budget -= pw + nw

@@ -1,0 +1,267 @@
+package remotewrite_test
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
+
+	"github.com/rollguard/rollguard/sources"
+	"github.com/rollguard/rollguard/sources/remotewrite"
+)
+
+// reqs is the guarded counter of checkout, by version and code.
+func reqs(version, code string, ts int64, v float64) series {
+	return series{labels: lbls("__name__", "http_requests_total", "job", "checkout", "version", version, "code", code),
+		typ: "counter", samples: []pt{{ts, v}}}
+}
+
+// Points that are the sender's error are refused one by one: the request is
+// answered 400 with a message that names the first and why, the drop is
+// counted by reason, and the healthy series beside it in the same request is
+// written. Each hostile point has a healthy twin that passes.
+func TestRefusePoints(t *testing.T) {
+	year2200 := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	good := reqs("v1", "200", 2000, 15)
+	rt := func(h *writev2.Histogram) series {
+		return series{labels: lbls("__name__", "rt", "job", "checkout"), typ: "histogram", created: 500, hists: []*writev2.Histogram{h}}
+	}
+	classic := func(le, suffix string, v float64) series {
+		l := lbls("__name__", "lat"+suffix, "job", "checkout")
+		if le != "" {
+			l = append(l, "le", le)
+		}
+		return series{labels: l, typ: "histogram", family: "lat", samples: []pt{{2000, v}}}
+	}
+	cases := []struct {
+		name    string
+		hostile []series
+		reason  string // "" for a healthy twin: 204, and written
+		first   string // the series the message names
+		want    []string
+	}{
+		{name: "NaN counter", hostile: []series{reqs("v2", "500", 2000, math.NaN())}, reason: sources.DropInvalidValue,
+			first: `http_requests_total{code="500",job="checkout",version="v2"} at 2000`},
+		{name: "+Inf counter", hostile: []series{reqs("v2", "500", 2000, math.Inf(1))}, reason: sources.DropInvalidValue},
+		{name: "negative counter", hostile: []series{reqs("v2", "500", 2000, -3)}, reason: sources.DropInvalidValue},
+		{name: "stale marker on a counter (healthy)", hostile: []series{reqs("v2", "500", 2000, staleNaN)}},
+		{name: "year 2200", hostile: []series{reqs("v2", "500", year2200, 7)}, reason: sources.DropTooFarAhead},
+		{name: "a minute ahead (healthy)", hostile: []series{reqs("v2", "500", time.Now().Add(time.Minute).UnixMilli(), 7)}},
+		{name: "native buckets that do not add up", reason: sources.DropInconsistentHistogram, first: `rt{job="checkout"} at 1000`,
+			hostile: []series{rt(intHistogram(1000, 0, 5, 0, 1.5, []*writev2.BucketSpan{span(1, 2)}, []int64{1, 1}, nil, nil))}},
+		{name: "native buckets that add up (healthy)",
+			hostile: []series{rt(intHistogram(1000, 0, 3, 0, 1.5, []*writev2.BucketSpan{span(1, 2)}, []int64{1, 1}, nil, nil))},
+			want:    []string{`histogram rt{job="checkout"} @1000 count=3 sum=1.5 native=scale:0 zt:0.001 zc:0 pos:0[1 2] neg:0[]`}},
+		{name: "native float count NaN", reason: sources.DropInvalidValue,
+			hostile: []series{rt(floatHistogram(1000, 0, math.NaN(), 0, 1, []*writev2.BucketSpan{span(1, 1)}, []float64{1}))}},
+		{name: "native histogram over the bucket limit", reason: sources.DropTooManyBuckets,
+			hostile: []series{rt(intHistogram(1000, 0, 4, 0, 1, []*writev2.BucketSpan{span(1, 4)}, []int64{1, 0, 0, 0}, nil, nil))}},
+		{name: "classic buckets going down", reason: sources.DropInconsistentHistogram,
+			hostile: []series{classic("0.1", "_bucket", 5), classic("1", "_bucket", 3), classic("+Inf", "_bucket", 5), classic("", "_count", 5)}},
+		{name: "classic +Inf bucket other than the count", reason: sources.DropInconsistentHistogram,
+			hostile: []series{classic("0.1", "_bucket", 1), classic("+Inf", "_bucket", 5), classic("", "_count", 6)}},
+		{name: "classic histogram that adds up (healthy)",
+			hostile: []series{classic("0.1", "_bucket", 1), classic("+Inf", "_bucket", 5), classic("", "_count", 5)}},
+		{name: "classic histogram over the bucket limit", reason: sources.DropTooManyBuckets,
+			hostile: []series{classic("0.1", "_bucket", 1), classic("0.2", "_bucket", 1), classic("0.5", "_bucket", 2),
+				classic("1", "_bucket", 3), classic("+Inf", "_bucket", 4)}},
+	}
+	for _, p := range protocols {
+		for _, tc := range cases {
+			t.Run(p.name+"/"+tc.name, func(t *testing.T) {
+				f := newFixture(t, remotewrite.Config{MaxBucketsPerHistogram: 4})
+				if resp := f.send(p.build(reqs("v1", "200", 1000, 10))); resp.code != 204 {
+					t.Fatalf("base: %d %s", resp.code, resp.body)
+				}
+				resp := f.send(p.build(append([]series{good}, tc.hostile...)...))
+				got := f.rec.got()
+				if len(got) == 0 || got[0] != `counter http_requests_total{code="200",job="checkout",version="v1"} @2000 = 5` {
+					t.Errorf("the healthy series was not written: %v", got)
+				}
+				if p.name == "2.0" && tc.want != nil && !equal(got[1:], tc.want) { // 1.0 has no created timestamps: a base only
+					t.Errorf("appended %v, want %v", got[1:], tc.want)
+				}
+				if tc.reason == "" {
+					if resp.code != 204 {
+						t.Fatalf("healthy twin: %d %s", resp.code, resp.body)
+					}
+					for _, reason := range []string{sources.DropInvalidValue, sources.DropInconsistentHistogram, sources.DropTooManyBuckets, sources.DropTooFarAhead} {
+						if n := f.counter("rollguard_remotewrite_dropped_total", "reason", reason); n != 0 {
+							t.Errorf("healthy twin dropped %v as %s", n, reason)
+						}
+					}
+					return
+				}
+				if resp.code != 400 || !strings.Contains(resp.body, ": "+tc.reason+" (") || !strings.Contains(resp.body, "the rest of the request was written") {
+					t.Fatalf("got %d %q, want 400 naming %s", resp.code, resp.body, tc.reason)
+				}
+				if tc.first != "" && !strings.Contains(resp.body, "first "+tc.first+": ") {
+					t.Errorf("message %q does not name %s", resp.body, tc.first)
+				}
+				if n := f.counter("rollguard_remotewrite_dropped_total", "reason", tc.reason); n != float64(len(tc.hostile)) {
+					t.Errorf("dropped{reason=%q} = %v, want %d", tc.reason, n, len(tc.hostile))
+				}
+				if len(got) != 1 {
+					t.Errorf("refused points were handed on: %v", got[1:])
+				}
+				if p.name == "2.0" && resp.written[0] != "1" {
+					t.Errorf("samples written header = %q, want 1 (the healthy series)", resp.written[0])
+				}
+			})
+		}
+	}
+}
+
+// One point from the year 2200 does not blind its series: before the fix it
+// became the series' last point and every later point was dropped as out of
+// order, silently, with 204.
+func TestYear2200DoesNotBlind(t *testing.T) {
+	year2200 := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			f := newFixture(t, remotewrite.Config{})
+			steps := []struct {
+				s    series
+				code int
+			}{
+				{reqs("v2", "500", 1000, 10), 204},
+				{reqs("v2", "500", year2200, 1e9), 400},
+				{reqs("v2", "500", 2000, 14), 204},
+				{reqs("v2", "500", 3000, 20), 204},
+			}
+			for i, st := range steps {
+				if resp := f.send(p.build(st.s)); resp.code != st.code {
+					t.Fatalf("step %d: %d %s, want %d", i, resp.code, resp.body, st.code)
+				}
+			}
+			want := []string{
+				`counter http_requests_total{code="500",job="checkout",version="v2"} @2000 = 4`,
+				`counter http_requests_total{code="500",job="checkout",version="v2"} @3000 = 6`,
+			}
+			if got := f.rec.got(); !equal(got, want) {
+				t.Errorf("appended:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if n := f.counter("rollguard_remotewrite_dropped_total", "reason", sources.DropTooFarAhead); n != 1 {
+				t.Errorf("too_far_ahead = %v, want 1", n)
+			}
+		})
+	}
+}
+
+// The same series twice in one request, at the same timestamp, counts
+// once: the later copy is dropped (duplicate), whatever its value; before,
+// a lower second value counted as a reset and was added in full. A series
+// with two timestamps in one request counts both (healthy twin).
+func TestDuplicateSeriesCountOnce(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			f := newFixture(t, remotewrite.Config{})
+			if resp := f.send(p.build(reqs("v2", "500", 1000, 10))); resp.code != 204 {
+				t.Fatalf("base: %d %s", resp.code, resp.body)
+			}
+			resp := f.send(p.build(reqs("v2", "500", 2000, 14), reqs("v2", "500", 2000, 14), reqs("v2", "500", 2000, 3)))
+			if resp.code != 204 {
+				t.Fatalf("duplicates: %d %s", resp.code, resp.body)
+			}
+			twice := reqs("v2", "500", 3000, 15)
+			twice.samples = append(twice.samples, pt{4000, 17})
+			if resp := f.send(p.build(twice)); resp.code != 204 {
+				t.Fatalf("two points: %d %s", resp.code, resp.body)
+			}
+			want := []string{
+				`counter http_requests_total{code="500",job="checkout",version="v2"} @2000 = 4`,
+				`counter http_requests_total{code="500",job="checkout",version="v2"} @3000 = 1`,
+				`counter http_requests_total{code="500",job="checkout",version="v2"} @4000 = 2`,
+			}
+			if got := f.rec.got(); !equal(got, want) {
+				t.Errorf("appended:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if n := f.counter("rollguard_remotewrite_dropped_total", "reason", sources.DropDuplicate); n != 2 {
+				t.Errorf("duplicate = %v, want 2", n)
+			}
+		})
+	}
+}
+
+// A request with more samples than MaxPointsPerRequest is refused whole
+// with 413 before any of it is kept; one at the limit is written.
+func TestPointsPerRequest(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			f := newFixture(t, remotewrite.Config{MaxPointsPerRequest: 3})
+			over := reqs("v2", "500", 1000, 10)
+			over.samples = append(over.samples, pt{2000, 11}, pt{3000, 12})
+			resp := f.send(p.build(reqs("v1", "200", 1000, 1), over))
+			want := "remote write " + p.name + " request carries more than 3 samples and histogram samples (limits.max_points_per_request): nothing was written; send smaller requests (queue_config.max_samples_per_send)"
+			if resp.code != 413 || resp.body != want {
+				t.Fatalf("got %d %q\nwant 413 %q", resp.code, resp.body, want)
+			}
+			if p.name == "2.0" && resp.written != [3]string{"0", "0", "0"} {
+				t.Errorf("written headers %q", resp.written)
+			}
+			if got := f.rec.got(); len(got) != 0 {
+				t.Fatalf("a refused request handed on %v", got)
+			}
+			// At the limit: written (the counter's later points count).
+			if resp := f.send(p.build(over)); resp.code != 204 {
+				t.Fatalf("at the limit: %d %s", resp.code, resp.body)
+			}
+			if got := f.rec.got(); len(got) != 2 {
+				t.Errorf("at the limit appended %v, want the 2 increments", got)
+			}
+		})
+	}
+}
+
+// A flood of junk series of one version fills that version's budget only:
+// the canary's series, new after the flood, are still tracked; before,
+// one budget served every version and the canary was refused
+// (series_limit). Series of a version within its budget go on (healthy).
+func TestVersionSeriesBudget(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			f := newFixture(t, remotewrite.Config{MaxSeries: 1000, MaxSeriesPerVersion: 100, VersionLabels: []string{"job", "version"}})
+			if resp := f.send(p.build(reqs("v1", "200", 1000, 10))); resp.code != 204 {
+				t.Fatal(resp.body)
+			}
+			var junk []series
+			for i := range 2000 {
+				s := reqs("v1", "200", 1000, 1)
+				s.labels = append(s.labels, "path", "/junk/"+itoa(int64(i)))
+				junk = append(junk, s)
+			}
+			if resp := f.send(p.build(junk...)); resp.code != 204 {
+				t.Fatalf("junk: %d %s", resp.code, resp.body)
+			}
+			if n := f.counter("rollguard_remotewrite_dropped_total", "reason", sources.DropVersionSeriesLimit); n != 2000-99 {
+				t.Errorf("version_series_limit = %v, want %d", n, 2000-99)
+			}
+			created := time.Now().Add(-time.Minute).UnixMilli()
+			canary := func(ts int64, v float64) series {
+				s := reqs("v2", "500", ts, v)
+				s.created = created // 2.0: a fresh series counts in full
+				return s
+			}
+			now := time.Now().UnixMilli()
+			for i, s := range []series{canary(now, 3), canary(now+1000, 5), reqs("v1", "200", 2000, 12)} {
+				if resp := f.send(p.build(s)); resp.code != 204 {
+					t.Fatalf("request %d: %d %s", i, resp.code, resp.body)
+				}
+			}
+			got := strings.Join(f.rec.got(), "\n")
+			for _, want := range []string{`version="v2"} @` + itoa(now+1000) + ` = 2`, `version="v1"} @2000 = 2`} {
+				if !strings.Contains(got, want) {
+					t.Errorf("no %s in:\n%s", want, got)
+				}
+			}
+			if n := f.counter("rollguard_remotewrite_dropped_total", "reason", sources.DropSeriesLimit); n != 0 {
+				t.Errorf("series_limit = %v, want 0", n)
+			}
+		})
+	}
+}
+
+func itoa(i int64) string { return strconv.FormatInt(i, 10) }

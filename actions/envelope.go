@@ -60,4 +60,6 @@ var (
 	ErrUnsigned     = wire.ErrUnsigned
 	ErrUnknownKey   = wire.ErrUnknownKey
 	ErrBadSignature = wire.ErrBadSignature
+	// ErrPreempted: JetStream holds a different message under the id.
+	ErrPreempted = wire.ErrPreempted
 )

@@ -863,6 +863,29 @@ func (m *Model) Published(id string, now time.Time) {
 	}
 }
 
+// Preempted records that the message with id can never be published:
+// JetStream holds a different message under its id, published first by
+// someone else. A command among them fails, with why, without ever
+// being published, and its incident escalates as on a failed result; any
+// other message (a status update, an incident event) is only logged by
+// the shell.
+func (m *Model) Preempted(id, why string, now time.Time) Effects {
+	inc, c := m.findCommand(id)
+	if c == nil || (c.Status != CommandQueued && c.Status != CommandHeld) {
+		return m.take(now)
+	}
+	t := now
+	c.Status, c.HoldReason, c.ResultAt = CommandFailed, "", &t
+	c.Result = &ResultData{CommandID: c.ID, IncidentID: inc.ID, Action: c.Action, Service: inc.Service,
+		Status: ResultFailed, Detail: "not published: " + why, Actuator: "rollguard", At: now.UTC()}
+	reason := fmt.Sprintf("%s pre-empted: not published (%s)", describeCommand(*c), why)
+	m.entry(inc, TimelineEntry{At: now, Kind: EntryResult, CommandID: c.ID, Reason: reason})
+	if inc.Open() && c.Action != ActionDataAudit && c.Step == inc.Rung {
+		m.escalate(inc, now, reason)
+	}
+	return m.take(now)
+}
+
 // Approve releases held commands: id is a command id, or an incident id to
 // release every command it holds. It returns the ids of the released commands.
 func (m *Model) Approve(id, by string, now time.Time) ([]string, Effects, error) {

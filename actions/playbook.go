@@ -7,6 +7,7 @@ package actions
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -66,6 +67,10 @@ type PlaybookOptions struct {
 	Store Store
 	// Signer signs commands; nil sends them unsigned (actuators reject them).
 	Signer *Signer
+	// ResultKeys are the actuators' public keys whose results are
+	// believed (SetResultKeys changes them); nil believes every result,
+	// signed or not, and counts it as unverified.
+	ResultKeys *Verifier
 	// Detector is told when to restart a deployment's tests.
 	Detector Detector
 	// Config gives each guard's playbook settings and signal types.
@@ -103,6 +108,8 @@ type Playbook struct {
 
 	appendMu sync.Mutex // keeps the outbox in the order of the steps
 
+	resultKeys atomic.Pointer[Verifier] // nil: results are not verified
+
 	memMu   sync.Mutex
 	memory  []Message // the outbox when there is no durable one
 	metrics *playbookMetrics
@@ -115,6 +122,11 @@ type playbookMetrics struct {
 	dropped   prometheus.Counter
 	open      prometheus.GaugeFunc
 	results   *prometheus.CounterVec
+	preempted *prometheus.CounterVec
+	// rejected counts results ignored for their signature, by reason;
+	// unverified those believed with no key configured to check them.
+	rejected   *prometheus.CounterVec
+	unverified prometheus.Counter
 }
 
 // NewPlaybook builds a playbook.
@@ -167,10 +179,27 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 			Name: "rollguard_command_results_total",
 			Help: "Actuator results received, by action and status.",
 		}, []string{"action", "status"}),
+		preempted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_messages_preempted_total",
+			Help: "Messages JetStream dropped as duplicates of a different message published first under their id, by kind (cmd: the incident is escalated).",
+		}, []string{"kind"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_results_rejected_total",
+			Help: "Actuator results ignored because they were unsigned, wrongly signed or signed by an untrusted key (result_keys), by reason.",
+		}, []string{"reason"}),
+		unverified: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_results_unverified_total",
+			Help: "Actuator results believed without a signature check, because no result key is configured.",
+		}),
 	}
+	for _, r := range []string{ResultRejectUnsigned, ResultRejectBadSignature, ResultRejectUntrustedKey} {
+		p.metrics.rejected.WithLabelValues(r)
+	}
+	p.resultKeys.Store(o.ResultKeys)
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(p.metrics.published, p.metrics.failures, p.metrics.pending,
-			p.metrics.dropped, p.metrics.open, p.metrics.results)
+			p.metrics.dropped, p.metrics.open, p.metrics.results, p.metrics.preempted,
+			p.metrics.rejected, p.metrics.unverified)
 	}
 	return p
 }
@@ -263,6 +292,45 @@ func (p *Playbook) sign(eff Effects) error {
 		}
 	}
 	return nil
+}
+
+// Reasons a result is rejected, as rollguard_results_rejected_total labels them.
+const (
+	ResultRejectUnsigned     = "unsigned"
+	ResultRejectBadSignature = "bad_signature"
+	ResultRejectUntrustedKey = "untrusted_key"
+)
+
+// SetResultKeys changes the actuators' keys whose results are believed;
+// nil believes every result. It takes effect for the next result.
+func (p *Playbook) SetResultKeys(v *Verifier) { p.resultKeys.Store(v) }
+
+// ResultKeys returns the verifier of results in use; nil when none.
+func (p *Playbook) ResultKeys() *Verifier { return p.resultKeys.Load() }
+
+// CheckResult decides whether a result message (its exact data, and its
+// headers through header) may be believed: with result keys set, only
+// when signed by one of them; without, always, counted as unverified. A
+// refused result is counted by reason; the error says why, for the log.
+func (p *Playbook) CheckResult(data []byte, header func(string) string) error {
+	v := p.resultKeys.Load()
+	if v == nil {
+		p.metrics.unverified.Inc()
+		return nil
+	}
+	err := v.Verify(data, header)
+	if err == nil {
+		return nil
+	}
+	reason, why := ResultRejectBadSignature, "its signature does not match its content"
+	switch {
+	case errors.Is(err, ErrUnsigned):
+		reason, why = ResultRejectUnsigned, "it is not signed"
+	case errors.Is(err, ErrUnknownKey):
+		reason, why = ResultRejectUntrustedKey, fmt.Sprintf("it is signed by %.60q, not a key in playbook.signing.result_keys", header(HeaderKey))
+	}
+	p.metrics.rejected.WithLabelValues(reason).Inc()
+	return fmt.Errorf("result not believed: %s", why)
 }
 
 // HandleVerdict queues a verdict without blocking the detector. A verdict
@@ -435,6 +503,17 @@ func (p *Playbook) flush(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.o.Publisher.Publish(pctx, m)
 		cancel()
+		if errors.Is(err, ErrPreempted) {
+			// Never stored under its id, and never will be: out of the
+			// outbox, and its incident escalated if it was a command.
+			p.metrics.preempted.WithLabelValues(kindOf(m.Subject, p.o.Subjects.Prefix)).Inc()
+			p.o.Logger.Error("message pre-empted: JetStream holds another message under its id; it is not sent",
+				"id", m.ID, "subject", m.Subject, "error", err)
+			sent++
+			p.step(func(md *Model) Effects { return md.Preempted(m.ID, err.Error(), p.o.Now()) })
+			p.poke() // what the escalation queued goes out next round, not next tick
+			continue
+		}
 		if err != nil {
 			p.metrics.failures.Inc()
 			p.o.Logger.Warn("publish failed; kept in the outbox", "id", m.ID, "subject", m.Subject, "error", err)

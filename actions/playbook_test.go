@@ -64,6 +64,8 @@ type harness struct {
 	dep   detector.Deployment
 	det   *restarts
 	store Store
+	// signer signs the commands and keys the message ids.
+	signer *Signer
 }
 
 const testPlaybook = `
@@ -102,22 +104,36 @@ func newHarnessOn(t testing.TB, js jetstream.JetStream, extra string, dep detect
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, _ := nkeys.CreateUser()
-	sb, _ := seed.Seed()
-	signer, err := NewSigner(sb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, js: js, now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), det: &restarts{}, store: store}
+	signer := testSigner(t)
+	h := &harness{t: t, js: js, now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), det: &restarts{}, store: store, signer: signer}
 	if dep.ID == "" {
 		dep = detector.Deployment{ID: "d-0123456789ab", Service: "checkout", Version: "v2", PreviousVersion: "v1",
 			Commit: "b2", PreviousCommit: "a1", Flags: []string{"new-flow"}, Migration: detector.MigrationNone}
 	}
 	dep.StartedAt = h.now.Add(-5 * time.Minute)
 	h.dep = dep
-	h.p = NewPlaybook(PlaybookOptions{Publisher: JetStreamPublisher{JS: js}, Subjects: Subjects{Prefix: "rollguard"},
+	h.p = NewPlaybook(PlaybookOptions{Publisher: JetStreamPublisher{JS: js, Signer: signer}, Subjects: Subjects{Prefix: "rollguard"},
 		Signer: signer, Detector: h.det, Config: cfg, Store: store, Now: func() time.Time { return h.now }})
 	return h
+}
+
+// testSigner is the signing key of every harness, as a restarted
+// rollguard (or a replica sharing the seed) has the same key.
+func testSigner(t testing.TB) *Signer {
+	t.Helper()
+	kp, err := nkeys.FromRawSeed(nkeys.PrefixByteUser, []byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSigner(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func evidence(state detector.State, cand, base float64) []detector.Evidence {
@@ -190,10 +206,20 @@ func (h *harness) messages(prefix string) []*jetstream.RawStreamMsg {
 	return out
 }
 
+// commandIDs returns the envelope ids of the commands in the stream, each
+// checked to be stored under its keyed Nats-Msg-Id.
 func (h *harness) commandIDs() []string {
+	h.t.Helper()
 	var ids []string
 	for _, m := range h.messages("rollguard.cmd.") {
-		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		var ev Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			h.t.Fatal(err)
+		}
+		if got, want := m.Header.Get(jetstream.MsgIDHeader), h.signer.MsgID(ev.ID); got != want {
+			h.t.Errorf("command %s stored under Nats-Msg-Id %q, want %q", ev.ID, got, want)
+		}
+		ids = append(ids, ev.ID)
 	}
 	return ids
 }

@@ -83,8 +83,10 @@ func (s *KVStore) Load(ctx context.Context) ([]Incident, error) {
 // ConsumeResults feeds actuators' results to handle through a durable
 // JetStream consumer, so results published while rollguard was down are
 // read when it is back. A message is acknowledged once handle returns nil;
-// one that does not decode is terminated (it can never be read).
+// one that does not decode, or that check (when not nil) refuses, is
+// terminated (it can never be read, or must not be believed).
 func ConsumeResults(ctx context.Context, js jetstream.JetStream, stream, durable string, subj Subjects,
+	check func(data []byte, header func(string) string) error,
 	handle func(context.Context, ResultData) error, onError func(error)) error {
 	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:       durable,
@@ -99,6 +101,13 @@ func ConsumeResults(ctx context.Context, js jetstream.JetStream, stream, durable
 		return fmt.Errorf("results consumer: %w", err)
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		if check != nil {
+			if err := check(msg.Data(), msg.Headers().Get); err != nil {
+				onError(fmt.Errorf("result on %s ignored: %w", msg.Subject(), err))
+				_ = msg.Term()
+				return
+			}
+		}
 		var ev Event
 		var r ResultData
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil {

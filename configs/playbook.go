@@ -2,9 +2,11 @@ package configs
 
 import (
 	"fmt"
+	"strings"
 	"text/template"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"gopkg.in/yaml.v3"
 )
 
@@ -84,9 +86,22 @@ type BudgetConfig struct {
 
 // SigningConfig names the nkey seed file (an "SU…" user seed, as
 // `nsc generate nkey --user` or `nk -gen user` writes). Empty: rollguard
-// creates one under --storage.path on first start and keeps it.
+// creates one under --storage.path on first start and keeps it. The seed
+// also keys the Nats-Msg-Id of everything rollguard publishes, so
+// replicas of a cluster must share it.
+//
+// ResultKeys and ResultKeyFiles are the actuators' public keys ("U…"; a
+// file holds one per line) whose results rollguard believes. With none,
+// every result is believed and counted as unverified.
 type SigningConfig struct {
-	SeedFile string `yaml:"seed_file" json:"seed_file"`
+	SeedFile       string   `yaml:"seed_file" json:"seed_file"`
+	ResultKeys     []string `yaml:"result_keys" json:"result_keys,omitempty"`
+	ResultKeyFiles []string `yaml:"result_key_files" json:"result_key_files,omitempty"`
+}
+
+// ResultKeysConfigured reports whether any trusted result key is named.
+func (s SigningConfig) ResultKeysConfigured() bool {
+	return len(s.ResultKeys) > 0 || len(s.ResultKeyFiles) > 0
 }
 
 // Default status texts. The customer text says nothing internal.
@@ -254,6 +269,16 @@ func (c *Config) validatePlaybook() []fieldError {
 			if _, err := template.New(t.key).Option("missingkey=error").Parse(t.text); err != nil {
 				add(prefix+".templates."+t.key, "%v", err)
 			}
+		}
+	}
+	for i, k := range g.Signing.ResultKeys {
+		if !nkeys.IsValidPublicUserKey(strings.TrimSpace(k)) {
+			add(fmt.Sprintf("playbook.signing.result_keys[%d]", i), "%.60q is not an nkey user public key (\"U…\", as the actuator logs it)", k)
+		}
+	}
+	for i, f := range g.Signing.ResultKeyFiles {
+		if strings.TrimSpace(f) == "" {
+			add(fmt.Sprintf("playbook.signing.result_key_files[%d]", i), "is empty")
 		}
 	}
 	check("playbook", g.PlaybookConfig)

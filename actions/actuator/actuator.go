@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/actions/wire"
 )
@@ -75,12 +76,19 @@ type Options struct {
 	Services []string
 	// Verifier is required: an actuator never acts on an unverified command.
 	Verifier *wire.Verifier
+	// Signer signs the results and keys their Nats-Msg-Id, so rollguard
+	// can trust them (playbook.signing.result_keys) and nobody can
+	// pre-empt them. Nil: a key made for this process, logged at start,
+	// which rollguard trusts only if it checks no result key.
+	Signer *wire.Signer
 	// Name is the actuator's name in results (default Durable).
 	Name string
 	// Bucket is the KV bucket of idempotency records (default ROLLGUARD_ACTUATOR).
 	Bucket string
 	Logger hclog.Logger
-	Now    func() time.Time
+	// Registerer takes the actuator's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 	// AckWait is how long JetStream waits for an ack before redelivering
 	// (default 30s); an action in progress extends it.
 	AckWait time.Duration
@@ -145,6 +153,15 @@ func (o *Options) setDefaults() error {
 	if o.ProgressEvery == 0 {
 		o.ProgressEvery = DefaultProgressEvery
 	}
+	if o.Signer == nil {
+		s, err := wire.NewEphemeralSigner()
+		if err != nil {
+			return fmt.Errorf("actuator: %w", err)
+		}
+		o.Signer = s
+		o.Logger.Warn("results are signed with a key made for this process: rollguard believes them only while it checks no result key; "+
+			"give the actuator a seed (rollguard actuate --sign.seed-file) and rollguard its public key", "key", s.PublicKey())
+	}
 	return nil
 }
 
@@ -182,7 +199,7 @@ func Run(ctx context.Context, o Options, d Driver) error {
 		return err
 	}
 	r := &runner{o: o, d: d, log: o.Logger.With("actuator", o.Name, "driver", d.Name()),
-		pub: wire.JetStreamPublisher{JS: o.JS}}
+		pub: wire.JetStreamPublisher{JS: o.JS, Signer: o.Signer}, rejected: rejectedCounter(o.Registerer)}
 	wait := 100 * time.Millisecond
 	for {
 		err := r.attachAndConsume(ctx)
@@ -217,11 +234,12 @@ func retryable(err error) bool {
 }
 
 type runner struct {
-	o   Options
-	d   Driver
-	log hclog.Logger
-	pub wire.JetStreamPublisher
-	kv  jetstream.KeyValue
+	o        Options
+	d        Driver
+	log      hclog.Logger
+	pub      wire.JetStreamPublisher
+	kv       jetstream.KeyValue
+	rejected *prometheus.CounterVec
 }
 
 func (r *runner) attachAndConsume(ctx context.Context) error {
@@ -287,25 +305,39 @@ func (r *runner) handle(msg jetstream.Msg) {
 	h := msg.Headers()
 	get := func(k string) string { return h.Get(k) }
 	action, service := r.subjectParts(msg.Subject())
-	id := get(jetstream.MsgIDHeader)
-	if id == "" || !validID(id) {
-		id = fmt.Sprintf("unknown/%d", seq)
-	}
 	log := r.log.With("subject", msg.Subject(), "seq", seq)
 
 	if err := r.o.Verifier.Verify(msg.Data(), get); err != nil {
-		r.reject(ctx, log, msg, ref{id: id, action: action, service: service, seq: seq}, verifyDetail(err, get))
+		// Nothing in an unverified message can be believed, its ids least
+		// of all: the refusal is reported under the stream sequence, never
+		// as the result of the command whose id the message claims.
+		log.Warn("unverified message refused", "claimed_id", fmt.Sprintf("%.80q", get(jetstream.MsgIDHeader)), "error", err)
+		r.reject(ctx, log, msg, ref{id: fmt.Sprintf("unverified/%d", seq), action: action, service: service, seq: seq},
+			verifyReason(err), verifyDetail(err, get))
 		return
 	}
 	c, err := DecodeCommand(msg.Subject(), msg.Data())
 	if err != nil {
-		r.reject(ctx, log, msg, ref{id: id, action: action, service: service, seq: seq}, "malformed command: "+err.Error())
+		r.reject(ctx, log, msg, ref{id: signedID(msg.Data(), seq), action: action, service: service, seq: seq}, RejectMalformed, "malformed command: "+err.Error())
 		return
 	}
 	c.Seq = seq
 	cr := ref{id: c.Event.ID, incident: c.Data.IncidentID, action: c.Data.Action, service: c.Data.Service, seq: seq}
 	log = log.With("command", c.Event.ID)
 	r.claimAndAct(ctx, log, msg, c, cr)
+}
+
+// signedID is the envelope id of a signed message that is not a valid
+// command, to report it under: the signature vouches for the id. Without
+// a readable one it is malformed/<stream sequence>.
+func signedID(data []byte, seq uint64) string {
+	var ev struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(data, &ev) == nil && ev.ID != "" && validID(ev.ID) {
+		return ev.ID
+	}
+	return fmt.Sprintf("malformed/%d", seq)
 }
 
 // ref is what a result refers to.
@@ -324,6 +356,48 @@ func (r *runner) subjectParts(subject string) (action, service string) {
 		return "unknown", "unknown"
 	}
 	return action, service
+}
+
+// Reasons a command is refused, as rollguard_actuator_commands_rejected_total
+// labels them.
+const (
+	RejectUnsigned     = "unsigned"
+	RejectBadSignature = "bad_signature"
+	RejectUntrustedKey = "untrusted_key"
+	RejectMalformed    = "malformed"
+	RejectExpired      = "expired"
+	RejectReplayed     = "replayed"
+)
+
+func verifyReason(err error) string {
+	switch {
+	case errors.Is(err, wire.ErrUnsigned):
+		return RejectUnsigned
+	case errors.Is(err, wire.ErrUnknownKey):
+		return RejectUntrustedKey
+	}
+	return RejectBadSignature
+}
+
+// rejectedCounter is the counter of refused commands, registered on reg
+// (or the one already there, for a second Run on one registry).
+func rejectedCounter(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rollguard_actuator_commands_rejected_total",
+		Help: "Messages on the command subjects an actuator refused, by reason: unsigned, bad_signature, untrusted_key, malformed, expired, replayed.",
+	}, []string{"reason"})
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing
+			}
+		}
+	}
+	return c
 }
 
 func verifyDetail(err error, get func(string) string) string {
@@ -372,7 +446,7 @@ func (r *runner) claimAndAct(ctx context.Context, log hclog.Logger, msg jetstrea
 		return
 	}
 	if c.Data.ExpiresAt.Before(now) {
-		r.reject(ctx, log, msg, cr, "expired at "+c.Data.ExpiresAt.UTC().Format(time.RFC3339))
+		r.reject(ctx, log, msg, cr, RejectExpired, "expired at "+c.Data.ExpiresAt.UTC().Format(time.RFC3339))
 		return
 	}
 	rec := record{CommandID: cr.id, Actuator: r.o.Name, StreamSeq: cr.seq, ClaimedAt: now.UTC()}
@@ -472,7 +546,7 @@ func (r *runner) handled(ctx context.Context, log hclog.Logger, msg jetstream.Ms
 		if rec.Result != nil {
 			at = rec.Result.At
 		}
-		r.reject(ctx, log, msg, cr, fmt.Sprintf("replayed: command %s was already handled at %s", cr.id, at.UTC().Format(time.RFC3339)))
+		r.reject(ctx, log, msg, cr, RejectReplayed, fmt.Sprintf("replayed: command %s was already handled at %s", cr.id, at.UTC().Format(time.RFC3339)))
 		return
 	}
 	if rec.Result != nil {
@@ -514,7 +588,8 @@ func resultID(commandID, actuator string) string { return commandID + "/result/"
 // a refused replay must not be deduplicated against the result of the
 // command it copies, and a refused forgery must not take the id the
 // genuine command's result will need.
-func (r *runner) reject(ctx context.Context, log hclog.Logger, msg jetstream.Msg, cr ref, detail string) {
+func (r *runner) reject(ctx context.Context, log hclog.Logger, msg jetstream.Msg, cr ref, reason, detail string) {
+	r.rejected.WithLabelValues(reason).Inc()
 	res := r.newResult(cr, wire.ResultRejected, detail)
 	r.finish(ctx, log, msg, fmt.Sprintf("%s/rejected/%d", resultID(cr.id, r.o.Name), cr.seq), res)
 }
@@ -523,7 +598,11 @@ func (r *runner) reject(ctx context.Context, log hclog.Logger, msg jetstream.Msg
 // be published leaves the message to be redelivered.
 func (r *runner) finish(ctx context.Context, log hclog.Logger, msg jetstream.Msg, id string, res wire.ResultData) {
 	log = log.With("status", res.Status, "detail", res.Detail)
-	if err := r.publish(ctx, id, res); err != nil {
+	if err := r.publish(ctx, id, res); errors.Is(err, wire.ErrPreempted) {
+		// Someone holding this actuator's seed (or its leaked result id)
+		// published first; another try would meet the same message.
+		log.Error("result pre-empted: the stream holds another message under its id; rollguard will not see this one", "error", err)
+	} else if err != nil {
 		r.retryLater(log, msg, err)
 		return
 	}
@@ -562,7 +641,7 @@ func (r *runner) publish(ctx context.Context, id string, res wire.ResultData) er
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = r.pub.Publish(pctx, m)
 		cancel()
-		if err == nil || attempt == 5 {
+		if err == nil || attempt == 5 || errors.Is(err, wire.ErrPreempted) {
 			break
 		}
 		time.Sleep(wait)

@@ -43,8 +43,8 @@ func TestValidCommandKillsFlag(t *testing.T) {
 		t.Errorf("result subject %s", r.Subject)
 	}
 	wantID := id + "/result/flagd-prod"
-	if r.Event.ID != wantID || r.MsgID != wantID {
-		t.Errorf("result id %q, Nats-Msg-Id %q, want %q", r.Event.ID, r.MsgID, wantID)
+	if r.Event.ID != wantID { // its Nats-Msg-Id is keyed: checked by results
+		t.Errorf("result id %q, want %q", r.Event.ID, wantID)
 	}
 	if r.Event.Type != wire.ResultType(wire.ActionFlagKill) || r.Event.SpecVersion != "1.0" {
 		t.Errorf("result event %+v", r.Event)
@@ -76,7 +76,9 @@ func TestValidCommandKillsFlag(t *testing.T) {
 // TestRejectedCommands: forged, tampered, unsigned, expired, malformed,
 // misrouted and replayed commands are refused and reported, the driver is
 // not called, and the message is acked; the healthy twin published right
-// after each is acted on.
+// after each is acted on. A message that fails verification is reported
+// under its stream sequence (unverified/<seq>), never under the id it
+// claims: a forgery naming the twin's id gets no result on the twin.
 func TestRejectedCommands(t *testing.T) {
 	const svc = "checkout"
 	kill := wire.ActionFlagKill
@@ -86,42 +88,58 @@ func TestRejectedCommands(t *testing.T) {
 		// result carries and the message's stream sequence.
 		bad    func(t *testing.T, e *env) (string, uint64)
 		detail string
+		// claimed is the command id an unverifiable message claims,
+		// which no result may carry.
+		claimed string
 	}{
 		{"forged", func(t *testing.T, e *env) (string, uint64) {
 			other := newSigner(t)
 			b := command(t, "forged-1", kill, svc, "new-checkout", nil)
-			return "forged-1", e.publish(t, e.subj.Command(kill, svc), "forged-1", b, sign(t, other, b))
-		}, "signed by untrusted key U"},
+			seq := e.publish(t, e.subj.Command(kill, svc), "forged-1", b, sign(t, other, b))
+			return fmt.Sprintf("unverified/%d", seq), seq
+		}, "signed by untrusted key U", "forged-1"},
 		{"tampered", func(t *testing.T, e *env) (string, uint64) {
 			b := command(t, "tampered-1", kill, svc, "new-checkout", nil)
 			h := sign(t, e.signer, b)
 			b = bytes.Replace(b, []byte(`"new-checkout"`), []byte(`"old-checkout"`), 1)
-			return "tampered-1", e.publish(t, e.subj.Command(kill, svc), "tampered-1", b, h)
-		}, "bad signature"},
+			seq := e.publish(t, e.subj.Command(kill, svc), "tampered-1", b, h)
+			return fmt.Sprintf("unverified/%d", seq), seq
+		}, "bad signature", "tampered-1"},
 		{"unsigned", func(t *testing.T, e *env) (string, uint64) {
-			return "unsigned-1", e.publish(t, e.subj.Command(kill, svc), "unsigned-1", command(t, "unsigned-1", kill, svc, "new-checkout", nil), nil)
-		}, "unsigned"},
+			seq := e.publish(t, e.subj.Command(kill, svc), "unsigned-1", command(t, "unsigned-1", kill, svc, "new-checkout", nil), nil)
+			return fmt.Sprintf("unverified/%d", seq), seq
+		}, "unsigned", "unsigned-1"},
 		{"unsigned-without-id", func(t *testing.T, e *env) (string, uint64) {
 			seq := e.publish(t, e.subj.Command(kill, svc), "", command(t, "x", kill, svc, "new-checkout", nil), nil)
-			return fmt.Sprintf("unknown/%d", seq), seq
-		}, "unsigned"},
+			return fmt.Sprintf("unverified/%d", seq), seq
+		}, "unsigned", "x"},
+		{"unsigned-claims-twin", func(t *testing.T, e *env) (string, uint64) {
+			// Junk first, naming the genuine command's id in its body and
+			// its Nats-Msg-Id (the stream drops nothing: the twin comes
+			// under another Nats-Msg-Id, as a keyed one would be).
+			seq := e.publish(t, e.subj.Command(kill, svc), "twin", command(t, "twin", kill, svc, "new-checkout", nil), nil)
+			return fmt.Sprintf("unverified/%d", seq), seq
+		}, "unsigned", "twin"},
 		{"expired", func(t *testing.T, e *env) (string, uint64) {
 			return "expired-1", e.publishSigned(t, kill, svc, "expired-1", command(t, "expired-1", kill, svc, "new-checkout", func(d *wire.CommandData) {
 				d.ExpiresAt = time.Now().Add(-time.Minute)
 			}))
-		}, "expired at "},
+		}, "expired at ", ""},
 		{"malformed", func(t *testing.T, e *env) (string, uint64) {
-			return "malformed-1", e.publishSigned(t, kill, svc, "malformed-1", []byte(`{"specversion":"1.0","id":`))
-		}, "malformed command: decode event"},
+			// Signed by rollguard but no JSON: no id to report it under
+			// but the stream sequence.
+			seq := e.publishSigned(t, kill, svc, "malformed-1", []byte(`{"specversion":"1.0","id":`))
+			return fmt.Sprintf("malformed/%d", seq), seq
+		}, "malformed command: decode event", ""},
 		{"misrouted", func(t *testing.T, e *env) (string, uint64) {
 			// A signed rollback command republished on the flag_kill subject.
 			return "misrouted-1", e.publishSigned(t, kill, svc, "misrouted-1", command(t, "misrouted-1", wire.ActionRollback, svc, "new-checkout", nil))
-		}, "malformed command: data says rollback for checkout but it came on subject rollguard.cmd.flag_kill.checkout"},
+		}, "malformed command: data says rollback for checkout but it came on subject rollguard.cmd.flag_kill.checkout", ""},
 		{"replayed", func(t *testing.T, e *env) (string, uint64) {
 			// The same signed bytes as the twin, under another Nats-Msg-Id.
 			b := command(t, "twin", kill, svc, "new-checkout", nil)
 			return "twin", e.publish(t, e.subj.Command(kill, svc), "twin-again", b, sign(t, e.signer, b))
-		}, "replayed: command twin was already handled at "},
+		}, "replayed: command twin was already handled at ", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -140,7 +158,11 @@ func TestRejectedCommands(t *testing.T) {
 			}
 			badID, badSeq := tc.bad(t, e)
 			if !replay {
-				twinSeq = e.publishSigned(t, kill, svc, "twin", command(t, "twin", kill, svc, "new-checkout", nil))
+				msgID := "twin"
+				if tc.claimed == "twin" { // the junk holds "twin"; rollguard's id is keyed
+					msgID = e.signer.MsgID("twin")
+				}
+				twinSeq = e.publishSigned(t, kill, svc, msgID, command(t, "twin", kill, svc, "new-checkout", nil))
 			}
 			var rejected result
 			waitFor(t, 30*time.Second, func() error {
@@ -164,6 +186,14 @@ func TestRejectedCommands(t *testing.T) {
 				}
 			} else if twin := e.waitResult(t, "twin"); twin.Data.Status != wire.ResultOK {
 				t.Errorf("healthy twin: %+v", twin.Data)
+			}
+			if tc.claimed != "" {
+				e.waitAcked(t, "actuator-flagd", max(badSeq, twinSeq))
+				for _, r := range e.resultsFor(t, tc.claimed) {
+					if r.Data.Status != wire.ResultOK || tc.claimed != "twin" {
+						t.Errorf("a result carries the id %q the unverified message claimed: %+v", tc.claimed, r.Data)
+					}
+				}
 			}
 			if calls := d.calls(); !slices.Equal(calls, []string{"twin"}) {
 				t.Errorf("driver calls %v, want only the healthy twin", calls)

@@ -28,6 +28,9 @@ type env struct {
 	signer   *wire.Signer
 	verifier *wire.Verifier
 	subj     wire.Subjects
+	// actuator signs the actuators' results, one key for the whole test
+	// as an actuator given a seed file keeps it across restarts.
+	actuator *wire.Signer
 }
 
 func newEnv(t *testing.T) *env {
@@ -49,7 +52,7 @@ func newBareEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{js: js, signer: signer, verifier: v, subj: wire.Subjects{Prefix: DefaultPrefix}}
+	return &env{js: js, signer: signer, verifier: v, subj: wire.Subjects{Prefix: DefaultPrefix}, actuator: newSigner(t)}
 }
 
 // newSigner creates a fresh signing key as rollguard does on first start.
@@ -135,6 +138,9 @@ func (e *env) run(t *testing.T, o Options, d Driver) (stop func()) {
 	if o.Verifier == nil {
 		o.Verifier = e.verifier
 	}
+	if o.Signer == nil {
+		o.Signer = e.actuator
+	}
 	if o.Durable == "" {
 		o.Durable = "actuator-test"
 	}
@@ -196,6 +202,14 @@ func (e *env) results(t *testing.T) []result {
 		r := result{Subject: m.Subject, MsgID: m.Header.Get(jetstream.MsgIDHeader)}
 		if err := json.Unmarshal(m.Data, &r.Event); err != nil {
 			t.Fatalf("result %d: %v", seq, err)
+		}
+		// Every result is signed by the actuator and stored under its
+		// keyed id, so rollguard can believe it and nobody pre-empt it.
+		if !e.actuator.Signs(m.Data, m.Header.Get) {
+			t.Errorf("result %d (%s) is not signed by the actuator's key", seq, r.Event.ID)
+		}
+		if want := e.actuator.MsgID(r.Event.ID); r.MsgID != want {
+			t.Errorf("result %d (%s) has Nats-Msg-Id %q, want the keyed %q", seq, r.Event.ID, r.MsgID, want)
 		}
 		if err := json.Unmarshal(r.Event.Data, &r.Data); err != nil {
 			t.Fatalf("result %d: %v", seq, err)

@@ -1,8 +1,12 @@
 package wire
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,22 +78,92 @@ func EnsureStreamReplicated(ctx context.Context, js jetstream.JetStream, name st
 	return st, nil
 }
 
+// ErrPreempted is returned by Publish when JetStream already holds a
+// different message under the same Nats-Msg-Id: whoever published it
+// first made JetStream drop ours as a duplicate. The message can never be
+// stored under its id; retrying does not help.
+var ErrPreempted = errors.New("wire: pre-empted: the stream holds a different message with this id")
+
 // JetStreamPublisher publishes into the stream and waits for the ack.
 type JetStreamPublisher struct {
 	JS jetstream.JetStream
+	// Signer, when set, signs every message not signed yet and keys its
+	// Nats-Msg-Id (Signer.MsgID), so that nobody without the seed can
+	// pre-empt it. Without one the id is sent as it is.
+	Signer *Signer
 }
 
-// Publish sends msg with its id as Nats-Msg-Id.
+// Publish sends m with its Nats-Msg-Id and waits for JetStream to store
+// it. When JetStream answers that the id is a duplicate, the stored
+// message is fetched and compared with m: the same bytes, or a message
+// signed by this publisher's key with the same subject and envelope id
+// (an earlier publish before a crash, or by a replica sharing the seed),
+// is success; anything else returns an error wrapping ErrPreempted.
 func (p JetStreamPublisher) Publish(ctx context.Context, m Message) error {
+	msgID := m.ID
+	if p.Signer != nil {
+		if m.Header[HeaderSignature] == "" {
+			m.Header = maps.Clone(m.Header)
+			if err := p.Signer.Sign(&m); err != nil {
+				return err
+			}
+		}
+		msgID = p.Signer.MsgID(m.ID)
+	}
 	msg := nats.NewMsg(m.Subject)
 	msg.Data = m.Data
-	msg.Header.Set(jetstream.MsgIDHeader, m.ID)
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
 	for k, v := range m.Header {
 		msg.Header.Set(k, v)
 	}
-	if _, err := p.JS.PublishMsg(ctx, msg); err != nil {
+	ack, err := p.JS.PublishMsg(ctx, msg)
+	if err != nil {
 		return fmt.Errorf("publish %s: %w", m.Subject, err)
 	}
-	return nil
+	if !ack.Duplicate {
+		return nil
+	}
+	return p.checkDuplicate(ctx, m, ack)
+}
+
+// checkDuplicate tells an earlier publish of m from a pre-emption.
+func (p JetStreamPublisher) checkDuplicate(ctx context.Context, m Message, ack *jetstream.PubAck) error {
+	st, err := p.JS.Stream(ctx, ack.Stream)
+	if err != nil {
+		return fmt.Errorf("publish %s: duplicate of stream message %d, which cannot be read: %w", m.ID, ack.Sequence, err)
+	}
+	stored, err := st.GetMsg(ctx, ack.Sequence)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Deleted within the duplicate window: nothing says it was ours.
+		return fmt.Errorf("%w: %s on %s: stream message %d is gone", ErrPreempted, m.ID, m.Subject, ack.Sequence)
+	}
+	if err != nil {
+		return fmt.Errorf("publish %s: duplicate of stream message %d, which cannot be read: %w", m.ID, ack.Sequence, err)
+	}
+	if p.earlier(stored, m) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s on %s: stream message %d on %s (key %.60q) came first", ErrPreempted,
+		m.ID, m.Subject, ack.Sequence, stored.Subject, stored.Header.Get(HeaderKey))
+}
+
+// earlier reports whether stored is m as published before: the same
+// bytes, or — after a restart that built the message again with a later
+// time — a message on the same subject, with the same envelope id, signed
+// by this publisher's key.
+func (p JetStreamPublisher) earlier(stored *jetstream.RawStreamMsg, m Message) bool {
+	if stored.Subject != m.Subject {
+		return false
+	}
+	if bytes.Equal(stored.Data, m.Data) {
+		return true
+	}
+	if p.Signer == nil || !p.Signer.Signs(stored.Data, stored.Header.Get) {
+		return false
+	}
+	var ev struct {
+		ID string `json:"id"`
+	}
+	return json.Unmarshal(stored.Data, &ev) == nil && ev.ID == m.ID
 }

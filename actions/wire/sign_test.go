@@ -64,3 +64,33 @@ func TestSignVerify(t *testing.T) {
 		t.Error("a signer was built from garbage")
 	}
 }
+
+// TestMsgID: the keyed message id is the same for every signer built
+// from one seed, differs between seeds and between ids, and is not the
+// readable id.
+func TestMsgID(t *testing.T) {
+	dir := t.TempDir()
+	a, err := LoadSigner("", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadSigner(filepath.Join(dir, "signing.nk"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewEphemeralSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "d-1a2b3c/flag_kill/new-flow"
+	got := a.MsgID(id)
+	if len(got) != 32 || got == id || strings.Contains(got, "d-1a2b3c") {
+		t.Errorf("MsgID(%q) = %q, want 32 hex digits unrelated to the id", id, got)
+	}
+	if again.MsgID(id) != got {
+		t.Error("two signers of one seed key the same id differently")
+	}
+	if other.MsgID(id) == got || a.MsgID(id+"x") == got {
+		t.Error("another seed or another id gives the same message id")
+	}
+}

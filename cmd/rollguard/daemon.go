@@ -169,7 +169,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Registerer:   d.reg,
 	})
 	d.playbook = actions.NewPlaybook(actions.PlaybookOptions{
-		Publisher:  actions.JetStreamPublisher{JS: js},
+		Publisher:  actions.JetStreamPublisher{JS: js, Signer: signer},
 		Subjects:   subjects,
 		Store:      store,
 		Outbox:     d.outbox,
@@ -181,6 +181,9 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Logger:     d.log.Named("playbook"),
 		Registerer: d.reg,
 	})
+	if err := d.initResultTrust(cfg); err != nil { // results_trust.go
+		return nil, err
+	}
 	var in ingest = d.engine
 	if cfg.Clustered() { // cluster.go: incidents are adopted with each guard's lease
 		if in, err = d.initCluster(ctx, cfg, js); err != nil {
@@ -290,7 +293,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		cfg := d.cfg.Load()
 		g.Add(func() error {
 			return actions.ConsumeResults(rctx, d.js, cfg.NATS.Stream, d.consumerName("rollguard-playbook"), actions.Subjects{Prefix: cfg.NATS.SubjectPrefix},
-				d.playbook.HandleResult, func(err error) { d.log.Named("playbook").Warn("results", "error", err) })
+				d.playbook.CheckResult, d.playbook.HandleResult, func(err error) { d.log.Named("playbook").Warn("results", "error", err) })
 		}, func(error) { rcancel() })
 	}
 	if d.sidecar == nil {
@@ -349,6 +352,9 @@ func (d *daemon) applyConfig(cfg *configs.Config) error {
 	}
 	if err := prepare(d.webAuth.Prepare(cfg.Web.ServerConfig)); err != nil {
 		return fmt.Errorf("web: %w", err)
+	}
+	if err := prepare(d.prepareResultTrust(cfg)); err != nil { // results_trust.go
+		return err
 	}
 	if d.poller != nil {
 		if err := prepare(d.poller.Prepare(cfg)); err != nil {

@@ -116,7 +116,7 @@ func lcbProgress(t *testing.T, td *testDaemon, action string, every time.Duratio
 	var wg sync.WaitGroup
 	var once sync.Once
 	sub, err := td.client.Subscribe("rollguard.cmd."+action+".checkout", func(m *nats.Msg) {
-		id := m.Header.Get(jetstream.MsgIDHeader)
+		id := eventID(m.Data)
 		once.Do(func() {
 			wg.Add(1)
 			go func() {

@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/detector"
 )
@@ -250,7 +248,7 @@ func lcaJoined(xs []string) string { return strings.Join(xs, ",") }
 func lcaCommandData(t *testing.T, td *testDaemon, id string) actions.CommandData {
 	t.Helper()
 	for _, m := range streamMsgs(t, td.stream, "rollguard.cmd.") {
-		if m.Header.Get(jetstream.MsgIDHeader) != id {
+		if eventID(m.Data) != id {
 			continue
 		}
 		var ev actions.Event

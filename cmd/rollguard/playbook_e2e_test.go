@@ -246,7 +246,7 @@ func exactlyOnce(t *testing.T, st jetstream.Stream) []string {
 	seen := map[string]int{}
 	var ids []string
 	for _, m := range streamMsgs(t, st, "rollguard.cmd.") {
-		id := m.Header.Get(jetstream.MsgIDHeader)
+		id := eventID(m.Data)
 		if seen[id]++; seen[id] == 1 {
 			ids = append(ids, id)
 		}
@@ -257,7 +257,7 @@ func exactlyOnce(t *testing.T, st jetstream.Stream) []string {
 		}
 	}
 	for _, m := range streamMsgs(t, st, "rollguard.") {
-		if id := m.Header.Get(jetstream.MsgIDHeader); strings.Contains(id, "/event/") || strings.Contains(id, "/status/") {
+		if id := eventID(m.Data); strings.Contains(id, "/event/") || strings.Contains(id, "/status/") {
 			if seen[id]++; seen[id] > 1 {
 				t.Errorf("%s is in the stream %d times", id, seen[id])
 			}

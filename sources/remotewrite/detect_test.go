@@ -3,6 +3,7 @@ package remotewrite_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -123,6 +124,112 @@ func TestDetectRegressionThroughRemoteWrite(t *testing.T) {
 				}
 				if ev.Candidate.Ratio <= ev.Baseline.Ratio || ev.Candidate.Version != "v2" || ev.Baseline.Version != "v1" {
 					t.Errorf("evidence = %+v", ev)
+				}
+				t.Logf("regressed after %d rounds: candidate %v/%v, baseline %v/%v", round, ev.Candidate.Bad, ev.Candidate.Total, ev.Baseline.Bad, ev.Baseline.Total)
+			})
+		}
+	}
+}
+
+// A bad canary is still detected after hostile input, and a healthy one
+// still passes: before v2 first reports, a flood of 1,000 junk series of
+// v1 (each a new path) hits the series limits, and every round also brings
+// a request with a point of v2's error counter from the year 2200 and a NaN
+// one (both refused with 400). Before the fix the flood took every tracked
+// series (one budget for all versions) and the canary was never judged; the
+// year-2200 point, had it been taken, would have blinded the error counter.
+func TestDetectAfterHostileInput(t *testing.T) {
+	cfg, err := configs.Parse([]byte(detectConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const perRound = 1000
+	year2200 := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for _, p := range []struct {
+		name string
+		msg  remote.WriteMessageType
+		req  func(...series) any
+	}{
+		{"1.0", remote.WriteV1MessageType, func(ss ...series) any { return v1Request(ss...) }},
+		{"2.0", remote.WriteV2MessageType, func(ss ...series) any { return v2Request(ss...) }},
+	} {
+		for _, tc := range []struct {
+			name           string
+			candidateBad   int // per 1000 requests
+			rounds         int
+			wantRegression bool
+		}{
+			{"bad canary", 100, 20, true},
+			{"healthy canary", 10, 30, false},
+		} {
+			t.Run(p.name+"/"+tc.name, func(t *testing.T) {
+				now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+				got := &verdicts{}
+				engine := detector.NewEngine(cfg, detector.EngineOptions{Handler: got, Now: func() time.Time { return now }})
+				f := newFixture(t, remotewrite.Config{Appender: engine, Filter: engine,
+					MaxSeries: 500, MaxSeriesPerVersion: 50, VersionLabels: []string{"job", "version"}})
+				api := newSender(t, f)
+				counter := func(version, code string, total, round int) series {
+					return series{labels: lbls("__name__", "http_requests_total", "job", "checkout", "version", version, "code", code),
+						typ: "counter", samples: []pt{{now.UnixMilli(), float64(total * round)}}}
+				}
+				// Round 1: v1 alone, then the flood of v1 junk.
+				if _, err := api.Write(context.Background(), p.msg, p.req(counter("v1", "200", perRound-10, 1), counter("v1", "500", 10, 1))); err != nil {
+					t.Fatal(err)
+				}
+				var junk []series
+				for i := range 1000 {
+					s := counter("v1", "200", 1, 1)
+					s.labels = append(s.labels, "path", "/junk/"+itoa(int64(i)))
+					junk = append(junk, s)
+				}
+				if resp := f.send(p.req(junk...)); resp.code != 204 {
+					t.Fatalf("junk: %d %s", resp.code, resp.body)
+				}
+				now = now.Add(10 * time.Second)
+				engine.Evaluate()
+				round := 0
+				for round = 2; round <= tc.rounds; round++ {
+					req := p.req(
+						counter("v1", "200", perRound-10, round), counter("v1", "500", 10, round),
+						counter("v2", "200", perRound-tc.candidateBad, round), counter("v2", "500", tc.candidateBad, round),
+					)
+					if _, err := api.Write(context.Background(), p.msg, req); err != nil {
+						t.Fatalf("round %d: %v", round, err)
+					}
+					future, nan := counter("v2", "500", 1, round), counter("v2", "500", 1, round)
+					future.samples[0] = pt{year2200, 1e9}
+					nan.samples[0].v = math.NaN()
+					if resp := f.send(p.req(future, nan)); resp.code != 400 {
+						t.Fatalf("round %d: hostile request answered %d %s", round, resp.code, resp.body)
+					}
+					now = now.Add(10 * time.Second)
+					engine.Evaluate()
+					if n := len(got.all); n > 0 && got.all[n-1].State == detector.StateRegressed {
+						break
+					}
+				}
+				if len(got.all) == 0 {
+					t.Fatal("no verdict: the canary was never judged")
+				}
+				last := got.all[len(got.all)-1]
+				if d := last.Deployment; d.Version != "v2" || d.PreviousVersion != "v1" {
+					t.Errorf("deployment = %+v", d)
+				}
+				ev := last.Signals[0]
+				if !tc.wantRegression {
+					if last.State == detector.StateRegressed {
+						t.Fatalf("healthy canary regressed: %+v", ev)
+					}
+					// Every round after v2's first (its base) reaches the
+					// detector in full: no refused point counted.
+					if want := float64(perRound * (tc.rounds - 2)); ev.Candidate.Total != want || ev.Candidate.Bad != want/100 {
+						t.Errorf("candidate %v/%v, want %v/%v", ev.Candidate.Bad, ev.Candidate.Total, want/100, want)
+					}
+					return
+				}
+				if last.State != detector.StateRegressed {
+					t.Fatalf("a 10x worse canary was not detected in %d rounds after hostile input: %s %+v", tc.rounds, last.State, ev)
 				}
 				t.Logf("regressed after %d rounds: candidate %v/%v, baseline %v/%v", round, ev.Candidate.Bad, ev.Candidate.Total, ev.Baseline.Bad, ev.Baseline.Total)
 			})

@@ -452,12 +452,12 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 		Registerer:          d.reg,
 	}, cfg.Limits, decodes))
 
-	d.scraper = scrape.NewManager(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
-		Logger: d.log.Named("scrape"), Registerer: d.reg})
+	d.scraper = scrape.NewManager(scrapeWithLimits(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
+		Logger: d.log.Named("scrape"), Registerer: d.reg}, cfg)) // limits_points.go
 	if err := d.scraper.ApplyConfig(cfg.ScrapeConfigs); err != nil {
 		return nil, nil, fmt.Errorf("scrape: %w", err)
 	}
-	rw := remotewrite.NewReceiver(remotewrite.Config{
+	rw := remotewrite.NewReceiver(remoteWriteWithLimits(remotewrite.Config{ // limits_points.go
 		Appender:           in,
 		Filter:             in,
 		MaxLabelsPerSeries: cfg.Limits.MaxLabelsPerSeries,
@@ -466,7 +466,7 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 		MaxSeries:          cfg.Limits.MaxSeries,
 		Logger:             d.log.Named("remotewrite"),
 		Registerer:         d.reg,
-	})
+	}, cfg))
 	if d.otlpAuth, err = web.NewAuthenticator(cfg.OTLP.ServerConfig); err != nil {
 		return nil, nil, fmt.Errorf("otlp: %w", err)
 	}

@@ -225,8 +225,8 @@ func (e *Engine) AppendAggregates(aggs []Aggregate) error {
 			e.metrics.aggregates.WithLabelValues("invalid").Inc()
 			continue
 		}
-		if e.observeVersion(g, ag.Version, now) {
-			e.metrics.aggregates.WithLabelValues("other_version").Inc()
+		if why := e.observeVersion(g, ag.Version, now); why != "" {
+			e.metrics.aggregates.WithLabelValues(why).Inc()
 			continue
 		}
 		ok = append(ok, placed{g, si, ag})

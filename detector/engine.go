@@ -150,6 +150,7 @@ type engineMetrics struct {
 	deployments *prometheus.CounterVec
 	promotions  prometheus.Counter
 	aggregates  *prometheus.CounterVec // AppendAggregates, by outcome
+	unconfirmed *prometheus.CounterVec // versions waiting for new_version_hold, by service
 }
 
 func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
@@ -183,8 +184,12 @@ func newEngineMetrics(r prometheus.Registerer) *engineMetrics {
 		Name: "rollguard_detector_aggregates_total",
 		Help: "Partial aggregates received from sidecars, by outcome: merged, or the reason they were dropped.",
 	}, []string{"outcome"})
+	m.unconfirmed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rollguard_detector_unconfirmed_versions_total",
+		Help: "Unannounced versions seen during a deployment and held back until they serve for global.new_version_hold; a steady rise is version churn.",
+	}, []string{"service"})
 	if r != nil {
-		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments, m.promotions, m.aggregates)
+		r.MustRegister(m.routed, m.dropped, m.evaluations, m.verdicts, m.deployments, m.promotions, m.aggregates, m.unconfirmed)
 	}
 	return m
 }
@@ -280,8 +285,8 @@ func (e *Engine) Append(samples []sample.Sample) error {
 				e.metrics.dropped.WithLabelValues("no_version").Inc()
 				continue
 			}
-			if e.observeVersion(g, version, now) {
-				e.metrics.dropped.WithLabelValues("other_version").Inc()
+			if why := e.observeVersion(g, version, now); why != "" {
+				e.metrics.dropped.WithLabelValues(why).Inc()
 				continue
 			}
 			d := e.deployments[g.Service]
@@ -351,15 +356,24 @@ func usable(s *sample.Sample) bool {
 }
 
 // observeVersion applies the tracker's rule for traffic of version; it
-// reports whether the version is a retired one.
-func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time.Time) bool {
+// returns why the sample belongs to no deployment, or "".
+func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time.Time) string {
 	t := e.tracks[g.Service]
 	if version == t.Stable || (t.Current != nil && (t.Current.Version == version || t.Current.PreviousVersion == version)) {
-		return false // the common case, without building a flag list
+		return "" // the common case, without building a flag list
 	}
-	t, tr, retired := t.Observe(g.Service, version, e.serviceFlags(g.Service), now, e.used)
+	news := t.Current != nil && !t.Waiting(version) && !t.retired(version)
+	// A version waiting for the hold may fall silent as long as a cohort
+	// may (an SDK exports once a minute by default) before it starts over.
+	hold, quiet := time.Duration(e.global.NewVersionHold), time.Duration(e.global.NoDataTimeout)
+	t, tr, why := t.Observe(g.Service, version, e.serviceFlags(g.Service), now, hold, max(hold, quiet), e.used)
 	e.apply(g.Service, t, tr)
-	return retired
+	if why == DropUnconfirmed && news {
+		e.metrics.unconfirmed.WithLabelValues(g.Service).Inc()
+		e.log.Debug("unannounced version seen during a deployment: it supersedes the deployment only after serving for new_version_hold",
+			"service", g.Service, "version", version, "deployment", t.Current.ID, "hold", hold)
+	}
+	return why
 }
 
 // used reports whether a deployment id is taken: an incident was opened

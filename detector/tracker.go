@@ -40,6 +40,17 @@ func (f IncidentsFunc) Phase(id string) Phase { return f(id) }
 // maxRetired bounds the old versions remembered per service.
 const maxRetired = 32
 
+// maxPending bounds the unannounced versions waiting to supersede a
+// deployment under way; under churn the oldest is forgotten.
+const maxPending = 8
+
+// Sighting is an unannounced version seen in traffic while a deployment
+// was under way: when it was first and last seen.
+type Sighting struct {
+	Version     string
+	First, Last time.Time
+}
+
 // Track is what the deployment tracker knows of one service: its stable
 // version, the versions it has left behind, and the deployment under way.
 type Track struct {
@@ -50,7 +61,21 @@ type Track struct {
 	Retired []string
 	// Current is the deployment under way, if any.
 	Current *Deployment
+	// Pending are unannounced versions seen while Current was under way,
+	// newest last. One supersedes Current only once it has served for the
+	// hold (global.new_version_hold): a version that changes every few
+	// seconds must not end the canary being judged before its verdict.
+	Pending []Sighting
 }
+
+// The reasons Observe gives for leaving a sample out of every deployment.
+const (
+	// DropRetired: the version was replaced earlier (other_version).
+	DropRetired = "other_version"
+	// DropUnconfirmed: the version is new and has not yet served for the
+	// hold while another deployment is under way.
+	DropUnconfirmed = "unconfirmed_version"
+)
 
 // Transition is what one tracker step decided.
 type Transition struct {
@@ -134,33 +159,85 @@ func (t *Track) supersede(next Deployment, at time.Time) *Deployment {
 
 // Observe is the tracker's rule for traffic of version on the service:
 // the first version seen is the stable one; a version never seen before
-// opens an implicit deployment from the stable version; the stable
-// version, the deployment's own versions and retired versions change
-// nothing. It reports whether the sample belongs to no deployment because
-// its version is retired.
-func (t Track) Observe(service, version string, flags []string, now time.Time, used known) (Track, Transition, bool) {
+// opens an implicit deployment from the stable version — at once when no
+// deployment is under way, otherwise only once it has been seen serving
+// for hold (seen at the start and again at least hold later, never silent
+// for longer than quiet in between), so that version churn cannot keep ending
+// the deployment being judged; the stable version, the deployment's own
+// versions and retired versions change nothing. It returns why the sample
+// belongs to no deployment (DropRetired, DropUnconfirmed), or "".
+func (t Track) Observe(service, version string, flags []string, now time.Time, hold, quiet time.Duration, used known) (Track, Transition, string) {
 	switch {
 	case t.Stable == "":
 		t.Stable = version
-		return t, Transition{}, false
+		return t, Transition{}, ""
 	case version == t.Stable:
-		return t, Transition{}, false
+		return t, Transition{}, ""
 	case t.Current != nil && (t.Current.Version == version || t.Current.PreviousVersion == version):
-		return t, Transition{}, false
+		return t, Transition{}, ""
 	case t.retired(version):
-		return t, Transition{}, true
+		return t, Transition{}, DropRetired
+	}
+	if t.Current != nil && hold > 0 {
+		var served bool
+		if t, served = t.sighted(version, now, hold, quiet); !served {
+			return t, Transition{}, DropUnconfirmed
+		}
 	}
 	d := Deployment{Service: service, Version: version, PreviousVersion: t.Stable,
 		Flags: flags, Source: SourceImplicit, StartedAt: now}
 	if err := d.validate(); err != nil {
-		return t, Transition{}, false
+		return t, Transition{}, ""
 	}
 	d.ID = generationID(service, d.PreviousVersion, d.Version, used)
-	return t.open(d, now)
+	t, tr := t.open(d, now)
+	return t, tr, ""
 }
 
-func (t Track) open(d Deployment, now time.Time) (Track, Transition, bool) {
+// sighted records traffic of an unannounced version while a deployment is
+// under way and reports whether it has now served for hold. A version
+// silent for longer than quiet starts over.
+func (t Track) sighted(version string, now time.Time, hold, quiet time.Duration) (Track, bool) {
+	for _, p := range t.Pending {
+		if p.Version == version && now.Sub(p.Last) < time.Second && now.Sub(p.First) < hold {
+			return t, false // seen within the second: nothing new (and no copy per sample)
+		}
+	}
+	out := make([]Sighting, 0, len(t.Pending)+1)
+	s := Sighting{Version: version, First: now, Last: now}
+	for _, p := range t.Pending {
+		if p.Version != version {
+			out = append(out, p)
+		} else if now.Sub(p.Last) <= quiet {
+			s.First = p.First
+		}
+	}
+	if now.Sub(s.First) >= hold {
+		t.Pending = out
+		return t, true
+	}
+	out = append(out, s)
+	if len(out) > maxPending {
+		out = out[len(out)-maxPending:]
+	}
+	t.Pending = out
+	return t, false
+}
+
+// Waiting reports whether version is an unannounced version waiting for
+// the hold: its first sighting is news, the rest are not.
+func (t Track) Waiting(version string) bool {
+	for _, p := range t.Pending {
+		if p.Version == version {
+			return true
+		}
+	}
+	return false
+}
+
+func (t Track) open(d Deployment, now time.Time) (Track, Transition) {
 	tr := Transition{End: t.supersede(d, now)}
+	t.Pending = nil // they were waiting to supersede the deployment that ends
 	if t.Stable != d.PreviousVersion {
 		t.retire(t.Stable)
 		t.Stable = d.PreviousVersion
@@ -169,7 +246,7 @@ func (t Track) open(d Deployment, now time.Time) (Track, Transition, bool) {
 	t.unretire(d.PreviousVersion)
 	t.Current = &d
 	tr.Open = &d
-	return t, tr, false
+	return t, tr
 }
 
 // The sources of a deployment.
@@ -209,7 +286,7 @@ func (t Track) Announce(a Deployment, phase func(string) Phase, used known) (Tra
 		})
 	}
 	a.flagsGiven, a.migrationGiven = false, false
-	t, tr, _ := t.open(a, a.StartedAt)
+	t, tr := t.open(a, a.StartedAt)
 	return t, tr, nil
 }
 
@@ -279,7 +356,7 @@ func (t Track) NextGeneration(id string, at time.Time, used known) (Track, Trans
 	next.ID = generationID(next.Service, next.PreviousVersion, next.Version, func(x string) bool {
 		return used(x) || x == id
 	})
-	t, tr, _ := t.open(next, at)
+	t, tr := t.open(next, at)
 	tr.End.EndReason = "incident ended"
 	return t, tr
 }

@@ -37,6 +37,7 @@ func TestTrackerProperties(t *testing.T) {
 				cur = &before[0]
 			}
 			retired := append([]string(nil), e.tracks["checkout"].Retired...)
+			pending := append([]Sighting(nil), e.tracks["checkout"].Pending...)
 			op := rapid.SampledFrom([]string{"traffic", "traffic", "announce", "phase", "evaluate", "end", "next"}).Draw(t, "op")
 			switch op {
 			case "traffic":
@@ -47,6 +48,22 @@ func TestTrackerProperties(t *testing.T) {
 					if r == v && len(after) > 0 && (cur == nil || after[0].ID != cur.ID) && after[0].EndedAt == nil {
 						t.Fatalf("traffic of retired version %s opened %+v", v, after[0])
 					}
+				}
+				if cur != nil && len(after) > 0 && after[0].ID != cur.ID && after[0].EndedAt == nil {
+					// Traffic superseded the deployment under way: only a
+					// version seen serving for the hold may.
+					hold := time.Duration(cfg.Global.NewVersionHold)
+					quiet := max(hold, time.Duration(cfg.Global.NoDataTimeout))
+					served := false
+					for _, p := range pending {
+						served = served || (p.Version == v && c.now().Sub(p.First) >= hold && c.now().Sub(p.Last) <= quiet)
+					}
+					if !served {
+						t.Fatalf("traffic of %s superseded %s before serving for %v (pending %+v)", v, cur.ID, hold, pending)
+					}
+				}
+				if len(e.tracks["checkout"].Pending) > maxPending {
+					t.Fatalf("%d versions pending", len(e.tracks["checkout"].Pending))
 				}
 			case "announce":
 				a := Deployment{Service: "checkout", Version: rapid.SampledFrom(versions).Draw(t, "version"),

@@ -1,11 +1,14 @@
 package detector
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rollguard/rollguard/sample"
 )
@@ -62,9 +65,53 @@ func TestTrackerOldVersionDoesNotSupersede(t *testing.T) {
 	if d := active(t, e); d.ID != v3.ID {
 		t.Fatalf("old-version traffic superseded the announcement: active %+v", d)
 	}
-	_ = e.Append([]sample.Sample{requests("checkout", "v4", 200, 10)})
+	// A new version serving for global.new_version_hold (1m) supersedes it.
+	for i := 0; i <= 6; i++ {
+		_ = e.Append([]sample.Sample{requests("checkout", "v4", 200, 10)})
+		if d := active(t, e); i < 6 && d.ID != v3.ID {
+			t.Fatalf("v4 superseded the deployment after %ds, before the hold: %+v", i*10, d)
+		}
+		c.advance(10 * time.Second)
+	}
 	if d := active(t, e); d.Version != "v4" || d.PreviousVersion != "v2" || d.Source != SourceImplicit {
-		t.Fatalf("a new version did not open a deployment: %+v", d)
+		t.Fatalf("a new version serving for the hold did not open a deployment: %+v", d)
+	}
+}
+
+// Version churn (issue 13, item 7): a new service.version every 2 s used to
+// supersede the deployment under way every time, so a 10x bad canary was
+// never judged. Versions that never serve for global.new_version_hold wait,
+// are counted, and the canary's regression is found; the healthy twin is
+// the test above (a version that keeps serving does supersede).
+func TestTrackerVersionChurnDoesNotHideCanary(t *testing.T) {
+	c, rec := newClock(), &recorder{}
+	e := NewEngine(mustParse(t, engineConfig), EngineOptions{Handler: rec, Now: c.now})
+	regressed := func() bool { return len(rec.verdicts) > 0 && rec.last(t).State == StateRegressed }
+	_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1000)})
+	var n int
+	for i := 0; i < 90 && !regressed(); i++ {
+		for j := 0; j < 5; j++ { // a new junk version every 2 s
+			n++
+			_ = e.Append([]sample.Sample{requests("checkout", fmt.Sprintf("junk-%d", n), 200, 1)})
+			c.advance(2 * time.Second)
+		}
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1000), requests("checkout", "v1", 500, 10),
+			requests("checkout", "v2", 200, 1000), requests("checkout", "v2", 500, 100)})
+		e.Evaluate()
+	}
+	// junk-1 opened a deployment (none was under way); v2, serving
+	// steadily, superseded it after the hold; the rest of the junk waits.
+	if d := active(t, e); d.Version != "v2" || d.PreviousVersion != "v1" {
+		t.Fatalf("churn superseded the canary: active %+v", d)
+	}
+	if !regressed() {
+		t.Fatal("10x bad canary not judged under version churn")
+	}
+	if got := testutil.ToFloat64(e.metrics.unconfirmed.WithLabelValues("checkout")); got < float64(n-2) {
+		t.Errorf("unconfirmed versions counted %v, want about %d", got, n)
+	}
+	if len(e.tracks["checkout"].Pending) > maxPending {
+		t.Errorf("pending versions unbounded: %d", len(e.tracks["checkout"].Pending))
 	}
 }
 
@@ -296,5 +343,37 @@ func TestBeforeAfterWatch(t *testing.T) {
 	}
 	if promotedAt < 30*time.Minute || promotedAt > 31*time.Minute {
 		t.Errorf("promoted after %v, want at the end of the 30 m watch", promotedAt)
+	}
+}
+
+// A version waiting for the hold is judged on the gaps a real exporter
+// leaves: an SDK exporting once a minute confirms a version after a
+// minute's hold (gaps up to quiet are fine), while one silent for longer
+// than quiet starts over.
+func TestTrackerHoldToleratesExportGaps(t *testing.T) {
+	none := func(string) bool { return false }
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	tr, _, _ := Track{}.Observe("s", "v1", nil, t0, time.Minute, 2*time.Minute, none)
+	tr, _, _ = tr.Observe("s", "v2", nil, t0, time.Minute, 2*time.Minute, none) // opens at once: nothing under way
+	if tr.Current == nil || tr.Current.Version != "v2" {
+		t.Fatalf("v2 did not open: %+v", tr)
+	}
+	step := func(tr Track, at time.Duration) (Track, string) {
+		tr, _, why := tr.Observe("s", "v3", nil, t0.Add(at), time.Minute, 2*time.Minute, none)
+		return tr, why
+	}
+	tr2, why := step(tr, 0)
+	if why != DropUnconfirmed {
+		t.Fatalf("v3 under way at once: %q %+v", why, tr2.Current)
+	}
+	if tr2, why = step(tr2, 61*time.Second); why != "" || tr2.Current.Version != "v3" || len(tr2.Pending) != 0 {
+		t.Fatalf("v3 exported once a minute not confirmed after the hold: %q %+v", why, tr2)
+	}
+	tr3, _ := step(tr, 0)
+	if tr3, why = step(tr3, 3*time.Minute); why != DropUnconfirmed || tr3.Current.Version != "v2" {
+		t.Fatalf("v3 silent for 3m (quiet 2m) did not start over: %q %+v", why, tr3.Current)
+	}
+	if tr3, why = step(tr3, 4*time.Minute+time.Second); why != "" || tr3.Current.Version != "v3" {
+		t.Fatalf("v3 serving a minute after starting over not confirmed: %q %+v", why, tr3.Current)
 	}
 }

@@ -44,6 +44,7 @@ func lcbConfig(o lcbOptions) string {
 global:
   evaluation_interval: 100ms
   no_data_timeout: 30s
+  new_version_hold: 1s
 nats:
   embedded:
     host: 127.0.0.1

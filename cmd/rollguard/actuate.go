@@ -19,6 +19,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/actions/actuator"
+	"github.com/rollguard/rollguard/actions/wire"
 	"github.com/rollguard/rollguard/configs"
 )
 
@@ -36,6 +37,7 @@ type actuateOptions struct {
 	webhookRetries                                        int
 	flagdFile, flagdMode                                  string
 	logLevel, logFormat                                   string
+	signSeedFile                                          string
 }
 
 // addActuateCommand registers `rollguard actuate` on app and returns the
@@ -66,6 +68,8 @@ func actuateFlags(app *kingpin.Application) (*kingpin.CmdClause, *actuateOptions
 	cmd.Flag("service", "A service whose commands to consume (repeat for several; default all).").StringsVar(&o.services)
 	cmd.Flag("verify.key", "A trusted public key (\"U…\") that signs commands (repeatable).").StringsVar(&o.keys)
 	cmd.Flag("verify.key-file", "A file with a trusted public key, like rollguard's <storage.path>/signing.pub (repeatable).").StringsVar(&o.keyFiles)
+	cmd.Flag("sign.seed-file", "The nkey user seed (\"SU…\", as `nk -gen user` writes) this actuator signs its results with; "+
+		"list its public key in rollguard's playbook.signing.result_keys. Default: a key made for this process, logged at start.").StringVar(&o.signSeedFile)
 	cmd.Flag("driver", "How to act: exec, webhook or flagd.").Required().EnumVar(&o.driver, "exec", "webhook", "flagd")
 	cmd.Flag("exec.command", "exec: the program and its arguments, one per flag (no shell).").StringsVar(&o.execCommand)
 	cmd.Flag("exec.timeout", "exec: how long the program may run.").Default("1m").DurationVar(&o.execTimeout)
@@ -89,7 +93,17 @@ func runActuate(ctx context.Context, o actuateOptions, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rollguard actuate: %v\n", err)
 		return 2
 	}
+	var signer *actions.Signer // nil: the actuator makes a key for this process and says so
+	if o.signSeedFile != "" {
+		if signer, err = actions.LoadSigner(o.signSeedFile, ""); err != nil {
+			fmt.Fprintf(stderr, "rollguard actuate: --sign.seed-file: %v\n", err)
+			return 2
+		}
+	}
 	log := newLogger(o.logLevel, o.logFormat, stderr).Named("actuate")
+	if signer != nil {
+		log.Info("results are signed", "key", signer.PublicKey())
+	}
 	nc, err := connectNATS(o.natsURL, configs.NATSConfig{User: o.natsUser, Password: commoncfg.Secret(o.natsPassword),
 		Token: commoncfg.Secret(o.natsToken), CredentialsFile: o.natsCreds}, log)
 	if err != nil {
@@ -103,7 +117,7 @@ func runActuate(ctx context.Context, o actuateOptions, stderr io.Writer) int {
 		return 1
 	}
 	err = actuator.Run(ctx, actuator.Options{JS: js, Stream: o.stream, Subjects: actions.Subjects{Prefix: o.prefix},
-		Durable: o.durable, Actions: o.actions, Services: o.services, Verifier: verifier, Name: o.name, Logger: log}, driver)
+		Durable: o.durable, Actions: o.actions, Services: o.services, Verifier: verifier, Signer: signer, Name: o.name, Logger: log}, driver)
 	if err != nil {
 		log.Error("stopped with error", "error", err)
 		return 1
@@ -117,14 +131,11 @@ func (o actuateOptions) build() (*actions.Verifier, actuator.Driver, error) {
 	if strings.TrimSpace(o.durable) == "" {
 		return nil, nil, errors.New("--durable is empty: name the consumer, e.g. --durable=actuator-flagd")
 	}
-	keys := append([]string(nil), o.keys...)
-	for _, f := range o.keyFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--verify.key-file: %w", err)
-		}
-		keys = append(keys, strings.TrimSpace(string(b)))
+	fromFiles, err := wire.ReadKeyFiles(o.keyFiles...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--verify.key-file: %w", err)
 	}
+	keys := append(append([]string(nil), o.keys...), fromFiles...)
 	if len(keys) == 0 {
 		return nil, nil, errors.New("no trusted key: an actuator acts only on commands it can verify; " +
 			"pass --verify.key=U… or --verify.key-file=<rollguard storage.path>/signing.pub")

@@ -35,8 +35,10 @@ const actuateFlagFile = `{
 
 // TestActuateEndToEnd: `rollguard actuate --driver=flagd` against a NATS
 // server, trusting the key rollguard wrote, kills the flag a signed command
-// names, reports ok on rollguard.result.flag_kill.checkout, refuses an
-// unsigned copy, and stops cleanly when told to.
+// names, reports ok on rollguard.result.flag_kill.checkout signed with its
+// --sign.seed-file key, refuses an unsigned copy published first under the
+// genuine command's id — under the copy's stream sequence, never as a
+// result of the genuine command — and stops cleanly when told to.
 func TestActuateEndToEnd(t *testing.T) {
 	ns := actuateNATS(t)
 	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("actuator", "s3cret"))
@@ -61,13 +63,19 @@ func TestActuateEndToEnd(t *testing.T) {
 	if err := os.WriteFile(flags, []byte(actuateFlagFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	actuatorKeys := t.TempDir()
+	resultSigner, err := actions.LoadSigner("", actuatorKeys) // writes signing.nk, the actuator's seed
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	app := kingpin.New("rollguard", "")
 	app.Terminate(nil)
 	cmd, o := actuateFlags(app)
 	parsed, err := app.Parse([]string{"actuate", "--nats.url=" + ns.ClientURL(), "--nats.user=actuator", "--nats.password=s3cret",
 		"--durable=actuator-flagd", "--name=flagd-e2e", "--action=flag_kill", "--service=checkout",
-		"--verify.key-file=" + filepath.Join(storage, "signing.pub"), "--driver=flagd", "--flagd.file=" + flags, "--log.level=debug"})
+		"--verify.key-file=" + filepath.Join(storage, "signing.pub"), "--driver=flagd", "--flagd.file=" + flags, "--log.level=debug",
+		"--sign.seed-file=" + filepath.Join(actuatorKeys, "signing.nk")})
 	if err != nil || parsed != cmd.FullCommand() {
 		t.Fatalf("parse: %v", err)
 	}
@@ -81,21 +89,23 @@ func TestActuateEndToEnd(t *testing.T) {
 	b := actuateCommand(t, id, "new-checkout")
 	unsigned := nats.NewMsg(subj.Command(actions.ActionFlagKill, "checkout"))
 	unsigned.Data = b
-	unsigned.Header.Set(jetstream.MsgIDHeader, "forged")
-	if _, err := js.PublishMsg(t.Context(), unsigned); err != nil {
+	unsigned.Header.Set(jetstream.MsgIDHeader, id) // the genuine id, as the issue's junk had
+	ack, err := js.PublishMsg(t.Context(), unsigned)
+	if err != nil {
 		t.Fatal(err)
 	}
 	m := actions.Message{Subject: subj.Command(actions.ActionFlagKill, "checkout"), ID: id, Data: b}
 	if err := signer.Sign(&m); err != nil {
 		t.Fatal(err)
 	}
-	if err := (actions.JetStreamPublisher{JS: js}).Publish(t.Context(), m); err != nil {
+	if err := (actions.JetStreamPublisher{JS: js, Signer: signer}).Publish(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}
 
 	var results map[string]actions.ResultData
+	forged := fmt.Sprintf("unverified/%d", ack.Sequence)
 	actuateWait(t, 15*time.Second, func() error {
-		results = actuateResults(t, js)
+		results = actuateResults(t, js, resultSigner)
 		if len(results) < 2 {
 			return fmt.Errorf("results so far: %+v", results)
 		}
@@ -105,7 +115,7 @@ func TestActuateEndToEnd(t *testing.T) {
 		r.IncidentID != "inc-d-3fa2b1c0d4e5" || !strings.Contains(r.Detail, `flag "new-checkout" set to variant "off"`) {
 		t.Errorf("result %+v", r)
 	}
-	if r := results["forged"]; r.Status != actions.ResultRejected || !strings.HasPrefix(r.Detail, "unsigned") {
+	if r := results[forged]; r.Status != actions.ResultRejected || !strings.HasPrefix(r.Detail, "unsigned") {
 		t.Errorf("unsigned copy: %+v", r)
 	}
 
@@ -187,7 +197,10 @@ func TestActuateFlagErrors(t *testing.T) {
 }
 
 // actuateResults reads the results in the stream, by command id.
-func actuateResults(t *testing.T, js jetstream.JetStream) map[string]actions.ResultData {
+// actuateResults returns the results in the stream by command id, each
+// checked to be the only one of its command, signed by signer and stored
+// under its keyed Nats-Msg-Id.
+func actuateResults(t *testing.T, js jetstream.JetStream, signer *actions.Signer) map[string]actions.ResultData {
 	t.Helper()
 	st, err := js.Stream(t.Context(), "ROLLGUARD")
 	if err != nil {
@@ -216,6 +229,12 @@ func actuateResults(t *testing.T, js jetstream.JetStream) map[string]actions.Res
 		}
 		if m.Subject != "rollguard.result."+r.Action+"."+r.Service {
 			t.Errorf("result on %s: %+v", m.Subject, r)
+		}
+		if _, twice := out[r.CommandID]; twice {
+			t.Errorf("a second result for %s: %+v", r.CommandID, r)
+		}
+		if !signer.Signs(m.Data, m.Header.Get) || m.Header.Get(jetstream.MsgIDHeader) != signer.MsgID(ev.ID) {
+			t.Errorf("result %s is not signed by the actuator's seed file, or not under its keyed id", ev.ID)
 		}
 		out[r.CommandID] = r
 	}

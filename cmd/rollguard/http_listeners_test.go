@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/internal/natstest"
 )
 
 // withWebAuth puts basic auth (ops/hunter2) and extra web: settings into
@@ -84,6 +85,39 @@ func TestWebCrossOrigin(t *testing.T) {
 	}
 	if code, b := td.webRequest(http.MethodPost, "/-/reload", "", nil, true); code != http.StatusOK {
 		t.Fatalf("reload from a program: %d %s", code, b)
+	}
+}
+
+// TestSidecarListener: a sidecar's web listener has the same bounds and
+// the same cross-origin check: a forged reload is refused and changes
+// nothing, the program's reload applies the file (healthy twin), and a
+// trickled remote write is cut off at read_timeout.
+func TestSidecarListener(t *testing.T) {
+	ns := natstest.Start(t)
+	// startDaemon reads the commands stream, which a central creates.
+	startDaemon(t, strings.Replace(testConfig, "nats:\n", "nats:\n  url: "+ns.ClientURL()+"\n", 1))
+	cfg := strings.Replace(testConfig, "nats:\n", "mode: sidecar\nnats:\n  url: "+ns.ClientURL()+"\n", 1)
+	cfg = strings.Replace(cfg, "guards:\n", "web:\n  read_timeout: 1s\nguards:\n", 1)
+	sc := startDaemon(t, cfg)
+	valid := cfg + "      - name: writes\n        type: data_integrity\n        metric: db.client.failed_writes\n        total_metric: http.server.request.duration\n"
+	if err := os.WriteFile(sc.file, []byte(valid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evil := map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"}
+	if code, b := sc.webRequest(http.MethodPost, "/-/reload", "", evil, false); code != http.StatusForbidden {
+		t.Fatalf("cross-origin reload of a sidecar: %d %s, want 403", code, b)
+	}
+	if sc.sidecar.aggregator.Wants("db.client.failed_writes") {
+		t.Fatal("a cross-origin reload applied the file")
+	}
+	if code, b := sc.post("/-/reload", ""); code != http.StatusOK {
+		t.Fatalf("reload: %d %s", code, b)
+	}
+	if !sc.sidecar.aggregator.Wants("db.client.failed_writes") {
+		t.Fatal("the reload did not apply the file")
+	}
+	if d := trickle(t, sc.web+"/api/v1/write"); d < time.Second {
+		t.Errorf("the sidecar ended a trickling remote write after %s, before its read_timeout", d)
 	}
 }
 

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/snappy"
@@ -67,6 +69,37 @@ func fuzzSeeds(t testing.TB, v2 bool) map[string][]byte {
 		seeds["metadata_only"] = marshal(t, &prompb.WriteRequest{Metadata: []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "requests"}}})
 		seeds["invalid_utf8"] = marshal(t, v1Request(series{labels: lbls("__name__", "up", "path", "\xff"), samples: []pt{{1000, 2}}}))
 	}
+	// Hostile points (issue 13), the same for both: each must be refused
+	// (400) or counted, never handed on as a non-finite or negative count.
+	build := func(ss ...series) []byte {
+		if v2 {
+			return marshal(t, v2Request(ss...))
+		}
+		return marshal(t, v1Request(ss...))
+	}
+	ctr := func(ts int64, v float64) series {
+		return series{labels: lbls("__name__", "http_requests_total", "job", "checkout", "code", "500"), typ: "counter", created: 1, samples: []pt{{ts, v}}}
+	}
+	rt := func(le string, v float64) series {
+		return series{labels: lbls("__name__", "rt_bucket", "le", le), typ: "histogram", family: "rt", samples: []pt{{1000, v}}}
+	}
+	seeds["nan_counter"] = build(ctr(1000, 1), ctr(2000, math.NaN()))
+	seeds["negative_counter"] = build(ctr(1000, -5))
+	seeds["stale_counter"] = build(ctr(1000, 1), ctr(2000, staleNaN))
+	seeds["year_2200"] = build(ctr(1000, 1), ctr(7258118400000, 1e9), ctr(3000, 4))
+	seeds["duplicate_series"] = build(ctr(1000, 10), ctr(1000, 10), ctr(1000, 3))
+	seeds["classic_buckets_down"] = build(rt("0.1", 5), rt("1", 3), rt("+Inf", 5),
+		series{labels: lbls("__name__", "rt_count"), typ: "histogram", family: "rt", samples: []pt{{1000, 5}}})
+	seeds["classic_inf_not_count"] = build(rt("+Inf", 5),
+		series{labels: lbls("__name__", "rt_count"), typ: "histogram", family: "rt", samples: []pt{{1000, 6}}})
+	nrt := func(h *writev2.Histogram) series {
+		return series{labels: lbls("__name__", "nrt", "job", "checkout"), typ: "histogram", created: 1, hists: []*writev2.Histogram{h}}
+	}
+	seeds["native_count_mismatch"] = build(nrt(intHistogram(1000, 0, 9, 0, 1, []*writev2.BucketSpan{span(0, 2)}, []int64{1, 1}, nil, nil)))
+	seeds["native_nan_count"] = build(nrt(floatHistogram(1000, 0, math.NaN(), 0, 1, []*writev2.BucketSpan{span(0, 1)}, []float64{1})))
+	many := make([]int64, 3000)
+	many[0] = 1
+	seeds["native_too_many_buckets"] = build(nrt(intHistogram(1000, 0, 3000, 0, 1, []*writev2.BucketSpan{span(0, 3000)}, many, nil, nil)))
 	// Hostile framing, the same for both.
 	seeds["empty"] = []byte{}
 	seeds["huge_length"] = []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}
@@ -136,7 +169,10 @@ func fuzzRemoteWrite(f *testing.F, contentType string, v2 bool) {
 				continue
 			}
 			for _, hdr := range []string{remotewrite.HeaderSamplesWritten, remotewrite.HeaderHistogramsWritten, remotewrite.HeaderExemplarsWritten} {
-				if n, err := strconv.Atoi(w.Header().Get(hdr)); err != nil || n < 0 || (w.Code != http.StatusNoContent && n != 0) {
+				// A 400 for refused points says what of the rest was written;
+				// every other refusal wrote nothing.
+				partial := w.Code == http.StatusBadRequest && strings.Contains(w.Body.String(), "the rest of the request was written")
+				if n, err := strconv.Atoi(w.Header().Get(hdr)); err != nil || n < 0 || (w.Code != http.StatusNoContent && !partial && n != 0) {
 					t.Fatalf("post %d: %d with %s: %q", i, w.Code, hdr, w.Header().Get(hdr))
 				}
 			}
@@ -151,6 +187,13 @@ func (a *checkingAppender) Append(samples []sources.Sample) error {
 	for _, s := range samples {
 		if s.Metric == "" || s.Kind < sources.KindCounter || s.Kind > sources.KindHistogram {
 			a.t.Fatalf("malformed sample %+v", s)
+		}
+		// Nothing non-finite or negative is counted (issue 13).
+		switch {
+		case s.Kind == sources.KindCounter && !sources.ValidCounter(s.Value):
+			a.t.Fatalf("counter increment %v handed on: %+v", s.Value, s)
+		case s.Kind == sources.KindHistogram && !sources.ValidCounter(s.Count):
+			a.t.Fatalf("histogram count %v handed on: %+v", s.Count, s)
 		}
 		for i, l := range s.Labels {
 			if l.Name == "" || l.Value == "" || l.Name == "__name__" || (i > 0 && s.Labels[i-1].Name >= l.Name) {

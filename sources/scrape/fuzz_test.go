@@ -2,6 +2,7 @@ package scrape
 
 import (
 	"testing"
+	"time"
 
 	"github.com/rollguard/rollguard/sources"
 )
@@ -27,8 +28,16 @@ func fuzzParse(f *testing.F, contentType string, seeds ...[]byte) {
 				t.Fatalf("point without its target labels or name: %s", p.Labels)
 			}
 		}
-		// What parses must also normalise without trouble.
-		_, _ = sources.NewPromConverter(nil, sources.Limits{MaxSeries: 1000}).Convert(pts, map[string]int{})
+		// What parses must also normalise without trouble, and nothing
+		// non-finite or negative is counted (issue 13).
+		conv := sources.NewPromConverter(nil, sources.Limits{MaxSeries: 1000, MaxSeriesPerVersion: 100, CohortLabels: []string{"job", "version"},
+			MaxTimestampAhead: 10 * time.Minute, MaxBucketsPerHistogram: 64})
+		out, _ := conv.Convert(pts, map[string]int{})
+		for _, s := range out {
+			if (s.Kind == sources.KindCounter && !sources.ValidCounter(s.Value)) || (s.Kind == sources.KindHistogram && !sources.ValidCounter(s.Count)) {
+				t.Fatalf("invalid increment handed on: %+v", s)
+			}
+		}
 	})
 }
 
@@ -40,6 +49,11 @@ func FuzzParseText(f *testing.F) {
 		[]byte("a{b=\"c\\\"\\n\"} +Inf 123\n"),
 		[]byte("{\"utf8.name\", le=\"1\"} NaN\n"),
 		benchBody(f, ctText, 20),
+		// Hostile points (issue 13): NaN and negative counters, a point
+		// from the year 2200, classic histograms that do not add up.
+		[]byte("# TYPE c counter\nc{code=\"500\"} NaN\nc{code=\"400\"} -3\nc{code=\"502\"} 1e9 7258118400000\n"),
+		[]byte("# TYPE h histogram\nh_bucket{le=\"0.1\"} 9\nh_bucket{le=\"1\"} 4\nh_bucket{le=\"+Inf\"} 9\nh_count 9\nh_sum 1\n"),
+		[]byte("# TYPE h histogram\nh_bucket{le=\"+Inf\"} 5\nh_count 7\nh_sum 1\nh_bucket{le=\"+Inf\"} 5\n"),
 	)
 }
 

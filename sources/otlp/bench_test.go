@@ -2,6 +2,7 @@ package otlp_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -27,9 +28,11 @@ func (d *discardSink) Append(s []sources.Sample) error { d.n += len(s); return n
 // The request is what one checkout pod's SDK sends per export: the
 // http.server.request.duration histogram (cumulative, 14 buckets, the SDK's
 // default bounds) for 2 versions × 5 status codes × 10 routes = 100 data
-// points. The same body is posted every iteration: after the first, every
-// point hits the steady-state path (known series, same start, no reset), which
-// costs the same whatever the counts are, so the body need not change.
+// points. The same body is posted every iteration with its points' time moved
+// on ten seconds (the receiver drops a second point at a series' timestamp):
+// after the first, every point hits the steady-state path (known series, same
+// start, no reset), which costs the same whatever the counts are, so nothing
+// else need change.
 //
 //	go test ./sources/otlp -run '^$' -bench BenchmarkReceiverProto -benchmem
 func BenchmarkReceiverProto(b *testing.B) {
@@ -68,9 +71,27 @@ func BenchmarkReceiverProto(b *testing.B) {
 		}
 	}
 	body := (&metricsBuilder{md: md}).proto(b)
+	// time_unix_nano is a fixed64: its offsets in the body are where
+	// httpT0's little-endian bytes are (the start time differs).
+	var stamp [8]byte
+	binary.LittleEndian.PutUint64(stamp[:], uint64(httpT0.UnixNano()))
+	var stamps []int
+	for i := 0; i+8 <= len(body); i++ {
+		if bytes.Equal(body[i:i+8], stamp[:]) {
+			stamps = append(stamps, i)
+		}
+	}
+	if len(stamps) != 100 {
+		b.Fatalf("found %d timestamps in the body, want 100", len(stamps))
+	}
+	ts := httpT0
 	sink := &discardSink{}
 	h := otlp.NewReceiver(otlp.Config{Appender: sink}).Handler()
 	post := func() int {
+		for _, off := range stamps {
+			binary.LittleEndian.PutUint64(body[off:], uint64(ts.UnixNano()))
+		}
+		ts = ts.Add(10 * time.Second)
 		req := httptest.NewRequest(http.MethodPost, "/v1/metrics", bytes.NewReader(body))
 		req.Header.Set("Content-Type", ctProto)
 		rec := httptest.NewRecorder()
@@ -95,3 +116,44 @@ func BenchmarkReceiverProto(b *testing.B) {
 }
 
 func pcommonTime(t time.Time) pcommon.Timestamp { return pcommon.NewTimestampFromTime(t) }
+
+// BenchmarkReceiverHostile measures what one hostile request of issue 13
+// costs the receiver with the default limits: an OTLP/JSON attribute
+// nested 187,000 levels deep (561,000 brackets, 12 KB gzip'd), a histogram
+// point with 900,000 bounds (14 MB of protobuf) and 600,000 gauge points
+// of an unguarded metric (over max_points_per_request). B/op is the heap
+// only; the deep JSON's cost before the depth limit was mostly goroutine
+// stack, which the benchmark does not see (docs/benchmarks.md has the RSS).
+//
+//	go test ./sources/otlp -run '^$' -bench BenchmarkReceiverHostile -benchmem
+func BenchmarkReceiverHostile(b *testing.B) {
+	wide := make([]float64, 900_000)
+	for i := range wide {
+		wide[i] = float64(i)
+	}
+	for _, bc := range []struct {
+		name, ct, enc string
+		body          func() []byte
+	}{
+		{"deep_json", ctJSON, "gzip", func() []byte { return gzipped(b, deepJSON(187_000)) }},
+		{"wide_histogram", ctProto, "", func() []byte {
+			return newMetrics("v1").histogram(reqDur, pmetric.AggregationTemporalityDelta, 200, httpStart, httpT0, 1, 1, wide, make([]uint64, len(wide)+1)).proto(b)
+		}},
+		{"too_many_points", ctProto, "gzip", func() []byte { return gzipped(b, manyGauges(600_000).proto(b)) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			body := bc.body()
+			unguarded := sources.FilterFunc(func(m string) bool { return m != "cpu" })
+			h := otlp.NewReceiver(otlp.Config{Appender: &discardSink{}, Filter: unguarded}).Handler()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/v1/metrics", bytes.NewReader(body))
+				req.Header.Set("Content-Type", bc.ct)
+				if bc.enc != "" {
+					req.Header.Set("Content-Encoding", bc.enc)
+				}
+				h.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		})
+	}
+}

@@ -53,9 +53,10 @@ type Config struct {
 	// MaxPoints: a request with more data points is refused whole (413,
 	// gRPC InvalidArgument) before any of them is kept.
 	MaxPoints int
-	// MaxBuckets: a histogram point with more buckets, or more explicit
-	// bounds, than this (an exponential histogram: both sides together) is
-	// rejected (reason too_many_buckets) before it reaches any state.
+	// MaxBuckets: a histogram point with more buckets than this is rejected
+	// (reason too_many_buckets) before it reaches any state. Buckets are
+	// counted as Prometheus counts them: a classic histogram's +Inf bucket
+	// and an exponential histogram's zero bucket included.
 	MaxBuckets int
 	// MaxJSONDepth: an OTLP/JSON body whose objects and arrays nest deeper
 	// is refused (400) before it is decoded.
@@ -413,8 +414,10 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 		if !ok {
 			continue
 		}
-		if dp.BucketCounts().Len() > r.cfg.MaxBuckets || dp.ExplicitBounds().Len() > r.cfg.MaxBuckets {
-			reject(tooManyBuckets)
+		// Buckets as Prometheus counts them, +Inf included, before any
+		// is copied.
+		if max(dp.BucketCounts().Len(), dp.ExplicitBounds().Len()+1) > r.cfg.MaxBuckets {
+			reject(sources.DropTooManyBuckets)
 			continue
 		}
 		bounds := dp.ExplicitBounds().AsRaw()
@@ -506,16 +509,16 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 		if !ok {
 			continue
 		}
-		if dp.Positive().BucketCounts().Len()+dp.Negative().BucketCounts().Len() > r.cfg.MaxBuckets {
-			reject(tooManyBuckets)
-			continue
-		}
 		if dp.Scale() < -10 || dp.Scale() > 20 || !expBucketsValid(dp.Positive()) || !expBucketsValid(dp.Negative()) {
 			reject("invalid_exponential_histogram")
 			continue
 		}
 		h := sources.NativeHistogram{Scale: dp.Scale(), ZeroThreshold: dp.ZeroThreshold(), ZeroCount: float64(dp.ZeroCount()),
 			Positive: expBuckets(dp.Positive()), Negative: expBuckets(dp.Negative())}
+		if sources.NativeBuckets(h) > r.cfg.MaxBuckets {
+			reject(sources.DropTooManyBuckets)
+			continue
+		}
 		count, sum, from := float64(dp.Count()), dp.Sum(), int64(dp.StartTimestamp())
 		if !finite(sum) || !finite(h.ZeroThreshold) {
 			reject(invalidValue)
@@ -600,11 +603,6 @@ func (r *Receiver) labels(metric string, res sources.Labels, pt pcommon.Map, rej
 // ±Inf, a counter going negative) is rejected at the door, so that it can
 // reach no test, verdict, command or JSON encoder.
 const invalidValue = "invalid_value"
-
-// tooManyBuckets is the reason a histogram point with more buckets than
-// MaxBuckets is rejected: kept, it would cost memory in the cumulative
-// state and in every window it reached.
-const tooManyBuckets = "too_many_buckets"
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 

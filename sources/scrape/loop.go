@@ -361,13 +361,19 @@ func (l *loop) scrape(ctx context.Context) error {
 		m.metrics.samples.WithLabelValues(l.t.job, l.t.instance).Set(float64(len(points)))
 		l.st.Health, l.st.LastError, l.st.Samples = HealthUp, "", len(points)
 	}
+	wasRefused := l.st.LastRefusal != ""
 	l.st.LastRefusal = ""
 	if refused != nil {
 		l.st.LastRefusal = refused.String()
 	}
 	l.mu.Unlock()
 	if refused != nil {
-		m.log.Debug("scrape points refused", "job", l.t.job, "instance", l.t.instance, "first", refused.String())
+		// Loud when a target starts sending bad points, quiet while it goes on.
+		log := m.log.Debug
+		if !wasRefused {
+			log = m.log.Warn
+		}
+		log("scrape points refused", "job", l.t.job, "instance", l.t.instance, "first", refused.String())
 	}
 	switch {
 	case err != nil && wasUp != HealthDown:

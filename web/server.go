@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -19,13 +21,50 @@ const maxHeaderWait = 10 * time.Second
 // configs.DefaultMaxConnections); a client beyond them waits in the
 // kernel's backlog until one closes, so that no number of clients can
 // exhaust rollguard's file descriptors. Every listener rollguard serves,
-// HTTP or gRPC, is bound here.
+// HTTP or gRPC, is bound here. The listener is a *Listener.
 func Listen(addr string, c configs.ServerConfig) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return netutil.LimitListener(ln, c.WithDefaults().MaxConnections), nil
+	max := c.WithDefaults().MaxConnections
+	return &Listener{Listener: netutil.LimitListener(ln, max), max: max}, nil
+}
+
+// Listener is a bound listener with its connection cap; it counts the
+// connections it holds, so that a listener at its cap can be seen.
+type Listener struct {
+	net.Listener
+	max  int
+	open atomic.Int64
+}
+
+// Accept waits for a connection, and for a free place under the cap.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+// Open is the number of connections held now.
+func (l *Listener) Open() int { return int(l.open.Load()) }
+
+// Max is the most connections the listener holds at once.
+func (l *Listener) Max() int { return l.max }
+
+type countedConn struct {
+	net.Conn
+	l    *Listener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
 }
 
 // NewServer builds the HTTP server of a listener configured by c, with its

@@ -17,7 +17,7 @@ import (
 )
 
 // serve runs h on a listener bound and bounded by c, as the daemon does.
-func serve(t *testing.T, c configs.ServerConfig, h http.Handler) string {
+func serve(t *testing.T, c configs.ServerConfig, h http.Handler) *web.Listener {
 	t.Helper()
 	ln, err := web.Listen("127.0.0.1:0", c)
 	if err != nil {
@@ -27,7 +27,7 @@ func serve(t *testing.T, c configs.ServerConfig, h http.Handler) string {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close(); <-done })
-	return ln.Addr().String()
+	return ln.(*web.Listener)
 }
 
 func TestNewServerDefaults(t *testing.T) {
@@ -51,7 +51,7 @@ func TestReadTimeout(t *testing.T) {
 				return
 			}
 			_, _ = fmt.Fprintf(w, "read %d bytes", len(b))
-		}))
+		})).Addr().String()
 
 	resp, err := http.Post("http://"+addr+"/", "text/plain", strings.NewReader("a whole body"))
 	if err != nil {
@@ -107,11 +107,12 @@ func TestReadTimeout(t *testing.T) {
 func TestMaxConnections(t *testing.T) {
 	var entered atomic.Int32
 	release := make(chan struct{})
-	addr := serve(t, configs.ServerConfig{MaxConnections: 2}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln := serve(t, configs.ServerConfig{MaxConnections: 2}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		entered.Add(1)
 		<-release
 		_, _ = io.WriteString(w, "served")
 	}))
+	addr := ln.Addr().String()
 	type result struct {
 		code int
 		err  error
@@ -139,6 +140,9 @@ func TestMaxConnections(t *testing.T) {
 	go get()
 	go get()
 	poll.Until(t, 10*time.Second, enteredIs(2))
+	if ln.Open() != 2 || ln.Max() != 2 {
+		t.Errorf("listener holds %d of %d connections, want 2 of 2", ln.Open(), ln.Max())
+	}
 	go get()
 	poll.Holds(t, 300*time.Millisecond, enteredIs(2))
 	release <- struct{}{}
@@ -149,4 +153,10 @@ func TestMaxConnections(t *testing.T) {
 			t.Errorf("request: %d %v", r.code, r.err)
 		}
 	}
+	poll.Until(t, 10*time.Second, func() error {
+		if n := ln.Open(); n != 0 {
+			return fmt.Errorf("listener holds %d connections after every client closed, want 0", n)
+		}
+		return nil
+	})
 }

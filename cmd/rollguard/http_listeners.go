@@ -1,11 +1,13 @@
 package main
 
 import (
+	"net"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/web"
 )
 
 // Ingest paths, as rollguard_ingest_unauthenticated labels them.
@@ -29,10 +31,11 @@ func openIngest(cfg *configs.Config) map[string]bool {
 	return open
 }
 
-// watchListeners exports rollguard_ingest_unauthenticated and checks the
-// listeners of the configuration rollguard starts with.
+// watchListeners exports rollguard_ingest_unauthenticated and the
+// listeners' connections, and checks the listeners of the configuration
+// rollguard starts with.
 func (d *daemon) watchListeners(cfg *configs.Config) {
-	d.reg.MustRegister(newIngestAuthCollector(d.Config))
+	d.reg.MustRegister(newIngestAuthCollector(d.Config), &connectionsCollector{d: d})
 	d.checkListeners(nil, cfg)
 }
 
@@ -95,5 +98,35 @@ func (c *ingestAuthCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, p)
+	}
+}
+
+var (
+	connectionsDesc = prometheus.NewDesc("rollguard_listener_connections",
+		"Connections a listener (web, otlp_http, otlp_grpc) holds now.", []string{"listener"}, nil)
+	maxConnectionsDesc = prometheus.NewDesc("rollguard_listener_max_connections",
+		"The listener's max_connections: at it, new clients wait until a connection closes.", []string{"listener"}, nil)
+)
+
+// connectionsCollector exports each bound listener's connections and cap,
+// so that a listener held at its cap (by a flood or by slow clients) is
+// seen rather than only felt.
+type connectionsCollector struct{ d *daemon }
+
+func (c *connectionsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connectionsDesc
+	ch <- maxConnectionsDesc
+}
+
+func (c *connectionsCollector) Collect(ch chan<- prometheus.Metric) {
+	// The listeners are bound before any request can ask for metrics.
+	for _, l := range []struct {
+		name string
+		ln   net.Listener
+	}{{"web", c.d.webLn}, {pathOTLPHTTP, c.d.otlpLn}, {pathOTLPGRPC, c.d.grpcLn}} {
+		if wl, ok := l.ln.(*web.Listener); ok {
+			ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(wl.Open()), l.name)
+			ch <- prometheus.MustNewConstMetric(maxConnectionsDesc, prometheus.GaugeValue, float64(wl.Max()), l.name)
+		}
 	}
 }

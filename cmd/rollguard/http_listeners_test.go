@@ -203,7 +203,8 @@ func (td *testDaemon) ingestGauge(auth bool) string {
 
 // TestIngestAuthGauge: with a token on OTLP and none on the web listener,
 // remote write is open and rollguard_ingest_unauthenticated says so; a
-// reload that secures the web listener closes it.
+// reload that secures the web listener closes it. The listeners' caps
+// and the connection of the scrape itself are exported too.
 func TestIngestAuthGauge(t *testing.T) {
 	cfg := strings.Replace(testConfig, "otlp:\n", "otlp:\n  authorization:\n    credentials: s3cret\n", 1)
 	td := startDaemon(t, cfg)
@@ -212,6 +213,17 @@ rollguard_ingest_unauthenticated{path="otlp_http"} 0
 rollguard_ingest_unauthenticated{path="remote_write"} 1`
 	if got := td.ingestGauge(false); got != want {
 		t.Fatalf("gauge:\n%s\nwant:\n%s", got, want)
+	}
+	_, b := td.webRequest(http.MethodGet, "/metrics", "", nil, false)
+	for _, line := range []string{`rollguard_listener_max_connections{listener="web"} 1024`, `rollguard_listener_max_connections{listener="otlp_http"} 1024`,
+		`rollguard_listener_max_connections{listener="otlp_grpc"} 1024`} {
+		if !strings.Contains(b, line+"\n") {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
+	// At least the scrape's own connection (the client may keep others).
+	if !regexp.MustCompile(`(?m)^rollguard_listener_connections\{listener="web"\} [1-9]`).MatchString(b) {
+		t.Errorf("/metrics does not count the scrape's connection to the web listener:\n%s", b)
 	}
 	secured := strings.Replace(cfg, "guards:\n", "web:\n  basic_auth:\n    username: ops\n    password: hunter2\nguards:\n", 1)
 	if err := os.WriteFile(td.file, []byte(secured), 0o600); err != nil {

@@ -86,6 +86,13 @@ func TestWebCrossOrigin(t *testing.T) {
 	if code, b := td.webRequest(http.MethodPost, "/-/reload", "", nil, true); code != http.StatusOK {
 		t.Fatalf("reload from a program: %d %s", code, b)
 	}
+	// The profiles need the same credentials as the API.
+	if code, _ := td.webRequest(http.MethodGet, "/debug/pprof/", "", nil, false); code != http.StatusUnauthorized {
+		t.Errorf("GET /debug/pprof/ without credentials: %d, want 401", code)
+	}
+	if code, b := td.webRequest(http.MethodGet, "/debug/pprof/", "", nil, true); code != http.StatusOK || !strings.Contains(b, "goroutine") {
+		t.Errorf("GET /debug/pprof/ with credentials: %d", code)
+	}
 }
 
 // TestSidecarListener: a sidecar's web listener has the same bounds and

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/netutil"
 
 	"github.com/rollguard/rollguard/configs"
@@ -70,11 +71,17 @@ func (c *countedConn) Close() error {
 // NewServer builds the HTTP server of a listener configured by c, with its
 // timeouts (zero ones at their defaults): a client that trickles its
 // request, reads its answer slowly or idles on a kept-alive connection is
-// cut off rather than held. tc is the listener's TLS, nil without. Every
-// HTTP listener rollguard serves is built here, its listener by Listen.
-func NewServer(c configs.ServerConfig, h http.Handler, tc *tls.Config) *http.Server {
+// cut off rather than held. tc is the listener's TLS, nil without. What
+// the server itself has to say (a failed TLS handshake, a panic in a
+// handler) goes to log as a warning. Every HTTP listener rollguard serves
+// is built here, its listener by Listen.
+func NewServer(c configs.ServerConfig, h http.Handler, tc *tls.Config, log hclog.Logger) *http.Server {
 	c = c.WithDefaults()
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
 	return &http.Server{
+		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 		Handler:           h,
 		TLSConfig:         tc,
 		ReadHeaderTimeout: min(maxHeaderWait, time.Duration(c.ReadTimeout)),

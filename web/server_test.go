@@ -1,15 +1,20 @@
 package web_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/internal/poll"
@@ -23,7 +28,7 @@ func serve(t *testing.T, c configs.ServerConfig, h http.Handler) *web.Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := web.NewServer(c, h, nil)
+	srv := web.NewServer(c, h, nil, hclog.New(&hclog.LoggerOptions{Output: io.Discard}))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close(); <-done })
@@ -31,7 +36,7 @@ func serve(t *testing.T, c configs.ServerConfig, h http.Handler) *web.Listener {
 }
 
 func TestNewServerDefaults(t *testing.T) {
-	srv := web.NewServer(configs.ServerConfig{}, http.NotFoundHandler(), nil)
+	srv := web.NewServer(configs.ServerConfig{}, http.NotFoundHandler(), nil, nil)
 	if srv.ReadTimeout != 30*time.Second || srv.WriteTimeout != time.Minute || srv.IdleTimeout != 2*time.Minute || srv.ReadHeaderTimeout != 10*time.Second {
 		t.Errorf("timeouts read %s (headers %s), write %s, idle %s; want 30s (10s), 1m, 2m", srv.ReadTimeout, srv.ReadHeaderTimeout, srv.WriteTimeout, srv.IdleTimeout)
 	}
@@ -156,6 +161,57 @@ func TestMaxConnections(t *testing.T) {
 	poll.Until(t, 10*time.Second, func() error {
 		if n := ln.Open(); n != 0 {
 			return fmt.Errorf("listener holds %d connections after every client closed, want 0", n)
+		}
+		return nil
+	})
+}
+
+// syncBuffer is a log output that the server's goroutines and the test
+// share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServerErrorLog: what net/http says about a connection (here a
+// client that speaks plain text to a TLS listener) reaches rollguard's
+// log as a warning, not the process's stderr.
+func TestServerErrorLog(t *testing.T) {
+	certs := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate
+	certs.Close()
+	var out syncBuffer
+	ln, err := web.Listen("127.0.0.1:0", configs.ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := web.NewServer(configs.ServerConfig{}, http.NotFoundHandler(), &tls.Config{Certificates: certs.TLS.Certificates},
+		hclog.New(&hclog.LoggerOptions{Name: "web", Output: &out, DisableTime: true}))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: rollguard\r\n\r\n")
+	_, _ = io.ReadAll(conn)
+	conn.Close()
+	poll.Until(t, 10*time.Second, func() error {
+		if s := out.String(); !strings.Contains(s, "[WARN]  web: http: TLS handshake error from ") {
+			return fmt.Errorf("log %q has no warning of the failed handshake", s)
 		}
 		return nil
 	})

@@ -221,7 +221,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Logger:      d.log.Named("web"),
 		RemoteWrite: rwHandler,
 		Version:     version,
-	}), "/-/healthy", "/-/ready"), webTLS)
+	}), "/-/healthy", "/-/ready"), webTLS, d.log.Named("web"))
 	return d, nil
 }
 
@@ -486,7 +486,7 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 		if d.otlpLn, err = web.Listen(a, cfg.OTLP.ServerConfig); err != nil {
 			return nil, nil, fmt.Errorf("otlp http listener: %w", err)
 		}
-		d.otlpSrv = web.NewServer(cfg.OTLP.ServerConfig, d.otlpAuth.Wrap(receiver.Handler()), otlpTLS)
+		d.otlpSrv = web.NewServer(cfg.OTLP.ServerConfig, d.otlpAuth.Wrap(receiver.Handler()), otlpTLS, d.log.Named("otlp"))
 	}
 	if a := cfg.OTLP.GRPCListenAddress; a != "" {
 		if d.grpcLn, err = web.Listen(a, cfg.OTLP.ServerConfig); err != nil {

@@ -47,7 +47,7 @@ func TestNewServerDefaults(t *testing.T) {
 // sends; a request that arrives whole is served (healthy twin).
 func TestReadTimeout(t *testing.T) {
 	readErr := make(chan error, 2)
-	addr := serve(t, configs.ServerConfig{ReadTimeout: configs.Duration(500 * time.Millisecond)},
+	addr := serve(t, configs.ServerConfig{ReadTimeout: configs.Duration(time.Second)},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, err := io.ReadAll(r.Body)
 			readErr <- err

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +96,48 @@ func TestResultsSignedEndToEnd(t *testing.T) {
 	}
 	if n := metricValue(t, td, "rollguard_results_unverified_total"); n != 0 {
 		t.Errorf("%v results believed unverified with result keys configured", n)
+	}
+}
+
+// TestResultKeysReload: result keys follow the configuration on reload. A
+// key file that cannot be read refuses the reload and keeps the keys in
+// use; its twin, a readable file, is applied, and removing the keys goes
+// back to believing results unverified.
+func TestResultKeysReload(t *testing.T) {
+	keys := t.TempDir()
+	if _, err := actions.LoadSigner("", keys); err != nil {
+		t.Fatal(err)
+	}
+	withKeys := func(file string) string {
+		return pbConfig(embeddedNATS, "127.0.0.1:0", "  signing:\n    result_key_files: ["+file+"]")
+	}
+	td := startDaemon(t, pbConfig(embeddedNATS, "127.0.0.1:0", ""))
+	if td.playbook.ResultKeys() != nil {
+		t.Fatal("result keys without any configured")
+	}
+	reload := func(config string) (int, string) {
+		t.Helper()
+		if err := os.WriteFile(td.file, []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, b := td.post("/-/reload", "")
+		return code, string(b)
+	}
+	missing := filepath.Join(keys, "missing.pub")
+	if code, b := reload(withKeys(missing)); code != http.StatusInternalServerError ||
+		!strings.Contains(b, "playbook.signing.result_key_files") || !strings.Contains(b, "missing.pub") {
+		t.Fatalf("reload with a missing key file: %d %s", code, b)
+	}
+	if td.playbook.ResultKeys() != nil {
+		t.Fatal("a refused reload changed the result keys")
+	}
+	if code, b := reload(withKeys(filepath.Join(keys, "signing.pub"))); code != http.StatusOK {
+		t.Fatalf("reload with a key file: %d %s", code, b)
+	}
+	if td.playbook.ResultKeys() == nil {
+		t.Fatal("the reloaded result keys are not in use")
+	}
+	if code, b := reload(pbConfig(embeddedNATS, "127.0.0.1:0", "")); code != http.StatusOK || td.playbook.ResultKeys() != nil {
+		t.Fatalf("reload without keys: %d %s; keys %v", code, b, td.playbook.ResultKeys())
 	}
 }

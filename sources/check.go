@@ -27,13 +27,15 @@ const (
 	DropVersionSeriesLimit = "version_series_limit"
 )
 
-// Rejected says whether a drop reason is the sender's error (the point is
-// malformed, or would poison the state), as opposed to a point that came
-// too late or twice, or a budget that is full. Remote write answers 400
-// for the first kind.
+// Rejected says whether a drop reason is a value the sender must not send
+// (a count no counter can have, buckets that do not add up, a timestamp
+// that would poison the state), as opposed to a point that came too late
+// or twice, or a budget that is full. Remote write answers 400 for the
+// first kind. (Malformed histograms, invalid_histogram, are counted and
+// answered 204, as before these checks.)
 func Rejected(reason string) bool {
 	switch reason {
-	case DropInvalidValue, DropInconsistentHistogram, DropTooManyBuckets, DropTooFarAhead, DropBadHistogram:
+	case DropInvalidValue, DropInconsistentHistogram, DropTooManyBuckets, DropTooFarAhead:
 		return true
 	}
 	return false

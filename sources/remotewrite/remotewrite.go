@@ -455,7 +455,6 @@ var refusalWords = map[string]string{
 	sources.DropInconsistentHistogram: "histogram buckets that do not add up to the count, or cumulative buckets that go down",
 	sources.DropTooManyBuckets:        "more histogram buckets than limits.max_buckets_per_histogram",
 	sources.DropTooFarAhead:           "stamped further ahead of the receive time than limits.max_timestamp_ahead",
-	sources.DropBadHistogram:          "a malformed histogram",
 }
 
 // refusedCount counts the converter's drops that are the sender's error.

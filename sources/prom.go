@@ -107,9 +107,14 @@ type drops struct {
 func (d *drops) add(reason string, p *PromPoint) {
 	d.counts[reason]++
 	if d.refused == nil && Rejected(reason) {
-		series := p.Labels.Get(model.MetricNameLabel) + without(p.Labels, model.MetricNameLabel).String()
-		d.refused = &Refusal{Series: series, TimestampMs: p.TimestampMs, Reason: reason}
+		d.refused = NewRefusal(p.Labels, p.TimestampMs, reason)
 	}
+}
+
+// NewRefusal names a point of the series ls (with __name__) at ms.
+func NewRefusal(ls Labels, ms int64, reason string) *Refusal {
+	series := ls.Get(model.MetricNameLabel) + without(ls, model.MetricNameLabel).String()
+	return &Refusal{Series: series, TimestampMs: ms, Reason: reason}
 }
 
 // key is a point's series key in its cohort's budget.

@@ -418,6 +418,9 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 			refused = hr
 		}
 	}
+	if b.refused != nil {
+		refused = b.refused // the decoder's came first
+	}
 	wr := b.written
 	wr.samples -= lost(floatDrops)
 	wr.histograms -= lost(histDrops)
@@ -444,7 +447,7 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 		// sender must not retry them), and the written headers say what of
 		// the request was kept.
 		return wr, errorf(http.StatusBadRequest, "%d of the request's samples refused, first %s (%s); the rest of the request was written",
-			refusedCount(floatDrops)+refusedCount(histDrops), refused, refusalWords[refused.Reason])
+			refusedCount(b.drops)+refusedCount(floatDrops)+refusedCount(histDrops), refused, refusalWords[refused.Reason])
 	}
 	return wr, nil
 }

@@ -34,6 +34,9 @@ type batch struct {
 	families map[string]familyType
 	// buckets is what is left of MaxNativeBuckets.
 	buckets int64
+	// refused is the first point the decoder dropped for a value the
+	// sender must not send (see sources.Rejected).
+	refused *sources.Refusal
 	// points counts the request's samples and histogram samples, against
 	// MaxPointsPerRequest.
 	points int
@@ -80,7 +83,7 @@ func (r *Receiver) putBatch(b *batch) {
 	}
 	b.namesUsed = b.namesUsed[:0]
 	b.written = written{}
-	b.points = 0
+	b.points, b.refused = 0, nil
 	b.v1.release()
 	b.v2.release()
 	r.batches.Put(b)
@@ -258,8 +261,10 @@ func sortLabels(ls sources.Labels) sources.Labels {
 // The buckets become dense (every bucket between the lowest and the highest
 // populated one), which a few bytes of spans can make millions of: budget
 // is what is left of the request's MaxNativeBuckets, and is charged before
-// anything is allocated.
-func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64) (ph *sources.PromHistogram, reason string) {
+// anything is allocated; a histogram of more than maxBuckets buckets (the
+// zero bucket included, as sources.NativeBuckets counts them) is refused
+// before it is allocated too.
+func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64, maxBuckets int) (ph *sources.PromHistogram, reason string) {
 	switch {
 	case h.Schema == -53:
 		// Custom buckets (converted classic histograms): not supported yet.
@@ -272,6 +277,8 @@ func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64) (ph *sourc
 	switch {
 	case !ok1 || !ok2:
 		return nil, sources.DropBadHistogram
+	case maxBuckets > 0 && pw+nw+1 > int64(maxBuckets):
+		return nil, sources.DropTooManyBuckets
 	case pw+nw > *budget:
 		return nil, DropNativeBucketLimit
 	}

@@ -497,9 +497,12 @@ func (b *batch) addHistogram(ls sources.Labels, typ model.MetricType, createdMs 
 		b.written.histograms++
 		return
 	}
-	ph, reason := nativeHistogram(h, typ == model.MetricTypeGaugeHistogram, &b.buckets)
+	ph, reason := nativeHistogram(h, typ == model.MetricTypeGaugeHistogram, &b.buckets, b.r.cfg.MaxBucketsPerHistogram)
 	if reason != "" {
 		b.drop(reason, 1)
+		if b.refused == nil && sources.Rejected(reason) {
+			b.refused = sources.NewRefusal(ls, h.Timestamp, reason)
+		}
 		return
 	}
 	b.hists = append(b.hists, sources.PromPoint{Labels: ls, Type: typ, TimestampMs: h.Timestamp, CreatedMs: createdMs, Histogram: ph})

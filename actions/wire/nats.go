@@ -95,10 +95,10 @@ type JetStreamPublisher struct {
 
 // Publish sends m with its Nats-Msg-Id and waits for JetStream to store
 // it. When JetStream answers that the id is a duplicate, the stored
-// message is fetched and compared with m: the same bytes, or a message
-// signed by this publisher's key with the same subject and envelope id
-// (an earlier publish before a crash, or by a replica sharing the seed),
-// is success; anything else returns an error wrapping ErrPreempted.
+// message is fetched and compared with m: a message on the same subject,
+// signed by this publisher's key, with the same bytes or the same envelope
+// id (an earlier publish before a crash, or by a replica sharing the
+// seed), is success; anything else returns an error wrapping ErrPreempted.
 func (p JetStreamPublisher) Publish(ctx context.Context, m Message) error {
 	msgID := m.ID
 	if p.Signer != nil {
@@ -148,19 +148,24 @@ func (p JetStreamPublisher) checkDuplicate(ctx context.Context, m Message, ack *
 		m.ID, m.Subject, ack.Sequence, stored.Subject, stored.Header.Get(HeaderKey))
 }
 
-// earlier reports whether stored is m as published before: the same
-// bytes, or — after a restart that built the message again with a later
-// time — a message on the same subject, with the same envelope id, signed
-// by this publisher's key.
+// earlier reports whether stored is m as published before. With a signer
+// it must carry this signer's valid signature, on the same subject, and be
+// the same bytes or — after a restart that built the message again with a
+// later time — have the same envelope id. (The same bytes signed by
+// another key are junk to every receiver that checks signatures.) Without
+// a signer only the same bytes under the same signature header count.
 func (p JetStreamPublisher) earlier(stored *jetstream.RawStreamMsg, m Message) bool {
 	if stored.Subject != m.Subject {
 		return false
 	}
+	if p.Signer == nil {
+		return bytes.Equal(stored.Data, m.Data) && stored.Header.Get(HeaderSignature) == m.Header[HeaderSignature]
+	}
+	if !p.Signer.Signs(stored.Data, stored.Header.Get) {
+		return false
+	}
 	if bytes.Equal(stored.Data, m.Data) {
 		return true
-	}
-	if p.Signer == nil || !p.Signer.Signs(stored.Data, stored.Header.Get) {
-		return false
 	}
 	var ev struct {
 		ID string `json:"id"`

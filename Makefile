@@ -2,7 +2,7 @@ GO        ?= go
 BIN       := bin/rollguard
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 1m
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 # A real Prometheus for the PromQL-polling tests and the ingest comparison.
 PROMETHEUS_VERSION := v0.316.0

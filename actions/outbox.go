@@ -233,6 +233,19 @@ func (o *Outbox) Pending() []Message {
 	return slices.Clone(o.pending)
 }
 
+// Degraded says why the Outbox cannot store messages now — a failed write
+// or fsync it has not recovered from — or nil. Asking tries the reopen
+// (at most once per retry interval), so a disk with room again clears it
+// even when no step has anything to append.
+func (o *Outbox) Degraded() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || o.failed == nil {
+		return nil
+	}
+	return o.usable()
+}
+
 // Len is the number of pending messages.
 func (o *Outbox) Len() int {
 	o.mu.Lock()

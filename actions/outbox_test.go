@@ -645,15 +645,24 @@ func TestOutboxRecoversAfterAFailedWrite(t *testing.T) {
 	}
 	good := o.f
 	o.f = ro
+	if o.Degraded() != nil {
+		t.Fatal("degraded before any failure")
+	}
 	if err := o.Append(Message{Subject: "s", ID: "lost"}); err == nil {
 		t.Fatal("a failed write was reported stored")
 	}
 	good.Close()
 	o.reopenEvery = time.Hour
+	if err := o.Degraded(); err == nil || !strings.Contains(err.Error(), "write") {
+		t.Fatalf("degraded after a failed write: %v", err)
+	}
 	if err := o.Append(Message{Subject: "s", ID: "too-soon"}); err == nil || !strings.Contains(err.Error(), "unusable since an earlier failure") {
 		t.Fatalf("append within the retry interval: %v", err)
 	}
 	o.reopenEvery = 0
+	if err := o.Degraded(); err != nil { // asking reopens: no append needed
+		t.Fatalf("still degraded once writing works again: %v", err)
+	}
 	if err := o.Append(Message{Subject: "s", ID: "after"}); err != nil {
 		t.Fatalf("append once writing works again: %v", err)
 	}

@@ -33,6 +33,8 @@ type Queue interface {
 	Pending() []Message
 	Len() int
 	Ack(n int) error
+	// Degraded says why the queue cannot store messages now, or nil.
+	Degraded() error
 }
 
 // Detector is the deployment tracker and its tests, as the playbook's
@@ -127,6 +129,7 @@ type playbookMetrics struct {
 	// unverified those believed with no key configured to check them.
 	rejected   *prometheus.CounterVec
 	unverified prometheus.Counter
+	degraded   prometheus.GaugeFunc // the outbox cannot write
 }
 
 // NewPlaybook builds a playbook.
@@ -187,6 +190,15 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 			Name: "rollguard_results_rejected_total",
 			Help: "Actuator results ignored because they were unsigned, wrongly signed or signed by an untrusted key (result_keys), by reason.",
 		}, []string{"reason"}),
+		degraded: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rollguard_outbox_degraded",
+			Help: "1 while the outbox cannot write (a full or failing disk); it reopens itself once a second, and /-/ready answers 503 meanwhile.",
+		}, func() float64 {
+			if p.Degraded() != nil {
+				return 1
+			}
+			return 0
+		}),
 		unverified: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rollguard_results_unverified_total",
 			Help: "Actuator results believed without a signature check, because no result key is configured.",
@@ -199,7 +211,7 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(p.metrics.published, p.metrics.failures, p.metrics.pending,
 			p.metrics.dropped, p.metrics.open, p.metrics.results, p.metrics.preempted,
-			p.metrics.rejected, p.metrics.unverified)
+			p.metrics.rejected, p.metrics.unverified, p.metrics.degraded)
 	}
 	return p
 }
@@ -480,6 +492,16 @@ func (p *Playbook) pending() []Message {
 	p.memMu.Lock()
 	defer p.memMu.Unlock()
 	return append([]Message(nil), p.memory...)
+}
+
+// Degraded says why the playbook cannot queue commands durably now (its
+// outbox failed to write and has not recovered), or nil. The daemon's
+// readiness answers with it.
+func (p *Playbook) Degraded() error {
+	if p.o.Outbox == nil {
+		return nil
+	}
+	return p.o.Outbox.Degraded()
 }
 
 func (p *Playbook) pendingLen() int {

@@ -57,7 +57,9 @@ type Options struct {
 	// Reload applies the configuration file again; an error means the
 	// previous configuration was kept.
 	Reload   func() error
-	Ready    func() bool
+	// Ready says why rollguard should not get traffic now (starting,
+	// stopping, a degraded outbox), or nil.
+	Ready    func() error
 	Gatherer prometheus.Gatherer
 	Logger   hclog.Logger
 	// MaxBodyBytes bounds API request bodies.
@@ -81,7 +83,7 @@ func Handler(o Options) http.Handler {
 		o.MaxBodyBytes = 1 << 20
 	}
 	if o.Ready == nil {
-		o.Ready = func() bool { return true }
+		o.Ready = func() error { return nil }
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -92,8 +94,8 @@ func Handler(o Options) http.Handler {
 		_, _ = io.WriteString(w, "rollguard is healthy.\n")
 	})
 	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !o.Ready() {
-			http.Error(w, "rollguard is not ready.", http.StatusServiceUnavailable)
+		if err := o.Ready(); err != nil {
+			http.Error(w, "rollguard is not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "rollguard is ready.\n")

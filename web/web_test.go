@@ -73,7 +73,12 @@ func newAPIServer(t testing.TB, maxBody int64) *apiServer {
 			}
 			return nil
 		},
-		Ready:        s.ready.Load,
+		Ready: func() error {
+			if !s.ready.Load() {
+				return errors.New("starting")
+			}
+			return nil
+		},
 		Gatherer:     reg,
 		MaxBodyBytes: maxBody,
 	})
@@ -156,7 +161,7 @@ func TestProbes(t *testing.T) {
 		{"healthy", http.MethodGet, "/-/healthy", true, http.StatusOK, "rollguard is healthy.\n"},
 		{"healthy while not ready", http.MethodGet, "/-/healthy", false, http.StatusOK, "rollguard is healthy.\n"},
 		{"ready", http.MethodGet, "/-/ready", true, http.StatusOK, "rollguard is ready.\n"},
-		{"not ready", http.MethodGet, "/-/ready", false, http.StatusServiceUnavailable, "rollguard is not ready.\n"},
+		{"not ready", http.MethodGet, "/-/ready", false, http.StatusServiceUnavailable, "rollguard is not ready: starting\n"},
 		{"healthy is GET only", http.MethodPost, "/-/healthy", true, http.StatusMethodNotAllowed, "Method Not Allowed\n"},
 		{"reload is POST only", http.MethodGet, "/-/reload", true, http.StatusMethodNotAllowed, "Method Not Allowed\n"},
 		{"unknown path", http.MethodGet, "/-/nope", true, http.StatusNotFound, "404 page not found\n"},

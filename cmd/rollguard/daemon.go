@@ -216,7 +216,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Deployments: d.engine,
 		Incidents:   d.playbook,
 		Reload:      d.reload,
-		Ready:       d.ready.Load,
+		Ready:       d.readiness,
 		Gatherer:    d.reg,
 		Logger:      d.log.Named("web"),
 		RemoteWrite: rwHandler,
@@ -428,6 +428,19 @@ func grpcRecover(log hclog.Logger) grpc.UnaryServerInterceptor {
 
 // Config returns the running configuration.
 func (d *daemon) Config() *configs.Config { return d.cfg.Load() }
+
+// readiness is /-/ready's answer: not ready while starting or stopping, or
+// while the outbox cannot store commands (a full disk: rollguard would
+// detect but could not act).
+func (d *daemon) readiness() error {
+	if !d.ready.Load() {
+		return errors.New("starting or stopping")
+	}
+	if err := d.playbook.Degraded(); err != nil {
+		return fmt.Errorf("commands cannot be queued: %w", err)
+	}
+	return nil
+}
 
 // evaluationInterval is the running configuration's tick: the shipper's and
 // the checkpoints' interval, read again after each tick.

@@ -85,6 +85,9 @@ func (r *Receiver) exportFrame(ctx context.Context, in grpcFrame) (*grpcFrame, e
 		return nil, r.grpcError(&httpError{code: http.StatusServiceUnavailable, msg: err.Error()})
 	}
 	defer release()
+	if err := r.checkPoints(protoPoints(in)); err != nil {
+		return nil, r.grpcError(err)
+	}
 	er := pmetricotlp.NewExportRequest()
 	if err := er.UnmarshalProto(in); err != nil {
 		return nil, r.grpcError(&httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()})

@@ -47,9 +47,11 @@ type grpcReceiver struct {
 
 type payloadCounter struct{ n *atomic.Int64 }
 
-func (p payloadCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
-func (p payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (p payloadCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+func (p payloadCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (p payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (p payloadCounter) HandleConn(context.Context, stats.ConnStats) {}
 func (p payloadCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
 	if _, ok := s.(*stats.InPayload); ok {
 		p.n.Add(1)

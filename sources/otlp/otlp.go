@@ -255,6 +255,9 @@ func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportRespo
 		}
 		err = er.UnmarshalJSON(body)
 	} else {
+		if err := r.checkPoints(protoPoints(body)); err != nil {
+			return pmetricotlp.ExportResponse{}, err
+		}
 		err = er.UnmarshalProto(body)
 	}
 	if err != nil {
@@ -265,8 +268,8 @@ func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportRespo
 
 // consume converts and appends; the part shared by HTTP and gRPC.
 func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, error) {
-	if err := sources.CheckPointsPerRequest(md.DataPointCount(), r.cfg.MaxPoints); err != nil {
-		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusRequestEntityTooLarge, msg: err.Error()}
+	if err := r.checkPoints(md.DataPointCount()); err != nil {
+		return pmetricotlp.ExportResponse{}, err
 	}
 	samples, rejected, reason := r.convert(md)
 	resp := pmetricotlp.NewExportResponse()
@@ -281,6 +284,16 @@ func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, erro
 		resp.PartialSuccess().SetErrorMessage(reason)
 	}
 	return resp, nil
+}
+
+// checkPoints refuses a request of n data points over MaxPoints with 413
+// (gRPC InvalidArgument): it is refused whole, and retrying it cannot help.
+// Protobuf requests are counted before they are decoded too (protoPoints).
+func (r *Receiver) checkPoints(n int) error {
+	if err := sources.CheckPointsPerRequest(n, r.cfg.MaxPoints); err != nil {
+		return &httpError{code: http.StatusRequestEntityTooLarge, msg: err.Error()}
+	}
+	return nil
 }
 
 // Export takes one decoded export request, as the OTLP gRPC

@@ -463,7 +463,7 @@ func (d *daemon) openInputs(cfg *configs.Config, in ingest) (_ http.Handler, web
 		MaxLabelValueLength: cfg.Limits.MaxLabelValueLength,
 		Logger:              d.log.Named("otlp"),
 		Registerer:          d.reg,
-	}, cfg.Limits, decodes))
+	}, cfg, decodes))
 
 	d.scraper = scrape.NewManager(scrapeWithLimits(scrape.Config{Appender: in, Filter: in, MaxSeries: cfg.Limits.MaxSeries,
 		Logger: d.log.Named("scrape"), Registerer: d.reg}, cfg)) // limits_points.go

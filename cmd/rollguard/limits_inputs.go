@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"net/http"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
@@ -16,10 +17,15 @@ import (
 )
 
 // otlpWithLimits sets the OTLP receiver's share of limits on c: points
-// per request, buckets per histogram, JSON depth, and the decode slots it
-// shares with remote write.
-func otlpWithLimits(c otlp.Config, l configs.LimitsConfig, decodes *sources.DecodeLimiter) otlp.Config {
+// per request, buckets per histogram, JSON depth, the decode slots it
+// shares with remote write, and the bounds of its cumulative state (the
+// per-version series budget, with the same versions as remote write's and
+// scrape's, and the timestamps ahead).
+func otlpWithLimits(c otlp.Config, cfg *configs.Config, decodes *sources.DecodeLimiter) otlp.Config {
+	l := cfg.Limits
 	c.MaxPoints, c.MaxBuckets, c.MaxJSONDepth, c.Decodes = l.MaxPointsPerRequest, l.MaxBucketsPerHistogram, l.MaxJSONDepth, decodes
+	c.MaxSeriesPerVersion, c.VersionLabels = l.MaxSeriesPerVersion, versionLabels(cfg)
+	c.MaxTimestampAhead = time.Duration(l.MaxTimestampAhead)
 	return c
 }
 

@@ -380,3 +380,52 @@ func TestReceiverDecodeSlots(t *testing.T) {
 		t.Errorf("%d samples, want 2", got)
 	}
 }
+
+// TestReceiverTrackerRefusals: the cumulative state's refusals reach the
+// sender under their own reasons. A retried export (duplicates) is a plain
+// 200, counted as dropped; a point from the year 2200 is rejected
+// (too_far_ahead) and leaves its series as it was, so the next correct
+// point counts in full; a version over its series budget is rejected
+// (version_series_limit) while another version still gets room.
+func TestReceiverTrackerRefusals(t *testing.T) {
+	now := time.Now()
+	start, t1, future := now.Add(-time.Minute), now.Add(-30*time.Second), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+	cum := pmetric.AggregationTemporalityCumulative
+	rs := startReceiver(t, otlp.Config{MaxTimestampAhead: 10 * time.Minute, MaxSeries: 100, MaxSeriesPerVersion: 2,
+		VersionLabels: []string{"service.name", "service.version"}})
+	send := func(m *metricsBuilder) (int64, string, []sources.Sample) {
+		t.Helper()
+		ps := exportOK(t, rs.post(t, http.MethodPost, ctProto, "", m.proto(t)), false).PartialSuccess()
+		return ps.RejectedDataPoints(), ps.ErrorMessage(), rs.sink.take()
+	}
+
+	first := newMetrics("v1").sum("requests", cum, true, start, t1, 7)
+	if n, why, got := send(first); n != 0 || len(got) != 1 || got[0].Value != 7 {
+		t.Fatalf("first export: rejected (%d, %q), samples %+v", n, why, got)
+	}
+	if n, why, got := send(first); n != 0 || why != "" || len(got) != 0 {
+		t.Errorf("retried export: rejected (%d, %q), samples %+v; want a plain 200 that adds nothing", n, why, got)
+	}
+
+	if n, why, got := send(newMetrics("v1").sum("requests", cum, true, start, future, 1e9).gauge("cpu", future, 1)); n != 2 || why != "too_far_ahead" || len(got) != 0 {
+		t.Errorf("year-2200 points: rejected (%d, %q), samples %+v; want both rejected as too_far_ahead", n, why, got)
+	}
+	if n, why, got := send(newMetrics("v1").sum("requests", cum, true, start, now, 10)); n != 0 || len(got) != 1 || got[0].Value != 3 {
+		t.Errorf("the next correct point: rejected (%d, %q), samples %+v; want an increment of 3", n, why, got)
+	}
+
+	flood := newMetrics("v1")
+	for i := 0; i < 3; i++ {
+		flood.sum(fmt.Sprintf("junk_%d", i), cum, true, start, now, 1)
+	}
+	if n, why, got := send(flood); n != 2 || why != "version_series_limit" || len(got) != 1 {
+		t.Errorf("v1 flood: rejected (%d, %q), %d samples; want 2 rejected as version_series_limit (requests and junk_0 hold its budget)", n, why, len(got))
+	}
+	if n, why, got := send(newMetrics("v2").sum("requests", cum, true, start, now, 5)); n != 0 || len(got) != 1 {
+		t.Errorf("v2 after the v1 flood: rejected (%d, %q), %d samples; want its series taken", n, why, len(got))
+	}
+	want := map[string]float64{`reason="duplicate"`: 1, `reason="too_far_ahead"`: 2, `reason="version_series_limit"`: 2}
+	if got := counters(t, rs.reg, "rollguard_otlp_points_dropped_total"); !reflect.DeepEqual(got, want) {
+		t.Errorf("rollguard_otlp_points_dropped_total = %v, want %v", got, want)
+	}
+}

@@ -46,6 +46,14 @@ type Config struct {
 	MaxRequestBytes int64
 	// MaxSeries bounds the cumulative-to-delta state.
 	MaxSeries int
+	// MaxSeriesPerVersion bounds the series one service version holds of
+	// MaxSeries (version_series_limit); a version is the values of
+	// VersionLabels a point carries. Zero: no bound but MaxSeries.
+	MaxSeriesPerVersion int
+	VersionLabels       []string
+	// MaxTimestampAhead: a point stamped further after its arrival is
+	// rejected (too_far_ahead) and changes no state. Zero: no bound.
+	MaxTimestampAhead time.Duration
 	// MaxLabels and MaxLabelValueLength bound one data point's attributes
 	// (resource and point together); a point over either is rejected and counted.
 	MaxLabels           int
@@ -134,8 +142,9 @@ func NewReceiver(cfg Config) *Receiver {
 		cfg.MaxJSONDepth = 64
 	}
 	return &Receiver{
-		cfg:     cfg,
-		cum:     sources.NewCumulative(cfg.MaxSeries, 15*time.Minute),
+		cfg: cfg,
+		cum: sources.NewCumulative(cfg.MaxSeries, 15*time.Minute,
+			sources.MaxAhead(cfg.MaxTimestampAhead), sources.MaxSeriesPerCohort(cfg.MaxSeriesPerVersion)),
 		metrics: newMetrics(cfg.Registerer),
 		log:     cfg.Logger,
 	}
@@ -406,6 +415,10 @@ func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected i
 						if !ok {
 							continue
 						}
+						if err := r.cum.CheckTime(int64(dp.Timestamp())); err != nil {
+							r.refused(err, reject)
+							continue
+						}
 						out = append(out, sources.Sample{Metric: m.Name(), Labels: ls,
 							Kind: sources.KindGauge, TimeUnixNano: int64(dp.Timestamp()), Value: numberValue(dp)})
 					}
@@ -448,10 +461,15 @@ func (r *Receiver) histograms(out []sources.Sample, m pmetric.Metric, res source
 			reject(invalidValue)
 			continue
 		}
-		if h.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
-			dc, ds, db, from, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
+		if h.AggregationTemporality() != pmetric.AggregationTemporalityCumulative {
+			if err := r.cum.CheckTime(int64(dp.Timestamp())); err != nil {
+				r.refused(err, reject)
+				continue
+			}
+		} else {
+			dc, ds, db, from, ok, err := r.cum.Histogram(r.key(m.Name(), ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, bounds, counts)
 			if err != nil {
-				reject("series_limit")
+				r.refused(err, reject)
 				continue
 			}
 			if !ok {
@@ -490,13 +508,19 @@ func (r *Receiver) sums(out []sources.Sample, m pmetric.Metric, res sources.Labe
 			continue
 		}
 		kind, from := sources.KindCounter, int64(dp.StartTimestamp()) // a delta's interval
+		if sum.AggregationTemporality() != pmetric.AggregationTemporalityCumulative || !sum.IsMonotonic() {
+			if err := r.cum.CheckTime(int64(dp.Timestamp())); err != nil {
+				r.refused(err, reject)
+				continue
+			}
+		}
 		switch {
 		case !sum.IsMonotonic():
 			kind, from = sources.KindGauge, 0 // an up-down counter reads like a gauge
 		case sum.AggregationTemporality() == pmetric.AggregationTemporalityCumulative:
-			inc, f, ok, err := r.cum.Counter(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
+			inc, f, ok, err := r.cum.Counter(r.key(m.Name(), ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), v)
 			if err != nil {
-				reject("series_limit")
+				r.refused(err, reject)
 				continue
 			}
 			if !ok {
@@ -537,10 +561,15 @@ func (r *Receiver) expHistograms(out []sources.Sample, m pmetric.Metric, res sou
 			reject(invalidValue)
 			continue
 		}
-		if eh.AggregationTemporality() == pmetric.AggregationTemporalityCumulative {
-			dc, ds, dh, f, ok, err := r.cum.Native(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
+		if eh.AggregationTemporality() != pmetric.AggregationTemporalityCumulative {
+			if err := r.cum.CheckTime(int64(dp.Timestamp())); err != nil {
+				r.refused(err, reject)
+				continue
+			}
+		} else {
+			dc, ds, dh, f, ok, err := r.cum.Native(r.key(m.Name(), ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), count, sum, h)
 			if err != nil {
-				reject("series_limit")
+				r.refused(err, reject)
 				continue
 			}
 			if !ok {
@@ -582,9 +611,9 @@ func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources
 			reject(invalidValue)
 			continue
 		}
-		dc, ds, _, from, ok, err := r.cum.Histogram(sources.Key(m.Name(), "", ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
+		dc, ds, _, from, ok, err := r.cum.Histogram(r.key(m.Name(), ls), int64(dp.StartTimestamp()), int64(dp.Timestamp()), float64(dp.Count()), dp.Sum(), nil, nil)
 		if err != nil {
-			reject("series_limit")
+			r.refused(err, reject)
 			continue
 		}
 		if ok {
@@ -593,6 +622,27 @@ func (r *Receiver) summaries(out []sources.Sample, m pmetric.Metric, res sources
 		}
 	}
 	return out
+}
+
+// key is a series' key in the cumulative state, counted in its service
+// version's budget.
+func (r *Receiver) key(metric string, ls sources.Labels) sources.SeriesKey {
+	return sources.Key(metric, "", ls).In(sources.CohortOf(ls, r.cfg.VersionLabels))
+}
+
+// refused accounts for a point the cumulative state refused, under the
+// reason its error names. A duplicate or out-of-order point (a retry, or a
+// copy in the same request) adds nothing that is not counted already: it
+// is counted as dropped, not rejected, so that a retried export is not
+// answered with an error. Any other refusal is rejected through partial
+// success.
+func (r *Receiver) refused(err error, reject func(string)) {
+	switch reason := sources.DropReason(err); reason {
+	case sources.DropDuplicate, sources.DropOutOfOrder:
+		r.metrics.dropped.WithLabelValues(reason).Inc()
+	default:
+		reject(reason)
+	}
 }
 
 // labels flattens resource and point attributes, enforcing the label limits.

@@ -89,7 +89,9 @@ func TestAdversarialSuite(t *testing.T) {
 		{name: "OTLP +Inf delta sum", status: 200, contain: "rejectedDataPoints",
 			do: func(td *testDaemon) (*http.Response, error) { return postOTLP(td, deltaSum(math.Inf(1)), "") }},
 		{name: "OTLP point from year 2200", status: 200,
-			do: func(td *testDaemon) (*http.Response, error) { return postOTLP(td, cumulativeAt(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)), "") }},
+			do: func(td *testDaemon) (*http.Response, error) {
+				return postOTLP(td, cumulativeAt(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)), "")
+			}},
 		{name: "OTLP histogram with 3000 bounds", status: 200, contain: "rejectedDataPoints",
 			do: func(td *testDaemon) (*http.Response, error) { return postOTLP(td, wideHistogram(3000), "") }},
 		{name: "OTLP over max_points_per_request", status: 413,

@@ -56,7 +56,7 @@ type Options struct {
 	Incidents   Incidents
 	// Reload applies the configuration file again; an error means the
 	// previous configuration was kept.
-	Reload   func() error
+	Reload func() error
 	// Ready says why rollguard should not get traffic now (starting,
 	// stopping, a degraded outbox), or nil.
 	Ready    func() error

@@ -491,10 +491,11 @@ func (e *tooManyPoints) Error() string {
 }
 
 // countPoints charges a series' samples and histogram samples to the
-// request's MaxPointsPerRequest.
+// request's MaxPointsPerRequest, by the inputs' one rule; decoding stops
+// at the first point past it, so the message says "more than".
 func (b *batch) countPoints(n int) error {
 	b.points += n
-	if b.points > b.r.cfg.MaxPointsPerRequest {
+	if sources.CheckPointsPerRequest(b.points, b.r.cfg.MaxPointsPerRequest) != nil {
 		return &tooManyPoints{b.r.cfg.MaxPointsPerRequest}
 	}
 	return nil

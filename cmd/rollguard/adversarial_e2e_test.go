@@ -22,28 +22,10 @@ import (
 	"github.com/rollguard/rollguard/detector"
 )
 
-// adversarialConfig is testConfig with a small points limit, so that the
-// over-the-limit request stays cheap to build.
-const adversarialConfig = `
-global:
-  evaluation_interval: 100ms
-  no_data_timeout: 30s
-nats:
-  embedded:
-    host: 127.0.0.1
-    port: -1
-otlp:
-  http_listen_address: 127.0.0.1:0
-  grpc_listen_address: ""
-limits:
-  max_points_per_request: 5000
-guards:
-  - name: checkout
-    service: checkout
-    alpha: 0.001
-    flags: [new-checkout-flow]
-    signals:
-      - name: errors
+// adversarialConfig is testConfig with a small points limit (so that the
+// over-the-limit requests stay cheap to build) and a second guard, fed by
+// remote write with Prometheus-style labels.
+var adversarialConfig = strings.Replace(testConfig, "guards:\n", "limits:\n  max_points_per_request: 5000\nguards:\n", 1) + `
   - name: payments
     service: payments
     service_label: job

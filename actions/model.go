@@ -111,10 +111,17 @@ func (m *Model) Reload(cfg *configs.Config) { m.cfg = cfg }
 // Restore takes the incidents of an earlier run (from the store) for which
 // want is true, with the messages still in the outbox: commands in the
 // outbox that the saved incident does not know are added, commands no
-// longer in it are published, the ack clock of each published command
-// restarts (a result may wait in the stream), verification restarts on
-// data from now, and the open incidents' deployments are resumed. An
-// incident already held is kept as it is.
+// longer in it are published, verification restarts on data from now, and
+// the open incidents' deployments are resumed. An incident already held is
+// kept as it is.
+//
+// The ack clock is absolute: a command known to be published keeps its
+// deadline (its AckFrom plus ack_timeout), so that a restart or a handover
+// does not add its own duration to ack_timeout. Only a command whose
+// publish nobody recorded (it left the outbox after the last save) starts
+// its clock now; one still in the outbox has none until it is published.
+// Results that waited in the stream are fed before the clock is looked at
+// (the shell re-reads them with the incidents).
 func (m *Model) Restore(incs []Incident, msgs []Message, want func(guard string) bool, now time.Time) Effects {
 	pending := map[string]bool{}
 	for _, msg := range msgs {
@@ -128,12 +135,17 @@ func (m *Model) Restore(incs []Incident, msgs []Message, want func(guard string)
 		m.reconcile(&inc, msgs, now)
 		for j := range inc.Commands {
 			c := &inc.Commands[j]
-			// Handed to the outbox and no longer in it: JetStream has it.
-			if c.Status == CommandQueued && !pending[c.ID] {
-				c.Status, c.Published = CommandPublished, &now
-			}
-			if c.Status == CommandPublished {
-				c.AckFrom = &now
+			switch {
+			case c.Status == CommandQueued && !pending[c.ID]:
+				// Handed to the outbox and no longer in it: JetStream has
+				// it, since when nobody recorded.
+				c.Status, c.Published, c.AckFrom = CommandPublished, &now, &now
+			case c.Status == CommandPublished && c.AckFrom == nil:
+				// Saved before AckFrom was: its clock ran from the publish.
+				c.AckFrom = c.Published
+				if c.AckFrom == nil {
+					c.AckFrom = &now
+				}
 			}
 		}
 		m.incidents[inc.Deployment.ID] = &inc

@@ -244,3 +244,65 @@ func TestModelRecoveryNeedsTheConfidenceSequence(t *testing.T) {
 		}
 	}
 }
+
+// The ack deadline survives a restart or a handover: a command published
+// before it keeps publish + ack_timeout, so the rollback's clock does not
+// start again when another model restores the incident. The twins: a
+// command still in the outbox has no deadline until it is published, and
+// one that left the outbox after the last save (its publish unrecorded)
+// starts its clock at the restore.
+func TestModelAckDeadlineSurvivesRestore(t *testing.T) {
+	verdict := func(m *Model, d detector.Deployment, now time.Time) Effects {
+		return m.Verdict(detector.GuardVerdict{Guard: "checkout", Deployment: d, State: detector.StateRegressed, At: now, Since: now,
+			Signals: evidence(detector.StateRegressed, 0.05, 0.01)}, now)
+	}
+	all := func(string) bool { return true }
+	published := propT0
+
+	// Published at t0, restored 40 s later: timed out at t0 + 1m.
+	m, d := modelOn(t, "")
+	publishAll(m, verdict(m, d, published), published)
+	next := NewModel(m.cfg, m.subjects, m.every, nil)
+	next.Restore(m.Incidents(), nil, all, published.Add(40*time.Second))
+	next.Tick(published.Add(59 * time.Second))
+	if c := next.incidents[d.ID].Commands[0]; c.Status != CommandPublished {
+		t.Fatalf("before the deadline: %s, want published", c.Status)
+	}
+	next.Tick(published.Add(61 * time.Second))
+	if inc := next.incidents[d.ID]; inc.Commands[0].Status != CommandTimedOut || inc.State != StateEscalated {
+		t.Fatalf("1m after the publish, 21 s after the restore: command %s, incident %s; want timed_out, escalated",
+			inc.Commands[0].Status, inc.State)
+	}
+
+	// Still in the outbox at the restore: no deadline until published.
+	m, d = modelOn(t, "")
+	eff := verdict(m, d, published)
+	next = NewModel(m.cfg, m.subjects, m.every, nil)
+	next.Restore(m.Incidents(), eff.Messages, all, published.Add(40*time.Second))
+	next.Tick(published.Add(5 * time.Minute))
+	if c := next.incidents[d.ID].Commands[0]; c.Status != CommandQueued {
+		t.Fatalf("never published, 5m on: %s, want queued", c.Status)
+	}
+	next.Published(c0(next, d).ID, published.Add(6*time.Minute))
+	next.Tick(published.Add(6*time.Minute + 59*time.Second))
+	if c := c0(next, d); c.Status != CommandPublished {
+		t.Fatalf("59 s after its publish: %s, want published", c.Status)
+	}
+
+	// Left the outbox after the last save: the clock starts at the restore.
+	m, d = modelOn(t, "")
+	verdict(m, d, published)
+	restored := published.Add(40 * time.Second)
+	next = NewModel(m.cfg, m.subjects, m.every, nil)
+	next.Restore(m.Incidents(), nil, all, restored)
+	next.Tick(restored.Add(59 * time.Second))
+	if c := c0(next, d); c.Status != CommandPublished {
+		t.Fatalf("publish unrecorded, 59 s after the restore: %s, want published", c.Status)
+	}
+	next.Tick(restored.Add(61 * time.Second))
+	if c := c0(next, d); c.Status != CommandTimedOut {
+		t.Fatalf("publish unrecorded, 61 s after the restore: %s, want timed_out", c.Status)
+	}
+}
+
+func c0(m *Model, d detector.Deployment) CommandRecord { return m.incidents[d.ID].Commands[0] }

@@ -914,6 +914,37 @@ func (e *Engine) Deployments() []Deployment {
 	return out
 }
 
+// StableVersions returns each service's stable version, where the tracker
+// knows one, for checkpoints; SeedStable gives it back to a replica taking
+// the service over.
+func (e *Engine) StableVersions() map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]string, len(e.tracks))
+	for svc, t := range e.tracks {
+		if t.Stable != "" {
+			out[svc] = t.Stable
+		}
+	}
+	return out
+}
+
+// SeedStable sets a guarded service's stable version when the tracker
+// knows none yet (a replica taking the service over, which saw none of its
+// traffic), so that the first version it sees is not taken for the stable
+// one. It reports whether it did.
+func (e *Engine) SeedStable(service, version string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.tracks[service]
+	if version == "" || t.Stable != "" || !e.guarded(service) {
+		return false
+	}
+	t.Stable = version
+	e.tracks[service] = t
+	return true
+}
+
 // TestState is the state of a deployment's sequential tests, kept in a
 // checkpoint so that a replica taking the deployment over (failover) or a
 // restarted daemon goes on with the same evidence instead of spending α

@@ -105,6 +105,12 @@ func (d *daemon) adopt(guard string) {
 		if g.Name != guard {
 			continue
 		}
+		d.cluster.checkpoints.Forget(g.Service)
+		// The stable version first: traffic merged from now on must not
+		// make the first version seen the stable one.
+		if v, ok := d.cluster.checkpoints.Stable(ctx, g.Service); ok && d.engine.SeedStable(g.Service, v) {
+			d.log.Info("stable version restored from its checkpoint", "guard", guard, "service", g.Service, "version", v)
+		}
 		if dep, ok := d.cluster.checkpoints.Deployment(ctx, g.Service); ok && dep.EndedAt == nil {
 			restored := 0
 			if st, ok := d.cluster.checkpoints.Tests(ctx, g.Service); ok {
@@ -117,6 +123,18 @@ func (d *daemon) adopt(guard string) {
 	}
 	if err := d.playbook.Adopt(ctx, guard); err != nil {
 		d.log.Error("incidents of an adopted guard not restored", "guard", guard, "error", err)
+	}
+}
+
+// deploymentChanged has the checkpoints save a deployment that opened,
+// changed or ended at once, not on the next tick, so that a replica that
+// dies a moment later leaves it to the next owner. It never blocks.
+func (d *daemon) deploymentChanged() {
+	switch {
+	case d.cluster != nil:
+		d.cluster.checkpoints.Changed()
+	case d.checkpoints != nil:
+		d.checkpoints.Changed()
 	}
 }
 
@@ -189,7 +207,7 @@ func (d *daemon) addClusterActors(g *run.Group) {
 		ctx, cancel := context.WithCancel(context.Background())
 		all := func(string) bool { return true }
 		g.Add(func() error {
-			return d.checkpoints.Run(ctx, d.evaluationInterval, d.engine.Deployments, d.engine.TestStates, all)
+			return d.checkpoints.Run(ctx, d.evaluationInterval, d.checkpointSource(all))
 		}, func(error) { cancel() })
 	}
 	if d.cluster == nil {
@@ -207,9 +225,16 @@ func (d *daemon) addClusterActors(g *run.Group) {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			return c.checkpoints.Run(ctx, d.evaluationInterval, d.engine.Deployments, d.engine.TestStates, d.ownsService)
+			return c.checkpoints.Run(ctx, d.evaluationInterval, d.checkpointSource(d.ownsService))
 		}, func(error) { cancel() })
 	}
+}
+
+// checkpointSource is what the checkpoints save of the engine: of the
+// services for which keep is true.
+func (d *daemon) checkpointSource(keep func(service string) bool) cluster.Source {
+	return cluster.Source{Deployments: d.engine.Deployments, Tests: d.engine.TestStates,
+		Stable: d.engine.StableVersions, Keep: keep}
 }
 
 // ownsService reports whether this replica owns a guard of the service.

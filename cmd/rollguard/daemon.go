@@ -164,7 +164,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	d.engine = detector.NewEngine(cfg, detector.EngineOptions{
 		Handler:      detector.VerdictFunc(func(v detector.GuardVerdict) { d.playbook.HandleVerdict(v) }),
 		Incidents:    detector.IncidentsFunc(func(id string) detector.Phase { return d.playbook.Phase(id) }),
-		OnDeployment: func(dep detector.Deployment) { d.playbook.HandleDeployment(dep) },
+		OnDeployment: func(dep detector.Deployment) { d.playbook.HandleDeployment(dep); d.deploymentChanged() },
 		Logger:       d.log.Named("detector"),
 		Registerer:   d.reg,
 	})

@@ -5,6 +5,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,27 @@ type Deployments interface {
 	History(deploymentID string) (detector.DeploymentSeries, bool)
 }
 
+// Announcer applies a deployment announcement where it belongs and returns
+// the deployment as it stands. It fails with an error wrapping
+// detector.ErrInvalidDeployment (a 400 with the reason) or ErrUnavailable
+// (a 503: try again).
+type Announcer interface {
+	Announce(ctx context.Context, d detector.Deployment) (detector.Deployment, error)
+}
+
+// AnnouncerFunc adapts a function to Announcer.
+type AnnouncerFunc func(ctx context.Context, d detector.Deployment) (detector.Deployment, error)
+
+// Announce calls f.
+func (f AnnouncerFunc) Announce(ctx context.Context, d detector.Deployment) (detector.Deployment, error) {
+	return f(ctx, d)
+}
+
+// ErrUnavailable wraps an announcement that could not be applied now (in a
+// cluster: no replica owning the service's guards answered); what follows
+// the prefix is shown to the sender.
+var ErrUnavailable = errors.New("web: unavailable")
+
 // Incidents is what the API needs of the playbook.
 type Incidents interface {
 	Incidents() []actions.Incident
@@ -53,7 +75,11 @@ type Incidents interface {
 // Options are the handler's dependencies.
 type Options struct {
 	Deployments Deployments
-	Incidents   Incidents
+	// Announcer applies POST /api/v1/deployments; Deployments.Announce,
+	// here, when nil (a central replica hands announcements to the owner
+	// of the service's guards instead).
+	Announcer Announcer
+	Incidents Incidents
 	// Reload applies the configuration file again; an error means the
 	// previous configuration was kept.
 	Reload func() error
@@ -87,6 +113,11 @@ func Handler(o Options) http.Handler {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Announcer == nil {
+		o.Announcer = AnnouncerFunc(func(_ context.Context, d detector.Deployment) (detector.Deployment, error) {
+			return o.Deployments.Announce(d)
+		})
 	}
 	a := &api{o: o}
 	mux := http.NewServeMux()
@@ -323,13 +354,16 @@ func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 		a.badBody(w, err)
 		return
 	}
-	d, err = a.o.Deployments.Announce(d)
-	if err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, detector.ErrInvalidDeployment) {
-			code = http.StatusBadRequest
-		}
-		writeError(w, code, detector.AnnounceError(err))
+	d, err = a.o.Announcer.Announce(r.Context(), d)
+	switch {
+	case errors.Is(err, detector.ErrInvalidDeployment):
+		writeError(w, http.StatusBadRequest, detector.AnnounceError(err))
+		return
+	case errors.Is(err, ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, strings.TrimPrefix(err.Error(), ErrUnavailable.Error()+": "))
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, detector.AnnounceError(err))
 		return
 	}
 	a.o.Logger.Info("deployment announced", "deployment", d.ID, "service", d.Service, "version", d.Version)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -915,6 +916,49 @@ func TestIncidentCloseAndAck(t *testing.T) {
 	for _, want := range []string{"by alice: rolled forward by hand", "UTC by bob", "cancelled"} {
 		if !strings.Contains(page.body, want) {
 			t.Errorf("incident page lacks %q", want)
+		}
+	}
+}
+
+// TestAnnouncerAnswers: an Announcer's refusals are answered with their
+// status and message — invalid is 400, unavailable 503 (the sender may
+// retry) — and nothing else is a 201.
+func TestAnnouncerAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+		msg  string
+	}{
+		{fmt.Errorf("%w: id %q is taken by an earlier deployment", detector.ErrInvalidDeployment, "d-1"), http.StatusBadRequest, `id "d-1" is taken by an earlier deployment`},
+		{fmt.Errorf("%w: no replica owning a guard of checkout answered within 7s", web.ErrUnavailable), http.StatusServiceUnavailable, "no replica owning a guard of checkout answered within 7s"},
+		{errors.New("disk on fire"), http.StatusInternalServerError, "disk on fire"},
+		{nil, http.StatusCreated, ""},
+	} {
+		var got detector.Deployment
+		srv := httptest.NewServer(web.Handler(web.Options{
+			Announcer: web.AnnouncerFunc(func(_ context.Context, d detector.Deployment) (detector.Deployment, error) {
+				got = d
+				d.ID = "d-owner"
+				return d, tc.err
+			}),
+		}))
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/deployments", strings.NewReader(`{"service":"checkout","version":"v2","flags":["f"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		srv.Close()
+		switch {
+		case resp.StatusCode != tc.code:
+			t.Errorf("%v: HTTP %d, want %d", tc.err, resp.StatusCode, tc.code)
+		case tc.err != nil && body["error"] != tc.msg:
+			t.Errorf("%v: error %q, want %q", tc.err, body["error"], tc.msg)
+		case tc.err == nil && (body["id"] != "d-owner" || got.Service != "checkout" || len(got.Flags) != 1):
+			t.Errorf("answer %v, announcer got %+v", body, got)
 		}
 	}
 }

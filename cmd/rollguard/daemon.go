@@ -214,6 +214,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 	}
 	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(web.Handler(web.Options{
 		Deployments: d.engine,
+		Announcer:   d.announcer(), // deploys.go: to the owner, in a cluster
 		Incidents:   d.playbook,
 		Reload:      d.reload,
 		Ready:       d.readiness,

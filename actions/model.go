@@ -55,6 +55,16 @@ type Effects struct {
 	Ends []DeploymentEnd
 }
 
+// and appends o's effects to e's, as one step's.
+func (e Effects) and(o Effects) Effects {
+	e.Messages = append(e.Messages, o.Messages...)
+	e.Commands = append(e.Commands, o.Commands...)
+	e.Restarts = append(e.Restarts, o.Restarts...)
+	e.Resumes = append(e.Resumes, o.Resumes...)
+	e.Ends = append(e.Ends, o.Ends...)
+	return e
+}
+
 // TestRestart asks the detector to (re)start a deployment's tests at From.
 type TestRestart struct {
 	Deployment detector.Deployment
@@ -159,6 +169,32 @@ func (m *Model) Restore(incs []Incident, msgs []Message, want func(guard string)
 		if inc.VerifyFrom != nil {
 			t := now
 			inc.VerifyFrom, inc.HealthySince = &t, nil
+		}
+	}
+	return m.take(now)
+}
+
+// Reread applies results read again from the stream when incidents are
+// restored or adopted: those stored while no one owned the guard (or
+// before a restart) move the incidents on as if they had come now; a
+// result for a command not known here, or already applied, changes
+// nothing. An in_progress result extends the ack clock from when the
+// stream stored it, and only forward, so that reading it again does not
+// restart the clock.
+func (m *Model) Reread(rs []StoredResult, now time.Time) Effects {
+	for _, r := range rs {
+		_, c := m.findCommand(r.CommandID)
+		switch {
+		case c == nil:
+			continue // another deployment's: not kept as an orphan
+		case r.Status != ResultInProgress:
+			m.result(r.ResultData, now)
+		case c.AckFrom == nil || r.Stored.After(*c.AckFrom):
+			at := r.Stored
+			if at.After(now) {
+				at = now
+			}
+			m.result(r.ResultData, at)
 		}
 	}
 	return m.take(now)

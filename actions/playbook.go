@@ -73,6 +73,10 @@ type PlaybookOptions struct {
 	// believed (SetResultKeys changes them); nil believes every result,
 	// signed or not, and counts it as unverified.
 	ResultKeys *Verifier
+	// Stored reads again the results kept in the stream for the incidents
+	// restored or adopted (CheckResult decides which to believe); nil
+	// reads none.
+	Stored ResultReader
 	// Detector is told when to restart a deployment's tests.
 	Detector Detector
 	// Config gives each guard's playbook settings and signal types.
@@ -396,9 +400,45 @@ func (p *Playbook) restore(ctx context.Context, want func(guard string) bool) er
 		return fmt.Errorf("restore incidents: %w", err)
 	}
 	msgs := p.pending()
+	stored, err := p.reread(ctx, incs, want)
+	if err != nil {
+		p.o.Logger.Warn("results stored for restored incidents not all read; the results consumer may still bring them", "error", err)
+	}
 	now := p.o.Now()
-	p.step(func(m *Model) Effects { return m.Restore(incs, msgs, want, now) })
+	// One step: no tick comes between the restore and the results, so an
+	// ack deadline that passed meanwhile sees the result that came in time.
+	p.step(func(m *Model) Effects { return m.Restore(incs, msgs, want, now).and(m.Reread(stored, now)) })
 	return nil
+}
+
+// reread reads from the stream the results stored for the open incidents
+// for which want is true, from the first one's opening on (less a minute,
+// for the clocks of the replicas and the servers).
+func (p *Playbook) reread(ctx context.Context, incs []Incident, want func(guard string) bool) ([]StoredResult, error) {
+	if p.o.Stored == nil {
+		return nil, nil
+	}
+	var services []string
+	var since time.Time
+	for _, inc := range incs {
+		if !inc.Open() || !want(inc.Guard) || len(inc.Commands) == 0 {
+			continue
+		}
+		if !contains(services, inc.Service) {
+			services = append(services, inc.Service)
+		}
+		if since.IsZero() || inc.OpenedAt.Before(since) {
+			since = inc.OpenedAt
+		}
+	}
+	if len(services) == 0 {
+		return nil, nil
+	}
+	rs, err := p.o.Stored.Results(ctx, services, since.Add(-time.Minute), p.CheckResult)
+	if err != nil {
+		return rs, err
+	}
+	return rs, nil
 }
 
 // Run acts on verdicts, results, deployment changes and timeouts, and

@@ -173,6 +173,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		Subjects:   subjects,
 		Store:      store,
 		Outbox:     d.outbox,
+		Stored:     actions.StreamResults{JS: js, Stream: cfg.NATS.Stream, Subjects: subjects},
 		Connected:  d.nc.IsConnected,
 		Owns:       d.owns,
 		Signer:     signer,

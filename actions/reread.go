@@ -1,0 +1,105 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StoredResult is an actuator's result read again from the stream, with
+// the time the stream stored it.
+type StoredResult struct {
+	ResultData
+	Stored time.Time
+}
+
+// ResultReader reads again the results kept in the stream for services
+// since a time, believing only those check accepts. The playbook uses it
+// when it restores or adopts incidents, so that a result stored while no
+// replica owned the guard (or before a restart) is not lost.
+type ResultReader interface {
+	Results(ctx context.Context, services []string, since time.Time, check ResultCheck) ([]StoredResult, error)
+}
+
+// ResultCheck decides whether a result message may be believed
+// (Playbook.CheckResult).
+type ResultCheck func(data []byte, header func(string) string) error
+
+// StreamResults reads results from the JetStream stream through an
+// ephemeral ordered consumer filtered on the services' result subjects.
+type StreamResults struct {
+	JS       jetstream.JetStream
+	Stream   string
+	Subjects Subjects
+}
+
+// rereadBatch is how many results one fetch asks for.
+const rereadBatch = 256
+
+// Results returns the results stored for the services from since on, in
+// stream order. A message that does not decode or that check refuses is
+// skipped, as the results consumer terminates it.
+func (s StreamResults) Results(ctx context.Context, services []string, since time.Time, check ResultCheck) ([]StoredResult, error) {
+	if len(services) == 0 {
+		return nil, nil
+	}
+	filters := make([]string, 0, len(services))
+	for _, svc := range services {
+		filters = append(filters, s.Subjects.Result("*", svc))
+	}
+	cons, err := s.JS.OrderedConsumer(ctx, s.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stored results: %w", err)
+	}
+	var out []StoredResult
+	for {
+		batch, err := cons.FetchNoWait(rereadBatch)
+		if err != nil {
+			return out, fmt.Errorf("read stored results: %w", err)
+		}
+		n, last := 0, false
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			last = md.NumPending == 0
+			r, err := decodeResult(msg.Data(), msg.Headers().Get, check)
+			if err != nil {
+				continue
+			}
+			out = append(out, StoredResult{ResultData: r, Stored: md.Timestamp})
+		}
+		if err := batch.Error(); err != nil {
+			return out, fmt.Errorf("read stored results: %w", err)
+		}
+		if n == 0 || last {
+			return out, ctx.Err()
+		}
+	}
+}
+
+// decodeResult checks a result message (when check is not nil) and
+// decodes its data; a result must name its command.
+func decodeResult(data []byte, header func(string) string, check ResultCheck) (ResultData, error) {
+	if check != nil {
+		if err := check(data, header); err != nil {
+			return ResultData{}, err
+		}
+	}
+	var ev Event
+	var r ResultData
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ResultData{}, fmt.Errorf("not a CloudEvent: %w", err)
+	}
+	if err := json.Unmarshal(ev.Data, &r); err != nil || r.CommandID == "" {
+		return ResultData{}, fmt.Errorf("result %s has no valid data (command_id required): %v", ev.ID, err)
+	}
+	return r, nil
+}

@@ -48,6 +48,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	incidentCmds := addIncidentCommands(app)
 	actuateCmd, actuate := addActuateCommand(app)
 	demoCmd, demo := addDemoCommand(app)
+	keygenCmd, keygen := addKeygenCommand(app)
 
 	versionCmd := app.Command("version", "Print the version.")
 
@@ -100,6 +101,8 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		return actuate(stdout, stderr)
 	case demoCmd.FullCommand():
 		return demo(stdout, stderr)
+	case keygenCmd.FullCommand():
+		return keygen(stdout, stderr)
 	case versionCmd.FullCommand():
 		fmt.Fprintf(stdout, "rollguard %s\n", version)
 		return 0

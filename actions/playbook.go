@@ -82,8 +82,12 @@ type PlaybookOptions struct {
 	// Config gives each guard's playbook settings and signal types.
 	Config *configs.Config
 	// Owns reports whether this replica owns a guard (its lease); verdicts
-	// of other guards are ignored. Nil: every guard is this rollguard's.
+	// of other guards are ignored, and it fences every step, publish and
+	// save (see fence.go). Nil: every guard is this rollguard's.
 	Owns func(guard string) bool
+	// Lease names the lease a guard's messages go out under (replica and
+	// revision), sent as the Rollguard-Lease header; nil or "" sends none.
+	Lease func(guard string) string
 	// Connected reports whether NATS is reachable; while it is not, the
 	// outbox and the store are not tried, so the playbook keeps its pace.
 	Connected func() bool
@@ -119,6 +123,9 @@ type Playbook struct {
 	memMu   sync.Mutex
 	memory  []Message // the outbox when there is no durable one
 	metrics *playbookMetrics
+
+	persistMu    sync.Mutex // one save at a time: each compare-and-set on the revision the last one left
+	fenceMetrics *fenceMetrics
 }
 
 type playbookMetrics struct {
@@ -212,6 +219,7 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 		p.metrics.rejected.WithLabelValues(r)
 	}
 	p.resultKeys.Store(o.ResultKeys)
+	p.fenceMetrics = newFenceMetrics(o.Registerer)
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(p.metrics.published, p.metrics.failures, p.metrics.pending,
 			p.metrics.dropped, p.metrics.open, p.metrics.results, p.metrics.preempted,
@@ -244,6 +252,7 @@ func (p *Playbook) HandleDeployment(d detector.Deployment) {
 // of the steps, outside the state lock), then the detector is told.
 func (p *Playbook) step(f func(m *Model) Effects) {
 	p.mu.Lock()
+	p.evictUnowned()
 	eff := f(p.model)
 	phases := p.model.Phases()
 	p.phases.Store(&phases)
@@ -385,7 +394,8 @@ func (p *Playbook) Adopt(ctx context.Context, guard string) error {
 }
 
 // Release forgets a guard's incidents (another replica owns it now); what
-// changed is saved first so the new owner continues from there.
+// changed is saved first if the lease is still this replica's (a clean
+// handover) — a deposed replica saves nothing (see fence.go).
 func (p *Playbook) Release(ctx context.Context, guard string) {
 	p.persist(ctx)
 	p.step(func(m *Model) Effects { m.Release(guard); return Effects{} })
@@ -562,6 +572,11 @@ func (p *Playbook) flush(ctx context.Context) {
 	pending := p.pending()
 	sent := 0
 	for _, m := range pending {
+		m, ok := p.fence(m)
+		if !ok {
+			sent++ // out of the outbox, never published
+			continue
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.o.Publisher.Publish(pctx, m)
 		cancel()
@@ -602,19 +617,32 @@ func (p *Playbook) flush(ctx context.Context) {
 	p.memMu.Unlock()
 }
 
-// persist writes changed incidents to the store; a failure keeps them
-// marked for the next round.
+// persist writes changed incidents of the guards this replica owns to the
+// store; a failure keeps them marked for the next round, except a fenced
+// one (see fence.go).
 func (p *Playbook) persist(ctx context.Context) {
 	if p.o.Store == nil || (p.o.Connected != nil && !p.o.Connected()) {
 		return
 	}
+	p.persistMu.Lock()
+	defer p.persistMu.Unlock()
 	p.mu.Lock()
 	todo := p.model.takeDirty()
 	p.mu.Unlock()
+	fenced := map[string]bool{}
 	for i := range todo {
+		if fenced[todo[i].Guard] || !p.owns(todo[i].Guard) {
+			continue
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.o.Store.Put(pctx, &todo[i])
 		cancel()
+		if isFenced(err) {
+			p.fenceMetrics.writes.Inc()
+			p.o.Logger.Warn("incident not saved: another rollguard wrote it since; not retried", "incident", todo[i].ID, "guard", todo[i].Guard, "error", err)
+			fenced[todo[i].Guard] = true
+			continue
+		}
 		if err != nil {
 			p.o.Logger.Warn("incident not saved; will retry", "incident", todo[i].ID, "error", err)
 			p.mu.Lock()
@@ -622,6 +650,7 @@ func (p *Playbook) persist(ctx context.Context) {
 			p.mu.Unlock()
 		}
 	}
+	p.writeFenced(ctx, fenced)
 }
 
 func kindOf(subject, prefix string) string {

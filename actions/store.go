@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,9 +13,24 @@ import (
 
 // KVStore keeps incidents in a JetStream KV bucket, one key per incident id,
 // so a restarted rollguard (or another replica) continues them.
+//
+// Every write is a compare-and-set: an incident is updated on the revision
+// this store last read or wrote for its key, and a new one is created only
+// if its key does not exist. A write that finds another revision means
+// another rollguard wrote the incident since (a replica that took the guard
+// over): it fails with an error wrapping ErrFenced and nothing is written,
+// so a deposed replica never overwrites its successor's record.
 type KVStore struct {
 	kv jetstream.KeyValue
+
+	mu   sync.Mutex
+	revs map[string]uint64 // incident id -> revision last read or written here
 }
+
+// ErrFenced is wrapped by a Put that lost its compare-and-set: the stored
+// incident is not the one this store last saw. Do not retry it blindly:
+// reload the incident, if this rollguard still acts for its guard.
+var ErrFenced = errors.New("incident written by another rollguard since it was read here")
 
 // NewKVStore creates or opens the bucket.
 func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string) (*KVStore, error) {
@@ -34,18 +50,34 @@ func NewKVStoreReplicated(ctx context.Context, js jetstream.JetStream, bucket st
 	if err != nil {
 		return nil, fmt.Errorf("incident store %s: %w", bucket, err)
 	}
-	return &KVStore{kv: kv}, nil
+	return &KVStore{kv: kv, revs: map[string]uint64{}}, nil
 }
 
-// Put saves an incident.
+// Put saves an incident on the revision last seen here (a new incident
+// only if its key is free); see ErrFenced.
 func (s *KVStore) Put(ctx context.Context, inc *Incident) error {
 	b, err := json.Marshal(inc)
 	if err != nil {
 		return fmt.Errorf("encode incident %s: %w", inc.ID, err)
 	}
-	if _, err := s.kv.Put(ctx, inc.ID, b); err != nil {
+	s.mu.Lock()
+	rev, seen := s.revs[inc.ID]
+	s.mu.Unlock()
+	var nrev uint64
+	if seen {
+		nrev, err = s.kv.Update(ctx, inc.ID, b, rev)
+	} else {
+		nrev, err = s.kv.Create(ctx, inc.ID, b)
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("save incident %s: %w (%v)", inc.ID, ErrFenced, err)
+	}
+	if err != nil {
 		return fmt.Errorf("save incident %s: %w", inc.ID, err)
 	}
+	s.mu.Lock()
+	s.revs[inc.ID] = nrev
+	s.mu.Unlock()
 	return nil
 }
 
@@ -70,6 +102,9 @@ func (s *KVStore) Load(ctx context.Context) ([]Incident, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load incident %s: %w", k, err)
 		}
+		s.mu.Lock()
+		s.revs[k] = e.Revision()
+		s.mu.Unlock()
 		var inc Incident
 		if err := json.Unmarshal(e.Value(), &inc); err != nil {
 			errs = append(errs, fmt.Errorf("incident %s does not decode: %w", k, err))

@@ -45,15 +45,19 @@ func (d *daemon) initCluster(ctx context.Context, cfg *configs.Config, js jetstr
 	c := &clusterState{}
 	var err error
 	log := d.log.Named("cluster")
-	c.checkpoints, err = cluster.NewCheckpoints(ctx, js, cluster.CheckpointOptions{
-		Bucket: cfg.NATS.Stream + "_DEPLOYMENTS", Replicas: cfg.NATS.Replicas, Logger: log,
+	c.checkpoints, err = untilReady(ctx, d.log, "bucket "+cfg.NATS.Stream+"_DEPLOYMENTS", func(ctx context.Context) (*cluster.Checkpoints, error) {
+		return cluster.NewCheckpoints(ctx, js, cluster.CheckpointOptions{
+			Bucket: cfg.NATS.Stream + "_DEPLOYMENTS", Replicas: cfg.NATS.Replicas, Logger: log,
+		})
 	})
 	if err != nil {
 		return nil, err
 	}
-	c.leases, err = cluster.NewLeases(ctx, js, cluster.LeaseOptions{
-		Bucket: cfg.NATS.Stream + "_LEASES", ReplicaID: cfg.Cluster.ReplicaID, TTL: time.Duration(cfg.Cluster.LeaseTTL),
-		Replicas: cfg.NATS.Replicas, Logger: log, OnAcquire: d.adopt, OnRelease: d.release,
+	c.leases, err = untilReady(ctx, d.log, "bucket "+cfg.NATS.Stream+"_LEASES", func(ctx context.Context) (*cluster.Leases, error) {
+		return cluster.NewLeases(ctx, js, cluster.LeaseOptions{
+			Bucket: cfg.NATS.Stream + "_LEASES", ReplicaID: cfg.Cluster.ReplicaID, TTL: time.Duration(cfg.Cluster.LeaseTTL),
+			Replicas: cfg.NATS.Replicas, Logger: log, OnAcquire: d.adopt, OnRelease: d.release,
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -179,8 +183,10 @@ func (d *daemon) appendOwned(aggs []detector.Aggregate) error {
 // — so a deployment without an incident starts its tests afresh when its
 // traffic reopens it.
 func (d *daemon) initCheckpoints(ctx context.Context, cfg *configs.Config, js jetstream.JetStream) (err error) {
-	d.checkpoints, err = cluster.NewCheckpoints(ctx, js, cluster.CheckpointOptions{
-		Bucket: cfg.NATS.Stream + "_DEPLOYMENTS", Replicas: cfg.NATS.Replicas, Logger: d.log.Named("checkpoints"),
+	d.checkpoints, err = untilReady(ctx, d.log, "bucket "+cfg.NATS.Stream+"_DEPLOYMENTS", func(ctx context.Context) (*cluster.Checkpoints, error) {
+		return cluster.NewCheckpoints(ctx, js, cluster.CheckpointOptions{
+			Bucket: cfg.NATS.Stream + "_DEPLOYMENTS", Replicas: cfg.NATS.Replicas, Logger: d.log.Named("checkpoints"),
+		})
 	})
 	if err != nil {
 		return err

@@ -33,16 +33,35 @@ const clusterLeaseTTL = 2 * time.Second
 func startClusterTopology(t *testing.T, canaryErrRate float64) *clusterTopology {
 	t.Helper()
 	top := &clusterTopology{nodes: natstest.StartCluster(t, 3)}
-	url := natstest.URLs(top.nodes)
 	for i := range top.replicas {
-		cfg := strings.Replace(testConfig, "nats:\n", fmt.Sprintf("cluster:\n  replica_id: r%d\n  lease_ttl: %s\nnats:\n  url: %s\n  replicas: 3\n", i+1, clusterLeaseTTL, url), 1)
-		top.replicas[i] = startDaemon(t, cfg)
+		top.replicas[i] = startDaemon(t, top.replicaConfig(i))
 	}
+	for i := range top.sidecars {
+		top.sidecars[i] = startDaemon(t, top.sidecarConfig(i))
+	}
+	top.startServices(t, canaryErrRate)
+	return top
+}
+
+// replicaConfig is the configuration of replica i (r1, r2, r3).
+func (top *clusterTopology) replicaConfig(i int) string {
+	return strings.Replace(testConfig, "nats:\n", fmt.Sprintf("cluster:\n  replica_id: r%d\n  lease_ttl: %s\nnats:\n  url: %s\n  replicas: 3\n",
+		i+1, clusterLeaseTTL, natstest.URLs(top.nodes)), 1)
+}
+
+// sidecarConfig is the configuration of sidecar i (edge-1, edge-2).
+func (top *clusterTopology) sidecarConfig(i int) string {
+	cfg := strings.Replace(testConfig, "nats:\n", fmt.Sprintf("mode: sidecar\nsidecar:\n  id: edge-%d\nnats:\n  url: %s\n  replicas: 3\n", i+1, natstest.URLs(top.nodes)), 1)
+	return strings.Replace(cfg, "grpc_listen_address: 127.0.0.1:0", `grpc_listen_address: ""`, 1)
+}
+
+// startServices starts, once the replicas and sidecars run, a stable and a
+// canary service behind each sidecar, and waits until the guard's owner
+// has v1 as the stable version.
+func (top *clusterTopology) startServices(t *testing.T, canaryErrRate float64) {
+	t.Helper()
 	top.stream = top.replicas[0].stream
 	for i := range top.sidecars {
-		cfg := strings.Replace(testConfig, "nats:\n", fmt.Sprintf("mode: sidecar\nsidecar:\n  id: edge-%d\nnats:\n  url: %s\n  replicas: 3\n", i+1, url), 1)
-		cfg = strings.Replace(cfg, "grpc_listen_address: 127.0.0.1:0", `grpc_listen_address: ""`, 1)
-		top.sidecars[i] = startDaemon(t, cfg)
 		top.stables[i] = newService(t, top.sidecars[i].otlp, "checkout", "v1", 0.01, uint64(10+i))
 		top.canaries[i] = newService(t, top.sidecars[i].otlp, "checkout", "v2", canaryErrRate, uint64(20+i))
 	}
@@ -67,7 +86,6 @@ func startClusterTopology(t *testing.T, canaryErrRate float64) *clusterTopology 
 		}
 		return nil
 	})
-	return top
 }
 
 // owner returns the index of the live replica that holds the guard's

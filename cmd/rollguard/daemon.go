@@ -93,9 +93,15 @@ type daemon struct {
 	checkpoints *cluster.Checkpoints
 }
 
-// newDaemon loads the configuration, connects to (or starts) NATS, makes
-// sure the stream exists and binds the listeners. Nothing runs until Run.
-func newDaemon(o daemonOptions) (_ *daemon, err error) {
+// newDaemon is openDaemon with a start-up that only success or a lasting
+// error ends.
+func newDaemon(o daemonOptions) (*daemon, error) { return openDaemon(context.Background(), o) }
+
+// openDaemon loads the configuration, connects to (or starts) NATS, makes
+// sure the streams and buckets exist and binds the listeners. Nothing runs
+// until Run. A NATS server not reachable yet and creations that time out
+// are waited for until ctx ends (startup.go).
+func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
@@ -123,7 +129,7 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		url = d.ns.ClientURL()
 		d.log.Info("embedded nats started", "url", url, "store", o.StoragePath)
 	}
-	if d.nc, err = connectNATS(url, cfg.NATS, d.log.Named("nats")); err != nil {
+	if d.nc, err = connectNATSUntilReady(ctx, url, cfg.NATS, d.log.Named("nats")); err != nil {
 		return nil, err
 	}
 	js, err := jetstream.New(d.nc)
@@ -131,18 +137,20 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	if cfg.Mode == configs.ModeSidecar { // sidecar.go: local ingest into aggregates; no detection, no actions
-		if err := d.initSidecar(cfg, js); err != nil {
+		if err := d.initSidecar(ctx, cfg, js); err != nil {
 			return nil, err
 		}
 		return d, nil
 	}
 	subjects := actions.Subjects{Prefix: cfg.NATS.SubjectPrefix}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := actions.EnsureStreamReplicated(ctx, js, cfg.NATS.Stream, subjects, cfg.NATS.Replicas); err != nil {
+	if _, err := untilReady(ctx, d.log, "stream "+cfg.NATS.Stream, func(ctx context.Context) (jetstream.Stream, error) {
+		return actions.EnsureStreamReplicated(ctx, js, cfg.NATS.Stream, subjects, cfg.NATS.Replicas)
+	}); err != nil {
 		return nil, err
 	}
-	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix, cfg.NATS.Replicas); err != nil {
+	if _, err := untilReady(ctx, d.log, "stream "+aggStream(cfg), func(ctx context.Context) (jetstream.Stream, error) {
+		return agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix, cfg.NATS.Replicas)
+	}); err != nil {
 		return nil, err
 	}
 
@@ -154,7 +162,9 @@ func newDaemon(o daemonOptions) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.log.Info("commands are signed", "key", signer.PublicKey())
-	store, err := actions.NewKVStoreReplicated(ctx, js, cfg.NATS.Stream+"_INCIDENTS", cfg.NATS.Replicas)
+	store, err := untilReady(ctx, d.log, "bucket "+cfg.NATS.Stream+"_INCIDENTS", func(ctx context.Context) (*actions.KVStore, error) {
+		return actions.NewKVStoreReplicated(ctx, js, cfg.NATS.Stream+"_INCIDENTS", cfg.NATS.Replicas)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -86,14 +86,26 @@ func restartDaemon(t *testing.T, td *testDaemon) *testDaemon {
 // storage under the file's folder.
 func startDaemonFile(t *testing.T, file string) *testDaemon {
 	t.Helper()
-	dir := filepath.Dir(file)
-	d, err := newDaemon(daemonOptions{
-		ConfigFile: file, StoragePath: filepath.Join(dir, "data"), WebListenAddress: "127.0.0.1:0",
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "rollguard", Output: testWriter{t}, Level: hclog.Info}),
-	})
+	d, err := newDaemon(testDaemonOptions(t, file))
 	if err != nil {
 		t.Fatalf("start daemon: %v", err)
 	}
+	return runDaemon(t, file, d)
+}
+
+// testDaemonOptions are a test daemon's options: its storage under the
+// configuration file's folder, loopback listeners, logs through t.
+func testDaemonOptions(t *testing.T, file string) daemonOptions {
+	return daemonOptions{
+		ConfigFile: file, StoragePath: filepath.Join(filepath.Dir(file), "data"), WebListenAddress: "127.0.0.1:0",
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "rollguard", Output: testWriter{t}, Level: hclog.Info}),
+	}
+}
+
+// runDaemon runs a daemon built on file until the test ends, connects a
+// client to its NATS and waits until it is ready.
+func runDaemon(t *testing.T, file string, d *daemon) *testDaemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	td := &testDaemon{daemon: d, t: t, file: file, web: "http://" + d.webLn.Addr().String(),
 		otlp: "http://" + d.otlpLn.Addr().String() + "/v1/metrics", done: make(chan error, 1), cancel: cancel}

@@ -68,7 +68,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		o.Logger = newLogger(*logLevel, *logFormat, stderr)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		d, err := newDaemon(o)
+		d, err := openDaemon(ctx, o) // a stop while it waits for NATS ends it
 		if err != nil {
 			o.Logger.Error("start failed", "error", err)
 			return 1

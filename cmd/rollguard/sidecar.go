@@ -8,7 +8,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
@@ -38,10 +37,10 @@ type sidecarState struct {
 // the receivers (OTLP, scrape, remote write) feed an Aggregator instead of
 // the engine, and a shipper publishes its flushed ticks. No engine, no
 // playbook, no PromQL polling, no deployment announcements.
-func (d *daemon) initSidecar(cfg *configs.Config, js jetstream.JetStream) (err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix, cfg.NATS.Replicas); err != nil {
+func (d *daemon) initSidecar(ctx context.Context, cfg *configs.Config, js jetstream.JetStream) (err error) {
+	if _, err := untilReady(ctx, d.log, "stream "+aggStream(cfg), func(ctx context.Context) (jetstream.Stream, error) {
+		return agg.EnsureStream(ctx, js, aggStream(cfg), cfg.NATS.SubjectPrefix, cfg.NATS.Replicas)
+	}); err != nil {
 		return err
 	}
 	d.js = js

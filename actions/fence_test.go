@@ -229,4 +229,3 @@ func TestPlaybookFencedWriteReloads(t *testing.T) {
 		t.Fatalf("stored %+v (%v), want b's escalated incident", incs, err)
 	}
 }
-

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,20 @@ type ingest interface {
 // replica of a cluster that does not hold the guard's lease.
 func (d *daemon) owns(guard string) bool {
 	return d.cluster == nil || d.cluster.leases.Owns(guard)
+}
+
+// leaseToken names the lease this replica acts for guard under — its id
+// and the lease's KV revision, a fencing token — for the Rollguard-Lease
+// header of the guard's messages; "" on a single rollguard.
+func (d *daemon) leaseToken(guard string) string {
+	if d.cluster == nil {
+		return ""
+	}
+	rev, ok := d.cluster.leases.Lease(guard)
+	if !ok {
+		return ""
+	}
+	return d.cluster.leases.ReplicaID() + "/" + strconv.FormatUint(rev, 10)
 }
 
 // initCluster makes this rollguard a central replica: leases over the

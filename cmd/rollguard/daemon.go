@@ -186,6 +186,7 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 		Stored:     actions.StreamResults{JS: js, Stream: cfg.NATS.Stream, Subjects: subjects},
 		Connected:  d.nc.IsConnected,
 		Owns:       d.owns,
+		Lease:      d.leaseToken,
 		Signer:     signer,
 		Detector:   d.engine,
 		Config:     cfg,

@@ -31,7 +31,7 @@ import (
 // throttled container, which an in-process daemon cannot simulate — and
 // killed with SIGKILL. Its web address is picked here, so the test knows
 // it before the child starts; its log goes to a file that is printed when
-// the test fails.
+// the test fails (or always, with ROLLGUARD_PROC_LOGS=1).
 type replicaProc struct {
 	t    *testing.T
 	name string
@@ -62,7 +62,7 @@ func startProc(t *testing.T, name, config string) *replicaProc {
 		"--web.listen-address=" + strings.TrimPrefix(p.web, "http://")}
 	t.Cleanup(func() {
 		p.stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("ROLLGUARD_PROC_LOGS") != "" {
 			p.printLog()
 		}
 	})

@@ -417,8 +417,9 @@ func (s *splitBrain) agree(inc actions.Incident) {
 }
 
 // TestSplitBrainPause: the owner of the guard is paused (SIGSTOP) for three
-// lease TTLs at each phase of an incident — before detection, right after
-// its flag kill went out, and across the flag kill's ack deadline — while
+// lease TTLs at each phase of an incident — before detection, as its flag
+// kill is published, once the flag kill is saved, and across the flag
+// kill's ack deadline — while
 // another replica takes the guard over; continued, it must not act again.
 // Each command is published on the wire exactly once (counted by a core
 // subscriber, which sees what JetStream's deduplication hides), the stream
@@ -476,11 +477,13 @@ func TestSplitBrainPause(t *testing.T) {
 		s.agree(s.escalated(first))
 	})
 
-	// Right after the flag kill: the owner is stopped from the
+	// As the flag kill is published: the owner is stopped from the
 	// subscriber's callback, within a millisecond of its flag kill
-	// reaching the wire (before it has saved the incident, most times).
-	// Its ack deadline passes while it sleeps.
-	t.Run("after the flag kill", func(t *testing.T) {
+	// reaching the wire — before it has saved the incident, most times,
+	// so the next owner finds no incident in KV and must learn from the
+	// stream that the flag kill is out. Its ack deadline passes while it
+	// sleeps.
+	t.Run("as the flag kill is published", func(t *testing.T) {
 		s := startSplitBrain(t, 0.06)
 		first := s.waitOwner(-1)
 		s.wire.onFirst("rollguard.cmd.", s.replicas[first].pause)
@@ -494,6 +497,32 @@ func TestSplitBrainPause(t *testing.T) {
 		s.replicas[first].pausedNow()
 		if h := s.holder(); h != first {
 			t.Fatalf("the flag kill came after r%d lost the guard to r%d", first+1, h+1)
+		}
+		s.hold(first, func() error { return nil })
+		s.agree(s.escalated(first))
+	})
+
+	// After the flag kill is saved: the owner is stopped once KV holds the
+	// incident with its flag kill published. The next owner continues
+	// that record; the sleeper wakes with its ack deadline past.
+	t.Run("after the flag kill is saved", func(t *testing.T) {
+		s := startSplitBrain(t, 0.06)
+		first := s.waitOwner(-1)
+		checkFor(t, 60*time.Second, func() error {
+			s.round(500)
+			incs, err := s.storedIncidents()
+			if err != nil || len(incs) != 1 || len(incs[0].Commands) != 1 || incs[0].Commands[0].Status != actions.CommandPublished {
+				return fmt.Errorf("no incident with its flag kill published in KV yet (%d, %v)", len(incs), err)
+			}
+			return nil
+		})
+		s.replicas[first].pause()
+		s.replicas[first].pausedNow()
+		if ids := s.wire.ids("rollguard.cmd."); len(ids) != 1 {
+			t.Fatalf("commands %v before the pause, want the flag kill alone: the phase was missed", ids)
+		}
+		if h := s.holder(); h != first {
+			t.Fatalf("r%d lost the guard to r%d before the pause", first+1, h+1)
 		}
 		s.hold(first, func() error { return nil })
 		s.agree(s.escalated(first))

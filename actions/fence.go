@@ -6,8 +6,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Fencing. In a cluster a replica acts for a guard only while it holds the
@@ -36,29 +34,6 @@ import (
 // HeaderLease carries the lease a message was published under: the
 // replica id and the KV revision of its lease of the message's guard.
 const HeaderLease = "Rollguard-Lease"
-
-// fenceMetrics count what fencing refused.
-type fenceMetrics struct {
-	messages *prometheus.CounterVec
-	writes   prometheus.Counter
-}
-
-func newFenceMetrics(reg prometheus.Registerer) *fenceMetrics {
-	m := &fenceMetrics{
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rollguard_messages_fenced_total",
-			Help: "Messages dropped from the outbox unpublished because this replica no longer owns their guard, by kind.",
-		}, []string{"kind"}),
-		writes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rollguard_incident_writes_fenced_total",
-			Help: "Incident saves refused because another rollguard wrote the incident since it was read here (compare-and-set); the incident is reloaded if its guard is still owned.",
-		}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.messages, m.writes)
-	}
-	return m
-}
 
 // owns reports whether this rollguard acts for guard now.
 func (p *Playbook) owns(guard string) bool {
@@ -111,7 +86,7 @@ func (p *Playbook) fence(m Message) (Message, bool) {
 		return m, true
 	}
 	if !p.o.Owns(g) {
-		p.fenceMetrics.messages.WithLabelValues(kindOf(m.Subject, p.o.Subjects.Prefix)).Inc()
+		p.metrics.fenced.WithLabelValues(kindOf(m.Subject, p.o.Subjects.Prefix)).Inc()
 		p.o.Logger.Warn("message not published: this replica no longer owns its guard (its owner sends its own)",
 			"id", m.ID, "subject", m.Subject, "guard", g)
 		return m, false

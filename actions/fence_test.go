@@ -98,12 +98,12 @@ func TestFencedReplicaPublishesNothing(t *testing.T) {
 	if n := a.p.pendingLen(); n != 0 {
 		t.Errorf("%d messages left in the deposed replica's outbox", n)
 	}
-	if n := testutil.ToFloat64(a.p.fenceMetrics.messages.WithLabelValues("cmd")); n != 1 {
+	if n := testutil.ToFloat64(a.p.metrics.fenced.WithLabelValues("cmd")); n != 1 {
 		t.Errorf("rollguard_messages_fenced_total{kind=cmd} = %v, want 1", n)
 	}
 	fenced := 0.0
 	for _, kind := range []string{"cmd", "incident", "status"} {
-		fenced += testutil.ToFloat64(a.p.fenceMetrics.messages.WithLabelValues(kind))
+		fenced += testutil.ToFloat64(a.p.metrics.fenced.WithLabelValues(kind))
 	}
 	if int(fenced) != queued {
 		t.Errorf("%v messages counted as fenced, %d were queued", fenced, queued)
@@ -215,12 +215,12 @@ func TestPlaybookFencedWriteReloads(t *testing.T) {
 	}
 	b.advance(2 * time.Minute) // b writes: the ack timeout escalates
 	b.wantState(StateEscalated)
-	if n := testutil.ToFloat64(b.p.fenceMetrics.writes); n != 0 {
+	if n := testutil.ToFloat64(b.p.metrics.writesFenced); n != 0 {
 		t.Fatalf("the twin's saves were fenced %v times", n)
 	}
 	a.now = b.now
 	a.result(CommandID(a.dep.ID, ActionFlagKill, "new-flow"), ResultOK) // a's stale view moves on and saves
-	if n := testutil.ToFloat64(a.p.fenceMetrics.writes); n != 1 {
+	if n := testutil.ToFloat64(a.p.metrics.writesFenced); n != 1 {
 		t.Fatalf("rollguard_incident_writes_fenced_total = %v, want 1", n)
 	}
 	a.wantState(StateEscalated) // reloaded: b's record

@@ -124,8 +124,7 @@ type Playbook struct {
 	memory  []Message // the outbox when there is no durable one
 	metrics *playbookMetrics
 
-	persistMu    sync.Mutex // one save at a time: each compare-and-set on the revision the last one left
-	fenceMetrics *fenceMetrics
+	persistMu sync.Mutex // one save at a time: each compare-and-set on the revision the last one left
 }
 
 type playbookMetrics struct {
@@ -141,6 +140,10 @@ type playbookMetrics struct {
 	rejected   *prometheus.CounterVec
 	unverified prometheus.Counter
 	degraded   prometheus.GaugeFunc // the outbox cannot write
+	// fenced counts messages dropped unpublished for a guard no longer
+	// owned, by kind; writesFenced saves that lost their compare-and-set.
+	fenced       *prometheus.CounterVec
+	writesFenced prometheus.Counter
 }
 
 // NewPlaybook builds a playbook.
@@ -214,16 +217,23 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 			Name: "rollguard_results_unverified_total",
 			Help: "Actuator results believed without a signature check, because no result key is configured.",
 		}),
+		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_messages_fenced_total",
+			Help: "Messages dropped from the outbox unpublished because this replica no longer owns their guard, by kind.",
+		}, []string{"kind"}),
+		writesFenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_incident_writes_fenced_total",
+			Help: "Incident saves refused because another rollguard wrote the incident since it was read here (compare-and-set); the incident is reloaded if its guard is still owned.",
+		}),
 	}
 	for _, r := range []string{ResultRejectUnsigned, ResultRejectBadSignature, ResultRejectUntrustedKey} {
 		p.metrics.rejected.WithLabelValues(r)
 	}
 	p.resultKeys.Store(o.ResultKeys)
-	p.fenceMetrics = newFenceMetrics(o.Registerer)
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(p.metrics.published, p.metrics.failures, p.metrics.pending,
 			p.metrics.dropped, p.metrics.open, p.metrics.results, p.metrics.preempted,
-			p.metrics.rejected, p.metrics.unverified, p.metrics.degraded)
+			p.metrics.rejected, p.metrics.unverified, p.metrics.degraded, p.metrics.fenced, p.metrics.writesFenced)
 	}
 	return p
 }
@@ -638,7 +648,7 @@ func (p *Playbook) persist(ctx context.Context) {
 		err := p.o.Store.Put(pctx, &todo[i])
 		cancel()
 		if isFenced(err) {
-			p.fenceMetrics.writes.Inc()
+			p.metrics.writesFenced.Inc()
 			p.o.Logger.Warn("incident not saved: another rollguard wrote it since; not retried", "incident", todo[i].ID, "guard", todo[i].Guard, "error", err)
 			fenced[todo[i].Guard] = true
 			continue

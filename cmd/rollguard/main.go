@@ -47,6 +47,7 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	replayCmd, replay := addReplayCommand(app)
 	incidentCmds := addIncidentCommands(app)
 	actuateCmd, actuate := addActuateCommand(app)
+	notifyCmd, notifyRun := addNotifyCommand(app)
 	demoCmd, demo := addDemoCommand(app)
 	keygenCmd, keygen := addKeygenCommand(app)
 
@@ -99,6 +100,8 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 		return replay(stdout, stderr)
 	case actuateCmd.FullCommand():
 		return actuate(stdout, stderr)
+	case notifyCmd.FullCommand():
+		return notifyRun(stdout, stderr)
 	case demoCmd.FullCommand():
 		return demo(stdout, stderr)
 	case keygenCmd.FullCommand():

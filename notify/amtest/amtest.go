@@ -19,11 +19,27 @@ import (
 	"github.com/rollguard/rollguard/internal/poll"
 )
 
-// Binary finds an Alertmanager: $ROLLGUARD_ALERTMANAGER, alertmanager on
-// PATH, or $(go env GOPATH)/bin/alertmanager. Without one the test is
-// skipped with a loud message (and fails under CI).
+// Binary finds an Alertmanager (Path). Without one the test is skipped
+// with a loud message (and fails under CI).
 func Binary(t testing.TB) string {
 	t.Helper()
+	if p := Path(); p != "" {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("alertmanager is not installed: .ci/run must run `make alertmanager`")
+	}
+	t.Skip(Missing)
+	return ""
+}
+
+// Missing is the message of a test skipped for want of an Alertmanager.
+const Missing = "SKIPPED: alertmanager is not installed and ROLLGUARD_ALERTMANAGER is unset — " +
+	"run `make alertmanager` to test the Alertmanager notifier against a real server"
+
+// Path is $ROLLGUARD_ALERTMANAGER, alertmanager on PATH, or
+// $(go env GOPATH)/bin/alertmanager, whichever exists first; "" if none.
+func Path() string {
 	candidates := []string{os.Getenv("ROLLGUARD_ALERTMANAGER")}
 	if p, err := exec.LookPath("alertmanager"); err == nil {
 		candidates = append(candidates, p)
@@ -39,11 +55,6 @@ func Binary(t testing.TB) string {
 			return c
 		}
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("alertmanager is not installed: .ci/run must run `make alertmanager`")
-	}
-	t.Skip("SKIPPED: alertmanager is not installed and ROLLGUARD_ALERTMANAGER is unset — " +
-		"run `make alertmanager` to test the Alertmanager notifier against a real server")
 	return ""
 }
 

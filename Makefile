@@ -7,6 +7,10 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # A real Prometheus for the PromQL-polling tests and the ingest comparison.
 PROMETHEUS_VERSION := v0.316.0
 PROMETHEUS := $(GOBIN)/prometheus
+# A real Alertmanager for the notifier's tests. v0.28.1 is the newest tag that
+# `go install` builds: later ones embed ui/app/dist, which their module zip lacks.
+ALERTMANAGER_VERSION := v0.28.1
+ALERTMANAGER := $(GOBIN)/alertmanager
 # Debian's Chromium for the UI tests in a real browser.
 CHROMIUM   ?= /usr/bin/chromium
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -22,17 +26,23 @@ build:
 run: build
 	./$(BIN) run --config.file=configs/example.yaml --storage.path=data/
 
-## test: vet, every test with the race detector (installs Prometheus and
+## test: vet, every test with the race detector (installs Prometheus, Alertmanager and
 ## Chromium once), then each fuzz target for a few seconds.
-test: $(PROMETHEUS) $(CHROMIUM)
+test: $(PROMETHEUS) $(CHROMIUM) $(ALERTMANAGER)
 	$(GO) vet ./...
-	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) ROLLGUARD_CHROMIUM=$(CHROMIUM) $(GO) test -race -count=1 ./...
+	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) ROLLGUARD_CHROMIUM=$(CHROMIUM) ROLLGUARD_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## prometheus: build Prometheus from the Go module proxy (a few minutes, once).
 prometheus: $(PROMETHEUS)
 $(PROMETHEUS):
 	GOFLAGS= $(GO) install github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+
+## alertmanager: build Alertmanager from the Go module proxy (a minute or two, once).
+.PHONY: alertmanager
+alertmanager: $(ALERTMANAGER)
+$(ALERTMANAGER):
+	GOFLAGS= $(GO) install github.com/prometheus/alertmanager/cmd/alertmanager@$(ALERTMANAGER_VERSION)
 
 ## chromium: Debian's Chromium, which the browser tests drive headless.
 chromium: $(CHROMIUM)

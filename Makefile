@@ -2,6 +2,9 @@ GO        ?= go
 BIN       := bin/rollguard
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
+# The image: $(IMAGE):$(VERSION), the scheme of deploy/kubernetes and the chart.
+IMAGE      ?= ghcr.io/rollguard/rollguard
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 FUZZTIME  ?= 1m
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 # A real Prometheus for the PromQL-polling tests and the ingest comparison.
@@ -15,12 +18,22 @@ ALERTMANAGER := $(GOBIN)/alertmanager
 CHROMIUM   ?= /usr/bin/chromium
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test fuzz bench bench-detect lint clean prometheus chromium
+.PHONY: all build image run test fuzz bench bench-detect lint clean prometheus chromium
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rollguard
+
+## image: the OCI image without a Docker daemon (tools/image, go-containerregistry): a
+## static binary on an empty base, as 65532; bin/rollguard-image.tar (docker/podman load,
+## kind load image-archive) and the OCI layout bin/rollguard-oci/. The Dockerfile builds the same.
+image:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image/rollguard ./cmd/rollguard
+	cd tools/image && $(GO) run . -binary $(CURDIR)/bin/image/rollguard -arch $(IMAGE_ARCH) \
+		-repository $(IMAGE) -version $(VERSION) -revision "$$(git rev-parse HEAD 2>/dev/null)" \
+		-created "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}" \
+		-tar $(CURDIR)/bin/rollguard-image.tar -oci-layout $(CURDIR)/bin/rollguard-oci
 
 ## run: the daemon with the example configuration and an embedded NATS server.
 run: build
@@ -31,6 +44,7 @@ run: build
 test: $(PROMETHEUS) $(CHROMIUM) $(ALERTMANAGER)
 	$(GO) vet ./...
 	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) ROLLGUARD_CHROMIUM=$(CHROMIUM) ROLLGUARD_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 ./...
+	cd tools/image && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## prometheus: build Prometheus from the Go module proxy (a few minutes, once).

@@ -119,5 +119,20 @@ func (p *Playbook) writeFenced(ctx context.Context, guards map[string]bool) {
 	}
 }
 
+// guardLoader is a Store that loads the incidents of some guards only
+// (KVStore): their revisions are the only ones a load takes as read.
+type guardLoader interface {
+	LoadOf(ctx context.Context, want func(guard string) bool) ([]Incident, error)
+}
+
+// load reads from the store the incidents of the guards for which want is
+// true (all of them, from a store that cannot choose).
+func (p *Playbook) load(ctx context.Context, want func(guard string) bool) ([]Incident, error) {
+	if l, ok := p.o.Store.(guardLoader); ok {
+		return l.LoadOf(ctx, want)
+	}
+	return p.o.Store.Load(ctx)
+}
+
 // isFenced reports whether a save failed its compare-and-set.
 func isFenced(err error) bool { return errors.Is(err, ErrFenced) }

@@ -179,6 +179,13 @@ func TestKVStoreCompareAndSet(t *testing.T) {
 	if err := s1.Put(ctx, &stale); !errors.Is(err, ErrFenced) {
 		t.Fatalf("a write on a stale revision: %v, want ErrFenced", err)
 	}
+	// Loading another guard's incidents does not make the stale write pass.
+	if _, err := s1.LoadOf(ctx, func(g string) bool { return g == "payments" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Put(ctx, &stale); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a stale write after loading another guard: %v, want ErrFenced", err)
+	}
 	// A store that never read the key cannot create it over another's.
 	s3, _ := NewKVStore(ctx, js, "ROLLGUARD_INCIDENTS")
 	if err := s3.Put(ctx, &stale); !errors.Is(err, ErrFenced) {

@@ -415,7 +415,7 @@ func (p *Playbook) restore(ctx context.Context, want func(guard string) bool) er
 	if p.o.Store == nil {
 		return nil
 	}
-	incs, err := p.o.Store.Load(ctx)
+	incs, err := p.load(ctx, want)
 	if err != nil {
 		return fmt.Errorf("restore incidents: %w", err)
 	}

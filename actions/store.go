@@ -81,9 +81,18 @@ func (s *KVStore) Put(ctx context.Context, inc *Incident) error {
 	return nil
 }
 
-// Load returns every stored incident. An entry that does not decode is
-// skipped with its key in the error, after the others are returned.
+// Load returns every stored incident (LoadOf every guard).
 func (s *KVStore) Load(ctx context.Context) ([]Incident, error) {
+	return s.LoadOf(ctx, func(string) bool { return true })
+}
+
+// LoadOf returns the stored incidents of the guards for which want is
+// true, and from then on saves them on the revisions it read; the
+// revisions it knows of other incidents are kept, so that adopting one
+// guard never makes a stale save of another's pass. An entry that does
+// not decode is skipped with its key in the error, after the others are
+// returned.
+func (s *KVStore) LoadOf(ctx context.Context, want func(guard string) bool) ([]Incident, error) {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list incidents: %w", err)
@@ -102,14 +111,17 @@ func (s *KVStore) Load(ctx context.Context) ([]Incident, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load incident %s: %w", k, err)
 		}
-		s.mu.Lock()
-		s.revs[k] = e.Revision()
-		s.mu.Unlock()
 		var inc Incident
 		if err := json.Unmarshal(e.Value(), &inc); err != nil {
 			errs = append(errs, fmt.Errorf("incident %s does not decode: %w", k, err))
 			continue
 		}
+		if !want(inc.Guard) {
+			continue
+		}
+		s.mu.Lock()
+		s.revs[k] = e.Revision()
+		s.mu.Unlock()
 		out = append(out, inc)
 	}
 	return out, errors.Join(errs...)

@@ -32,7 +32,8 @@ type Source interface {
 type Options struct {
 	Source Source
 	// Announcer applies what Flagger's events announce (the daemon's
-	// announcer: in a cluster, the owner of the service's guards).
+	// announcer: in a cluster, the owner of the service's guards); the
+	// Source's own Announce when nil, as in web.Options.
 	Announcer web.Announcer
 	Logger    hclog.Logger
 	// MaxBodyBytes bounds webhook bodies (1 MiB when 0).
@@ -65,7 +66,12 @@ func Handler(o Options) http.Handler {
 		o.MaxBodyBytes = 1 << 20
 	}
 	if o.Announcer == nil {
-		o.Announcer = web.AnnouncerFunc(func(context.Context, detector.Deployment) (detector.Deployment, error) {
+		o.Announcer = web.AnnouncerFunc(func(_ context.Context, d detector.Deployment) (detector.Deployment, error) {
+			if a, ok := o.Source.(interface {
+				Announce(detector.Deployment) (detector.Deployment, error)
+			}); ok {
+				return a.Announce(d)
+			}
 			return detector.Deployment{}, fmt.Errorf("%w: announcements are not accepted here", web.ErrUnavailable)
 		})
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/rollguard/rollguard/cluster/agg"
 	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/gates"
 	"github.com/rollguard/rollguard/sources"
 	"github.com/rollguard/rollguard/sources/otlp"
 	"github.com/rollguard/rollguard/sources/promql"
@@ -224,7 +225,8 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 	if d.webLn, err = web.Listen(o.WebListenAddress, cfg.Web.ServerConfig); err != nil {
 		return nil, fmt.Errorf("web listener: %w", err)
 	}
-	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(web.Handler(web.Options{
+	// gates.Mount: /api/v1/gates/ for Argo Rollouts and Flagger (gates/).
+	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(gates.Mount(web.Handler(web.Options{
 		Deployments: d.engine,
 		Announcer:   d.announcer(), // deploys.go: to the owner, in a cluster
 		Incidents:   d.playbook,
@@ -234,7 +236,7 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 		Logger:      d.log.Named("web"),
 		RemoteWrite: rwHandler,
 		Version:     version,
-	}), "/-/healthy", "/-/ready"), webTLS, d.log.Named("web"))
+	}), gates.Options{Source: d.engine, Announcer: d.announcer(), Logger: d.log.Named("gates")}), "/-/healthy", "/-/ready"), webTLS, d.log.Named("web"))
 	return d, nil
 }
 

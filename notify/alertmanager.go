@@ -54,6 +54,8 @@ type Alertmanager struct {
 	o       AlertmanagerOptions
 	posters []poster
 
+	// mu is held across each send too, so that a re-send never lands
+	// after the resolve that ended its incident.
 	mu   sync.Mutex
 	open map[string]amAlert // by incident id
 }
@@ -145,16 +147,14 @@ func (a *Alertmanager) Notify(ctx context.Context, n Notification) error {
 	}
 	s := *n.Status
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	starts := n.Event.Time
 	if prev, ok := a.open[s.IncidentID]; ok && prev.startsAt.Before(starts) {
 		starts = prev.startsAt
 	}
-	a.mu.Unlock()
 	if err := a.send(ctx, a.Alerts(s, starts, a.o.Now())); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if Open(s.State) {
 		a.open[s.IncidentID] = amAlert{status: s, startsAt: starts}
 	} else {
@@ -174,27 +174,32 @@ func (a *Alertmanager) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		a.mu.Lock()
-		var alerts []PostableAlert
-		ids := make([]string, 0, len(a.open))
-		for id := range a.open {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		now := a.o.Now()
-		for _, id := range ids {
-			al := a.open[id]
-			alerts = append(alerts, a.Alerts(al.status, al.startsAt, now)[0])
-		}
-		a.mu.Unlock()
-		if len(alerts) == 0 {
-			continue
-		}
-		sctx, cancel := context.WithTimeout(ctx, a.o.ResendInterval)
-		if err := a.send(sctx, alerts); err != nil && ctx.Err() == nil {
-			a.o.Logger.Warn("alerts not sent again; next try in one resend interval", "error", err, "alerts", len(alerts))
-		}
-		cancel()
+		a.resend(ctx)
+	}
+}
+
+// resend sends the open incidents' alerts again.
+func (a *Alertmanager) resend(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]string, 0, len(a.open))
+	for id := range a.open {
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return
+	}
+	sort.Strings(ids)
+	now := a.o.Now()
+	var alerts []PostableAlert
+	for _, id := range ids {
+		al := a.open[id]
+		alerts = append(alerts, a.Alerts(al.status, al.startsAt, now)[0])
+	}
+	sctx, cancel := context.WithTimeout(ctx, a.o.ResendInterval)
+	defer cancel()
+	if err := a.send(sctx, alerts); err != nil && ctx.Err() == nil {
+		a.o.Logger.Warn("alerts not sent again; next try in one resend interval", "error", err, "alerts", len(alerts))
 	}
 }
 

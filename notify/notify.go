@@ -26,6 +26,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rollguard/rollguard/actions/wire"
 )
@@ -103,6 +104,8 @@ type Options struct {
 	// Bucket is the KV bucket of delivery records (default ROLLGUARD_NOTIFY).
 	Bucket string
 	Logger hclog.Logger
+	// Registerer takes the notifier's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 	// AckWait is how long JetStream waits for an ack before redelivering
 	// (default 2m); a delivery in progress extends it.
 	AckWait time.Duration
@@ -186,7 +189,7 @@ func Run(ctx context.Context, o Options, d Driver) error {
 	if err := o.setDefaults(); err != nil {
 		return err
 	}
-	n := &notifier{o: o, d: d, log: o.Logger.With("durable", o.Durable, "driver", d.Name())}
+	n := &notifier{o: o, d: d, log: o.Logger.With("durable", o.Durable, "driver", d.Name()), m: newMetrics(o.Registerer)}
 	if r, ok := d.(Runner); ok {
 		done := make(chan struct{})
 		rctx, cancel := context.WithCancel(ctx)
@@ -217,6 +220,65 @@ type notifier struct {
 	d   Driver
 	log hclog.Logger
 	kv  jetstream.KeyValue
+	m   *metrics
+}
+
+// Reasons an event is not posted, as rollguard_notify_skipped_total labels them.
+const (
+	SkipUnsigned         = "unsigned"
+	SkipUntrustedKey     = "untrusted_key"
+	SkipBadSignature     = "bad_signature"
+	SkipMalformed        = "malformed"
+	SkipRefused          = "refused"
+	SkipAlreadyDelivered = "already_delivered"
+)
+
+// metrics are the notifier's counters.
+type metrics struct {
+	delivered prometheus.Counter
+	skipped   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollguard_notify_delivered_total",
+			Help: "Status updates and incident events done with: accepted by the endpoint, or nothing for this driver to post.",
+		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_notify_skipped_total",
+			Help: "Status updates and incident events not posted, by reason: unsigned, untrusted_key, bad_signature, malformed, refused (a 4xx), already_delivered.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		m.delivered = register(reg, m.delivered)
+		m.skipped = register(reg, m.skipped)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already there (a second
+// Run on one registry).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+func verifyReason(err error) string {
+	switch {
+	case errors.Is(err, wire.ErrUnsigned):
+		return SkipUnsigned
+	case errors.Is(err, wire.ErrUnknownKey):
+		return SkipUntrustedKey
+	}
+	return SkipBadSignature
 }
 
 func (n *notifier) attachAndConsume(ctx context.Context) error {
@@ -289,12 +351,14 @@ func (n *notifier) handle(msg jetstream.Msg) {
 	if err := n.o.Verifier.Verify(msg.Data(), h.Get); err != nil {
 		// Never delivered: a notification is only as good as its sender.
 		log.Warn("unverified message skipped", "error", err)
+		n.m.skipped.WithLabelValues(verifyReason(err)).Inc()
 		_ = msg.Term()
 		return
 	}
 	nt, err := n.decode(msg.Subject(), msg.Data())
 	if err != nil {
 		log.Warn("malformed message skipped", "error", err)
+		n.m.skipped.WithLabelValues(SkipMalformed).Inc()
 		_ = msg.Term()
 		return
 	}
@@ -304,6 +368,7 @@ func (n *notifier) handle(msg jetstream.Msg) {
 	key := n.recordKey(nt.Event.ID)
 	if _, err := n.kv.Get(ctx, key); err == nil {
 		log.Info("already delivered; not posting again")
+		n.m.skipped.WithLabelValues(SkipAlreadyDelivered).Inc()
 		_ = msg.Ack()
 		return
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -314,6 +379,7 @@ func (n *notifier) handle(msg jetstream.Msg) {
 	if err := n.deliver(msg, nt); err != nil {
 		if errors.Is(err, ErrPermanent) {
 			log.Error("endpoint refused the notification; skipped", "error", err)
+			n.m.skipped.WithLabelValues(SkipRefused).Inc()
 			_ = msg.Term()
 			return
 		}
@@ -321,6 +387,7 @@ func (n *notifier) handle(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	n.m.delivered.Inc()
 	rec, _ := json.Marshal(struct {
 		Event       string    `json:"event"`
 		DeliveredAt time.Time `json:"delivered_at"`

@@ -7,12 +7,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/actions/wire"
@@ -229,8 +232,22 @@ func TestUnverifiedAndRefusedSkipped(t *testing.T) {
 	ep := newEndpoint(t, 400)
 	refused := e.status(t, e.signer, "inc-d1", 1, actions.StateContaining)
 	b := e.status(t, e.signer, "inc-d1", 2, actions.StateStabilized)
-	e.run(t, Options{}, webhook(t, ep.URL))
+	reg := prometheus.NewRegistry()
+	e.run(t, Options{Registerer: reg}, webhook(t, ep.URL))
 	waitIDs(t, ep, b)
+	want := `
+# HELP rollguard_notify_skipped_total Status updates and incident events not posted, by reason: unsigned, untrusted_key, bad_signature, malformed, refused (a 4xx), already_delivered.
+# TYPE rollguard_notify_skipped_total counter
+rollguard_notify_skipped_total{reason="refused"} 1
+rollguard_notify_skipped_total{reason="unsigned"} 1
+rollguard_notify_skipped_total{reason="untrusted_key"} 1
+# HELP rollguard_notify_delivered_total Status updates and incident events done with: accepted by the endpoint, or nothing for this driver to post.
+# TYPE rollguard_notify_delivered_total counter
+rollguard_notify_delivered_total 1
+`
+	poll.Until(t, 10*time.Second, func() error {
+		return testutil.GatherAndCompare(reg, strings.NewReader(want), "rollguard_notify_skipped_total", "rollguard_notify_delivered_total")
+	})
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.tries != 2 {

@@ -64,8 +64,9 @@ func notifyFlags(app *kingpin.Application) (*kingpin.CmdClause, *notifyOptions) 
 	cmd.Flag("nats.subject-prefix", "First token of rollguard's subjects.").Default(notify.DefaultPrefix).StringVar(&o.prefix)
 	cmd.Flag("nats.stream", "JetStream stream holding the status updates and incident events.").Default(notify.DefaultStream).StringVar(&o.stream)
 	cmd.Flag("durable", "Durable consumer name, e.g. notify-slack; notifiers sharing it share the work.").Required().StringVar(&o.durable)
-	cmd.Flag("deliver", "Where a consumer created now starts: all (the stream's history, 30 days) or new. An existing consumer keeps its place.").
-		Default("all").EnumVar(&o.deliver, "all", "new")
+	cmd.Flag("deliver", "Where a consumer created now starts: new (the next event) or all (the stream's history, up to 30 days: "+
+		"old incidents posted, paged and resolved again). An existing consumer keeps its place, so a notifier that was down catches up either way.").
+		Default("new").EnumVar(&o.deliver, "new", "all")
 	cmd.Flag("service", "A service to notify about (repeat for several; default all).").StringsVar(&o.services)
 	cmd.Flag("verify.key", "A trusted public key (\"U…\") rollguard signs with (repeatable).").StringsVar(&o.keys)
 	cmd.Flag("verify.key-file", "A file with a trusted public key, like rollguard's <storage.path>/signing.pub (repeatable).").StringsVar(&o.keyFiles)

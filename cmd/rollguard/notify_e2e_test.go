@@ -116,13 +116,14 @@ func published(t *testing.T, td *testDaemon) (events []wire.Event, statuses []wi
 // closes it. Each driver's endpoint gets the documented requests, from
 // the texts rollguard published:
 //   - Slack (https://api.slack.com/messaging/webhooks): one {"text"} per
-//     status update, its internal text and the incident page link;
+//     status update, its internal text and the incident page link — those
+//     sent while its notifier was down once it is back;
 //   - PagerDuty Events v2 (https://developer.pagerduty.com/docs/events-api-v2/overview/):
 //     trigger per open status update, acknowledge on the ack, resolve at
 //     close, all with dedup_key = the incident id;
 //   - a real Alertmanager: the incident's alert is active at severity
 //     critical once escalated, and resolved at close;
-//   - webhook, started only after the incident closed: it catches up on
+//   - webhook, started only after the incident closed with --deliver=all:
 //     every event in stream order, each CloudEvent posted once and as
 //     signed; started again, it posts nothing twice.
 func TestNotifyEndToEnd(t *testing.T) {
@@ -134,7 +135,8 @@ func TestNotifyEndToEnd(t *testing.T) {
 	}
 	td := startDaemon(t, pbConfig(embeddedNATS, "127.0.0.1:0", ""))
 	slack, pd, hook := newInbox(t), newInbox(t), newInbox(t)
-	startNotify(t, td, "notify-slack", "--driver=slack", "--slack.url="+slack.URL+"/services/T0/B0/XXXX")
+	slackArgs := []string{"--driver=slack", "--slack.url=" + slack.URL + "/services/T0/B0/XXXX"}
+	stopSlack := startNotify(t, td, "notify-slack", slackArgs...)
 	stopPD := startNotify(t, td, "notify-pagerduty", "--driver=pagerduty", "--pagerduty.routing-key=R0UT1NGKEY",
 		"--pagerduty.url="+pd.URL+"/v2/enqueue")
 	if am != nil {
@@ -158,6 +160,15 @@ func TestNotifyEndToEnd(t *testing.T) {
 			return nil
 		})
 	}
+	// Slack's notifier is down while a person acks and closes the incident.
+	checkFor(t, 20*time.Second, func() error {
+		if _, s := published(t, td); slack.count() != len(s) {
+			return fmt.Errorf("slack got %d posts, want %d so far", slack.count(), len(s))
+		}
+		return nil
+	})
+	stopSlack()
+	down := slack.count()
 	if code, b := td.post("/api/v1/incidents/"+inc.ID+"/ack", `{"by":"alice","reason":"looking"}`); code != 200 {
 		t.Fatalf("ack: %d %s", code, b)
 	}
@@ -173,7 +184,8 @@ func TestNotifyEndToEnd(t *testing.T) {
 	})
 	events, _ := published(t, td)
 
-	// Slack: one post per status update, in order, as Slack documents.
+	// Slack: back, it catches up; one post per status update, in order, as Slack documents.
+	startNotify(t, td, "notify-slack", slackArgs...)
 	checkFor(t, 20*time.Second, func() error {
 		if n := slack.count(); n != len(statuses) {
 			return fmt.Errorf("slack got %d posts, want %d (one per status update)", n, len(statuses))
@@ -231,8 +243,8 @@ func TestNotifyEndToEnd(t *testing.T) {
 	if triggers != len(statuses)-1 {
 		t.Errorf("%d triggers for %d status updates of an open incident", triggers, len(statuses)-1)
 	}
-	t.Logf("%d status updates, %d incident events; pagerduty got %d events (%s), slack %d posts",
-		len(statuses), len(events)-len(statuses), len(bodies), strings.Join(actionsSeen, ","), slack.count())
+	t.Logf("%d status updates, %d incident events; pagerduty got %d events (%s), slack %d posts (%d after its restart)",
+		len(statuses), len(events)-len(statuses), len(bodies), strings.Join(actionsSeen, ","), slack.count(), slack.count()-down)
 	// Restarted, the PagerDuty notifier posts nothing again.
 	n := pd.count()
 	stopPD()
@@ -254,8 +266,10 @@ func TestNotifyEndToEnd(t *testing.T) {
 		})
 	}
 
-	// Webhook, started after it all: catches up, in order, once each.
-	stop := startNotify(t, td, "notify-webhook", "--driver=webhook", "--webhook.url="+hook.URL+"/rollguard")
+	// Webhook, started after it all with --deliver=all: the stream's
+	// history, in order, once each.
+	hookArgs := []string{"--driver=webhook", "--webhook.url=" + hook.URL + "/rollguard", "--deliver=all"}
+	stop := startNotify(t, td, "notify-webhook", hookArgs...)
 	checkFor(t, 20*time.Second, func() error {
 		if n := hook.count(); n != len(events) {
 			return fmt.Errorf("webhook got %d events, want all %d", n, len(events))
@@ -270,7 +284,7 @@ func TestNotifyEndToEnd(t *testing.T) {
 		}
 	}
 	stop()
-	startNotify(t, td, "notify-webhook", "--driver=webhook", "--webhook.url="+hook.URL+"/rollguard")
+	startNotify(t, td, "notify-webhook", hookArgs...)
 	poll.Holds(t, 2*time.Second, func() error {
 		if got := hook.count(); got != len(events) {
 			return fmt.Errorf("the restarted webhook notifier posted %d more", got-len(events))

@@ -118,6 +118,12 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 		}
 	}()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The web listener is bound first: its probes answer while start-up
+	// waits for NATS (startup.go), and the web server serves it next.
+	if d.webLn, err = web.Listen(o.WebListenAddress, cfg.Web.ServerConfig); err != nil {
+		return nil, fmt.Errorf("web listener: %w", err)
+	}
+	defer serveStartupProbes(d.webLn, cfg, d.log.Named("web")).stop()
 
 	url := cfg.NATS.URL
 	if url == "" {
@@ -221,9 +227,6 @@ func openDaemon(ctx context.Context, o daemonOptions) (_ *daemon, err error) {
 	rwHandler, webTLS, err := d.openInputs(cfg, in)
 	if err != nil {
 		return nil, err
-	}
-	if d.webLn, err = web.Listen(o.WebListenAddress, cfg.Web.ServerConfig); err != nil {
-		return nil, fmt.Errorf("web listener: %w", err)
 	}
 	// gates.Mount: /api/v1/gates/ for Argo Rollouts and Flagger (gates/).
 	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(gates.Mount(web.Handler(web.Options{

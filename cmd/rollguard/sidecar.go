@@ -75,9 +75,6 @@ func (d *daemon) initSidecar(ctx context.Context, cfg *configs.Config, js jetstr
 	if err != nil {
 		return err
 	}
-	if d.webLn, err = web.Listen(d.o.WebListenAddress, cfg.Web.ServerConfig); err != nil {
-		return fmt.Errorf("web listener: %w", err)
-	}
 	d.webSrv = web.NewServer(cfg.Web.ServerConfig, d.webAuth.Wrap(web.CrossOrigin(d.sidecarHandler(rwHandler)), "/-/healthy", "/-/ready"), webTLS, d.log.Named("web"))
 	d.log.Info("sidecar mode: aggregates go to NATS every tick", "id", cfg.Sidecar.ID,
 		"subject", agg.Subjects(cfg.NATS.SubjectPrefix), "stream", aggStream(cfg))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -49,8 +51,9 @@ func TestUntilReady(t *testing.T) {
 }
 
 // TestStartupWaitsForLateNATS: rollguard started before its NATS server
-// waits for it instead of exiting, and is ready once the server is up
-// (started 2 s later on the configured port).
+// waits for it instead of exiting; meanwhile its web listener answers the
+// probes (healthy, not ready: waiting for NATS streams), and once the
+// server is up on the configured port rollguard starts and is ready.
 func TestStartupWaitsForLateNATS(t *testing.T) {
 	port := freePort(t)
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
@@ -58,13 +61,54 @@ func TestStartupWaitsForLateNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	late := time.AfterFunc(2*time.Second, func() { go ns.Start() })
-	defer late.Stop()
-	started := time.Now()
-	td := startDaemon(t, strings.Replace(testConfig, "nats:\n", fmt.Sprintf("nats:\n  url: nats://127.0.0.1:%d\n", port), 1))
-	t.Logf("ready %s after start, the server 2s after", time.Since(started).Round(time.Millisecond))
-	if code, b := td.get("/-/ready"); code != 200 {
-		t.Fatalf("/-/ready: %d %s", code, b)
+	file := writeConfig(t, strings.Replace(testConfig, "nats:\n", fmt.Sprintf("nats:\n  url: nats://127.0.0.1:%d\n", port), 1))
+	o := testDaemonOptions(t, file)
+	o.WebListenAddress = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	type opened struct {
+		d   *daemon
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		d, err := newDaemon(o)
+		done <- opened{d, err}
+	}()
+	probe := func(path string) (int, string) {
+		resp, err := http.Get("http://" + o.WebListenAddress + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if code, body := probe("/-/ready"); code != 503 || !strings.Contains(body, "waiting for NATS streams") {
+			return fmt.Errorf("/-/ready while NATS is down: %d %s", code, body)
+		}
+		if code, body := probe("/-/healthy"); code != 200 {
+			return fmt.Errorf("/-/healthy while NATS is down: %d %s", code, body)
+		}
+		return nil
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("start-up ended before the NATS server was up: %v", r.err)
+	default:
+	}
+	go ns.Start()
+	var r opened
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("start-up still waiting 30s after the NATS server started")
+	}
+	if r.err != nil {
+		t.Fatalf("start daemon: %v", r.err)
+	}
+	td := runDaemon(t, file, r.d)
+	if code, b := td.get("/-/ready"); code != 200 || td.web != "http://"+o.WebListenAddress {
+		t.Fatalf("/-/ready on %s: %d %s", td.web, code, b)
 	}
 }
 

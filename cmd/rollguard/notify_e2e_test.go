@@ -330,3 +330,41 @@ func TestNotifyHealthyCanaryTwin(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNotifyFlags: bad flags exit 2 with a message that says what to
+// pass, before anything connects (the NATS URL points nowhere).
+func TestNotifyFlags(t *testing.T) {
+	key := t.TempDir() + "/signing.pub"
+	s, err := actions.LoadSigner("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, []byte(s.PublicKey()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"notify", "--nats.url=nats://127.0.0.1:1", "--durable=n", "--verify.key-file=" + key}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"notify", "--nats.url=nats://127.0.0.1:1", "--durable=n", "--driver=webhook", "--webhook.url=http://x"}, "no trusted key"},
+		{append(base, "--driver=webhook"), "--driver=webhook needs --webhook.url"},
+		{append(base, "--driver=webhook", "--webhook.url=ftp://x"), `url "ftp://x" is not an http(s) URL`},
+		{append(base, "--driver=slack"), "--driver=slack needs --slack.url or ROLLGUARD_SLACK_URL"},
+		{append(base, "--driver=pagerduty"), "--driver=pagerduty needs --pagerduty.routing-key or ROLLGUARD_PAGERDUTY_ROUTING_KEY"},
+		{append(base, "--driver=alertmanager"), "--driver=alertmanager needs --alertmanager.url"},
+		{append(base, "--driver=webhook", "--webhook.url=http://x", "--http.header=NoColon"), `--http.header "NoColon" is not "Name: value"`},
+		{[]string{"notify", "--durable=n", "--driver=webhook", "--webhook.url=http://x", "--verify.key=Ubad"}, "--verify.key"},
+	} {
+		app := kingpin.New("rollguard", "")
+		app.Terminate(nil)
+		_, o := notifyFlags(app)
+		if _, err := app.Parse(tc.args); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		var stderr strings.Builder
+		if code := runNotify(t.Context(), *o, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, %q; want 2 and %q", tc.args[4:], code, stderr.String(), tc.want)
+		}
+	}
+}

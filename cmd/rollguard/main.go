@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/internal/logfmt"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -113,11 +114,17 @@ func rollguard(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// newLogger logs as --log.format says: logfmt (internal/logfmt) or
+// hclog's JSON.
 func newLogger(level, format string, w io.Writer) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
+	o := &hclog.LoggerOptions{
 		Name:       "rollguard",
 		Level:      hclog.LevelFromString(level),
 		JSONFormat: format == "json",
 		Output:     w,
-	})
+	}
+	if format == "logfmt" {
+		return logfmt.New(o)
+	}
+	return hclog.New(o)
 }

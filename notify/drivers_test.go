@@ -86,3 +86,35 @@ func TestSlackMessage(t *testing.T) {
 		t.Error("a URL without a scheme was accepted")
 	}
 }
+
+// TestGrafanaAnnotation: an incident event is one annotation in the shape
+// of Grafana's create-annotation API, with a bearer token
+// (https://grafana.com/docs/grafana/latest/developers/http_api/annotations/#create-annotation);
+// a status update is none.
+func TestGrafanaAnnotation(t *testing.T) {
+	ep := newEndpoint(t)
+	g, err := NewGrafana(GrafanaOptions{URL: ep.URL + "/", Token: "glsa_123", DashboardUID: "dash", PanelID: 2, WebURL: "http://rollguard:9469"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 5, 1, 2, 3, 0, time.UTC)
+	n := Notification{Kind: KindIncident, Event: wire.Event{ID: "inc-d1/event/2", Time: at}, Incident: &wire.IncidentData{
+		IncidentID: "inc-d1", Event: "state_changed", From: actions.StateContaining, State: actions.StateEscalated, Reason: "no result",
+		Service: "checkout", Deployment: wire.Deployment{Version: "v2", PreviousVersion: "v1"}}}
+	if err := g.Notify(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Notify(t.Context(), Notification{Kind: KindStatus, Status: &wire.StatusData{IncidentID: "inc-d1"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"dashboardUID":"dash","panelId":2,"time":1796432523000,"tags":["rollguard","service:checkout","incident:inc-d1","state:escalated"],` +
+		`"text":"rollguard checkout state changed: containing → escalated (v1 → v2) — no result http://rollguard:9469/incidents/inc-d1"}`
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if len(ep.bodies) != 1 || ep.bodies[0] != want {
+		t.Errorf("posted %q\nwant %s", ep.bodies, want)
+	}
+	if ep.reqs[0] != "POST /api/annotations Bearer glsa_123" {
+		t.Errorf("request %q", ep.reqs[0])
+	}
+}

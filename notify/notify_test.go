@@ -126,6 +126,7 @@ type endpoint struct {
 	*httptest.Server
 	mu      sync.Mutex
 	bodies  []string
+	reqs    []string // method, path and Authorization of each accepted request
 	answers []int
 	tries   int
 }
@@ -144,6 +145,7 @@ func newEndpoint(t *testing.T, answers ...int) *endpoint {
 			return
 		}
 		e.bodies = append(e.bodies, string(b))
+		e.reqs = append(e.reqs, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	t.Cleanup(e.Close)

@@ -37,6 +37,8 @@ type notifyOptions struct {
 	slackURL                                              string
 	pagerDutyKey, pagerDutyURL                            string
 	alertmanagerURLs                                      []string
+	grafanaURL, grafanaToken, grafanaDashboard            string
+	grafanaPanel                                          int64
 	resend                                                time.Duration
 	logLevel, logFormat                                   string
 }
@@ -55,7 +57,7 @@ func addNotifyCommand(app *kingpin.Application) (*kingpin.CmdClause, func(stdout
 func notifyFlags(app *kingpin.Application) (*kingpin.CmdClause, *notifyOptions) {
 	var o notifyOptions
 	cmd := app.Command("notify", "Deliver rollguard's incident status updates and incident events from NATS JetStream "+
-		"to a webhook, Slack, PagerDuty or Alertmanager, catching up after downtime without posting twice.")
+		"to a webhook, Slack, PagerDuty, Alertmanager or Grafana annotations, catching up after downtime without posting twice.")
 	cmd.Flag("nats.url", "NATS server URL.").Default("nats://127.0.0.1:4222").StringVar(&o.natsURL)
 	cmd.Flag("nats.user", "NATS user.").StringVar(&o.natsUser)
 	cmd.Flag("nats.password", "NATS password.").StringVar(&o.natsPassword)
@@ -70,8 +72,8 @@ func notifyFlags(app *kingpin.Application) (*kingpin.CmdClause, *notifyOptions) 
 	cmd.Flag("service", "A service to notify about (repeat for several; default all).").StringsVar(&o.services)
 	cmd.Flag("verify.key", "A trusted public key (\"U…\") rollguard signs with (repeatable).").StringsVar(&o.keys)
 	cmd.Flag("verify.key-file", "A file with a trusted public key, like rollguard's <storage.path>/signing.pub (repeatable).").StringsVar(&o.keyFiles)
-	cmd.Flag("driver", "Where to deliver: webhook, slack, pagerduty or alertmanager.").Required().
-		EnumVar(&o.driver, "webhook", "slack", "pagerduty", "alertmanager")
+	cmd.Flag("driver", "Where to deliver: webhook, slack, pagerduty, alertmanager or grafana (annotations).").Required().
+		EnumVar(&o.driver, "webhook", "slack", "pagerduty", "alertmanager", "grafana")
 	cmd.Flag("web.url", "rollguard's web UI as people reach it, e.g. https://rollguard.example.com: messages link its incident pages.").StringVar(&o.webURL)
 	cmd.Flag("webhook.url", "webhook: the URL to POST each event's CloudEvent JSON to.").StringVar(&o.webhookURL)
 	cmd.Flag("http.header", "A header \"Name: value\" to send with every request (repeatable).").StringsVar(&o.headers)
@@ -86,6 +88,12 @@ func notifyFlags(app *kingpin.Application) (*kingpin.CmdClause, *notifyOptions) 
 		StringsVar(&o.alertmanagerURLs)
 	cmd.Flag("alertmanager.resend-interval", "alertmanager: how often open incidents' alerts are sent again.").
 		Default(notify.DefaultResendInterval.String()).DurationVar(&o.resend)
+	cmd.Flag("grafana.url", "grafana: Grafana's base URL, e.g. http://grafana:3000.").StringVar(&o.grafanaURL)
+	cmd.Flag("grafana.token", "grafana: a service account token with annotations:write (a secret: prefer the environment variable).").
+		Envar("ROLLGUARD_GRAFANA_TOKEN").StringVar(&o.grafanaToken)
+	cmd.Flag("grafana.dashboard-uid", "grafana: the dashboard to annotate (default: organization annotations, shown where a query asks for tag rollguard).").
+		StringVar(&o.grafanaDashboard)
+	cmd.Flag("grafana.panel-id", "grafana: the panel to annotate on that dashboard (default all).").Int64Var(&o.grafanaPanel)
 	cmd.Flag("log.level", "Only log messages at or above this level: debug, info, warn, error.").Default("info").EnumVar(&o.logLevel, "debug", "info", "warn", "error")
 	cmd.Flag("log.format", "Log format: logfmt (key=value text) or json.").Default("logfmt").EnumVar(&o.logFormat, "logfmt", "json")
 	return cmd, &o
@@ -180,8 +188,14 @@ func (o notifyOptions) build(log hclog.Logger) (*actions.Verifier, notify.Driver
 		}
 		d, err = notify.NewAlertmanager(notify.AlertmanagerOptions{URLs: o.alertmanagerURLs, HTTP: h, WebURL: o.webURL,
 			ResendInterval: o.resend, Logger: log})
+	case "grafana":
+		if o.grafanaURL == "" {
+			return nil, nil, errors.New("--driver=grafana needs --grafana.url (e.g. http://grafana:3000)")
+		}
+		d, err = notify.NewGrafana(notify.GrafanaOptions{URL: o.grafanaURL, Token: o.grafanaToken, DashboardUID: o.grafanaDashboard,
+			PanelID: o.grafanaPanel, HTTP: h, WebURL: o.webURL})
 	default:
-		return nil, nil, fmt.Errorf("--driver=%q is not webhook, slack, pagerduty or alertmanager", o.driver)
+		return nil, nil, fmt.Errorf("--driver=%q is not webhook, slack, pagerduty, alertmanager or grafana", o.driver)
 	}
 	if err != nil {
 		return nil, nil, err

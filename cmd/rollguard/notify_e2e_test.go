@@ -123,6 +123,8 @@ func published(t *testing.T, td *testDaemon) (events []wire.Event, statuses []wi
 //     close, all with dedup_key = the incident id;
 //   - a real Alertmanager: the incident's alert is active at severity
 //     critical once escalated, and resolved at close;
+//   - Grafana (https://grafana.com/docs/grafana/latest/developers/http_api/annotations/):
+//     one annotation per incident event, at its time, tagged;
 //   - webhook, started only after the incident closed with --deliver=all:
 //     every event in stream order, each CloudEvent posted once and as
 //     signed; started again, it posts nothing twice.
@@ -134,7 +136,8 @@ func TestNotifyEndToEnd(t *testing.T) {
 		t.Log(amtest.Missing)
 	}
 	td := startDaemon(t, pbConfig(embeddedNATS, "127.0.0.1:0", ""))
-	slack, pd, hook := newInbox(t), newInbox(t), newInbox(t)
+	slack, pd, hook, grafana := newInbox(t), newInbox(t), newInbox(t), newInbox(t)
+	startNotify(t, td, "notify-grafana", "--driver=grafana", "--grafana.url="+grafana.URL, "--grafana.token=glsa_test")
 	slackArgs := []string{"--driver=slack", "--slack.url=" + slack.URL + "/services/T0/B0/XXXX"}
 	stopSlack := startNotify(t, td, "notify-slack", slackArgs...)
 	stopPD := startNotify(t, td, "notify-pagerduty", "--driver=pagerduty", "--pagerduty.routing-key=R0UT1NGKEY",
@@ -266,6 +269,32 @@ func TestNotifyEndToEnd(t *testing.T) {
 		})
 	}
 
+	// Grafana: one annotation per incident event, in order, tagged.
+	checkFor(t, 20*time.Second, func() error {
+		if n := grafana.count(); n != len(events)-len(statuses) {
+			return fmt.Errorf("grafana got %d annotations, want %d (one per incident event)", n, len(events)-len(statuses))
+		}
+		return nil
+	})
+	paths, bodies = grafana.got()
+	i := 0
+	for _, ev := range events {
+		if !strings.Contains(ev.ID, "/event/") {
+			continue
+		}
+		var a notify.GrafanaAnnotation
+		if err := json.Unmarshal([]byte(bodies[i]), &a); err != nil || paths[i] != "POST /api/annotations application/json" {
+			t.Fatalf("grafana request %s %s: %v", paths[i], bodies[i], err)
+		}
+		var data wire.IncidentData
+		_ = json.Unmarshal(ev.Data, &data)
+		if a.Time != ev.Time.UnixMilli() || strings.Join(a.Tags, ",") != "rollguard,service:checkout,incident:"+inc.ID+",state:"+data.State ||
+			!strings.Contains(a.Text, data.Reason) {
+			t.Errorf("annotation %d %+v for event %s %+v", i, a, ev.ID, data)
+		}
+		i++
+	}
+
 	// Webhook, started after it all with --deliver=all: the stream's
 	// history, in order, once each.
 	hookArgs := []string{"--driver=webhook", "--webhook.url=" + hook.URL + "/rollguard", "--deliver=all"}
@@ -303,8 +332,9 @@ func TestNotifyHealthyCanaryTwin(t *testing.T) {
 		t.Log(amtest.Missing)
 	}
 	td := startDaemon(t, pbConfig(embeddedNATS, "127.0.0.1:0", ""))
-	slack, pd, hook := newInbox(t), newInbox(t), newInbox(t)
+	slack, pd, hook, grafana := newInbox(t), newInbox(t), newInbox(t), newInbox(t)
 	startNotify(t, td, "notify-slack", "--driver=slack", "--slack.url="+slack.URL)
+	startNotify(t, td, "notify-grafana", "--driver=grafana", "--grafana.url="+grafana.URL)
 	startNotify(t, td, "notify-pagerduty", "--driver=pagerduty", "--pagerduty.routing-key=R0UT1NGKEY", "--pagerduty.url="+pd.URL)
 	startNotify(t, td, "notify-webhook", "--driver=webhook", "--webhook.url="+hook.URL)
 	if am != nil {
@@ -319,8 +349,8 @@ func TestNotifyHealthyCanaryTwin(t *testing.T) {
 		t.Fatalf("healthy canary: incident %+v", inc)
 	}
 	poll.Holds(t, time.Second, func() error {
-		if s, p, h := slack.count(), pd.count(), hook.count(); s+p+h != 0 {
-			return fmt.Errorf("healthy canary notified: slack %d, pagerduty %d, webhook %d", s, p, h)
+		if s, p, h, g := slack.count(), pd.count(), hook.count(), grafana.count(); s+p+h+g != 0 {
+			return fmt.Errorf("healthy canary notified: slack %d, pagerduty %d, webhook %d, grafana %d", s, p, h, g)
 		}
 		if am != nil {
 			if alerts, err := am.Alerts(); err != nil || len(alerts) != 0 {
@@ -353,6 +383,7 @@ func TestNotifyFlags(t *testing.T) {
 		{append(base, "--driver=slack"), "--driver=slack needs --slack.url or ROLLGUARD_SLACK_URL"},
 		{append(base, "--driver=pagerduty"), "--driver=pagerduty needs --pagerduty.routing-key or ROLLGUARD_PAGERDUTY_ROUTING_KEY"},
 		{append(base, "--driver=alertmanager"), "--driver=alertmanager needs --alertmanager.url"},
+		{append(base, "--driver=grafana"), "--driver=grafana needs --grafana.url"},
 		{append(base, "--driver=webhook", "--webhook.url=http://x", "--http.header=NoColon"), `--http.header "NoColon" is not "Name: value"`},
 		{[]string{"notify", "--durable=n", "--driver=webhook", "--webhook.url=http://x", "--verify.key=Ubad"}, "--verify.key"},
 	} {

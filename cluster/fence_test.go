@@ -118,6 +118,32 @@ func TestLeaseDeadlineFencesAPausedOwner(t *testing.T) {
 	}
 }
 
+// TestLeaseTakenBackAfterItsDeadline: a renewal that comes after the
+// deadline but before the key expired (nobody can have written it, the
+// revision matches) takes the guard back — released at the deadline,
+// acquired again — instead of leaving it ownerless until the key expires.
+func TestLeaseTakenBackAfterItsDeadline(t *testing.T) {
+	ns := natstest.Start(t)
+	const ttl, margin = 4 * time.Second, 2 * time.Second
+	a := newFenced(t, natstest.JetStream(t, ns.ClientURL()), "a", ttl, margin, 1)
+	a.l.round(context.Background())
+	rev, _ := a.l.Lease("checkout")
+	poll.Until(t, 2*ttl, func() error {
+		if a.l.Owns("checkout") {
+			return errors.New("a still owns checkout without renewing it")
+		}
+		return nil
+	})
+	a.l.round(context.Background()) // late, within the margin
+	nrev, ok := a.l.Lease("checkout")
+	if !ok || nrev <= rev {
+		t.Fatalf("a does not hold checkout after a late renewal on its revision (rev %d, was %d)", nrev, rev)
+	}
+	if got := a.seen(); !slices.Equal(got, []string{"+checkout", "-checkout", "+checkout"}) {
+		t.Errorf("a's events %v, want [+checkout -checkout +checkout]", got)
+	}
+}
+
 // TestLeaseStreamLeaderElectionKeepsOwner: shutting down the NATS node
 // that leads the lease bucket's stream fails renewals for a while (no
 // response from the stream, timeouts) — the owner keeps the guard, with no

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -164,8 +167,11 @@ func (a *Alertmanager) Notify(ctx context.Context, n Notification) error {
 }
 
 // Run sends the open incidents' alerts again every ResendInterval until
-// ctx ends.
+// ctx ends. It starts from the alerts an Alertmanager holds active, so that
+// a notifier that restarted keeps sending the alerts of the incidents it
+// posted before.
 func (a *Alertmanager) Run(ctx context.Context) {
+	a.seed(ctx)
 	t := time.NewTicker(a.o.ResendInterval)
 	defer t.Stop()
 	for {
@@ -201,6 +207,70 @@ func (a *Alertmanager) resend(ctx context.Context) {
 	if err := a.send(sctx, alerts); err != nil && ctx.Err() == nil {
 		a.o.Logger.Warn("alerts not sent again; next try in one resend interval", "error", err, "alerts", len(alerts))
 	}
+}
+
+// seed adds the incidents whose alerts the first Alertmanager that
+// answers holds active to those sent again, rebuilt from the alerts'
+// labels and annotations; their next update is taken to be one resend
+// interval before the alert ends, so re-sending keeps its endsAt.
+func (a *Alertmanager) seed(ctx context.Context) {
+	for _, u := range a.o.URLs {
+		alerts, err := a.active(ctx, u)
+		if err != nil {
+			a.o.Logger.Warn("open incidents' alerts not read back; they are sent again from their next status update", "url", redact(u), "error", err)
+			continue
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		n := 0
+		for _, al := range alerts {
+			l, an := al.Labels, al.Annotations
+			id := l["incident"]
+			if id == "" || !Open(an["state"]) || al.EndsAt.Before(a.o.Now()) {
+				continue
+			}
+			if _, ok := a.open[id]; ok {
+				continue
+			}
+			a.open[id] = amAlert{startsAt: al.StartsAt, status: wire.StatusData{IncidentID: id, Service: l["service"], Guard: l["guard"],
+				State: an["state"], Reason: an["description"], Internal: an["summary"], Customer: an["customer"],
+				NextUpdate: al.EndsAt.Add(-a.o.ResendInterval)}}
+			n++
+		}
+		a.o.Logger.Info("sending open incidents' alerts again", "read_back", n, "url", redact(u))
+		return
+	}
+}
+
+// active reads the Alertmanager's active rollguard alerts.
+func (a *Alertmanager) active(ctx context.Context, base string) ([]PostableAlert, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.posters[0].o.Timeout)
+	defer cancel()
+	q := url.Values{"filter": {`alertname="` + AlertName + `"`}, "active": {"true"}, "silenced": {"true"}, "inhibited": {"true"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v2/alerts?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range a.o.HTTP.Header {
+		req.Header[k] = vs
+	}
+	client := a.o.HTTP.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /api/v2/alerts: %s", resp.Status)
+	}
+	var out []PostableAlert
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("decode alerts: %w", err)
+	}
+	return out, nil
 }
 
 // send posts alerts to every Alertmanager; it fails if one did not take them.

@@ -37,18 +37,21 @@ func activeAlerts(t *testing.T, am *amtest.Alertmanager, inc string, severities 
 
 // TestAlertmanagerAlertLifecycle runs against a real Alertmanager: an open
 // incident's status update makes one active alert with rollguard's text;
-// after the Alertmanager restarts (it keeps no alerts) the re-send brings
-// it back; escalation moves it to critical (the error one resolved); the
+// a restarted notifier reads it back, so after the Alertmanager restarts
+// too (it keeps no alerts) the re-send brings it back; escalation moves it to critical (the error one resolved); the
 // stabilized update resolves it.
 func TestAlertmanagerAlertLifecycle(t *testing.T) {
 	am := amtest.Start(t)
 	e := newEnv(t)
-	d, err := NewAlertmanager(AlertmanagerOptions{URLs: []string{am.URL}, WebURL: "http://rollguard.example:9469/",
-		ResendInterval: 300 * time.Millisecond, HTTP: HTTPOptions{Backoff: 10 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
+	driver := func() *Alertmanager {
+		d, err := NewAlertmanager(AlertmanagerOptions{URLs: []string{am.URL}, WebURL: "http://rollguard.example:9469/",
+			ResendInterval: 300 * time.Millisecond, HTTP: HTTPOptions{Backoff: 10 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
 	}
-	e.run(t, Options{Durable: "alertmanager"}, d)
+	stop := e.run(t, Options{Durable: "alertmanager"}, driver())
 
 	e.status(t, e.signer, "inc-d1", 1, actions.StateContaining)
 	a := activeAlerts(t, am, "inc-d1", "error")[0]
@@ -68,8 +71,25 @@ func TestAlertmanagerAlertLifecycle(t *testing.T) {
 		t.Errorf("endsAt %s is only %s ahead", a.EndsAt, until)
 	}
 
+	// A notifier that restarted reads the open incidents' alerts back from
+	// the Alertmanager and keeps sending them: after the Alertmanager
+	// restarts too, the alert is back without a new status update.
+	stop()
+	d := driver()
+	e.run(t, Options{Durable: "alertmanager"}, d)
+	poll.Until(t, 10*time.Second, func() error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if al, ok := d.open["inc-d1"]; !ok || al.status.Internal != a.Annotations["summary"] || !al.startsAt.Equal(a.StartsAt) {
+			return fmt.Errorf("open incidents read back: %+v", d.open)
+		}
+		return nil
+	})
 	am.Restart()
-	activeAlerts(t, am, "inc-d1", "error")
+	b := activeAlerts(t, am, "inc-d1", "error")[0]
+	if fmt.Sprint(b.Labels) != fmt.Sprint(a.Labels) || fmt.Sprint(b.Annotations) != fmt.Sprint(a.Annotations) || !b.EndsAt.Equal(a.EndsAt) {
+		t.Errorf("alert sent again\n%+v\nwant\n%+v", b, a)
+	}
 
 	e.status(t, e.signer, "inc-d1", 2, actions.StateEscalated)
 	activeAlerts(t, am, "inc-d1", "critical")

@@ -213,15 +213,17 @@ func (a *Alertmanager) resend(ctx context.Context) {
 // answers holds active to those sent again, rebuilt from the alerts'
 // labels and annotations; their next update is taken to be one resend
 // interval before the alert ends, so re-sending keeps its endsAt.
+// The lock is held from the read on: a status update handled meanwhile
+// (a resolve) is applied after it, never overwritten by it.
 func (a *Alertmanager) seed(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, u := range a.o.URLs {
 		alerts, err := a.active(ctx, u)
 		if err != nil {
 			a.o.Logger.Warn("open incidents' alerts not read back; they are sent again from their next status update", "url", redact(u), "error", err)
 			continue
 		}
-		a.mu.Lock()
-		defer a.mu.Unlock()
 		n := 0
 		for _, al := range alerts {
 			l, an := al.Labels, al.Annotations

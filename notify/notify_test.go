@@ -307,3 +307,22 @@ func TestServicesFilterAndDeliverNew(t *testing.T) {
 		}
 	}
 }
+
+// TestStartsBeforeTheStream: a notifier started before rollguard created
+// its stream waits for it and delivers what comes.
+func TestStartsBeforeTheStream(t *testing.T) {
+	ns := natstest.Start(t)
+	js := natstest.JetStream(t, ns.ClientURL())
+	s, err := wire.LoadSigner("", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{js: js, signer: s, subj: wire.Subjects{Prefix: DefaultPrefix}}
+	ep := newEndpoint(t)
+	e.run(t, Options{}, webhook(t, ep.URL))
+	if _, err := wire.EnsureStream(t.Context(), js, DefaultStream, e.subj); err != nil {
+		t.Fatal(err)
+	}
+	a := e.status(t, e.signer, "inc-d1", 1, actions.StateContaining)
+	waitIDs(t, ep, a)
+}

@@ -231,6 +231,11 @@ func TestFlaggerContract(t *testing.T) {
 	if d := announced[0]; d.Service != "checkout" || d.Version != "v3" || d.PreviousVersion != "v2" || d.Weight != 20 || d.Strategy != "canary" || !reflect.DeepEqual(d.Flags, []string{"a", "b"}) {
 		t.Errorf("announced %+v", d)
 	}
+	// The weight from the metadata, as newer Flagger releases also send it.
+	if code, m := post(t, srv.URL+"/api/v1/gates/flagger/event", "application/json",
+		`{"name":"checkout","namespace":"shop","phase":"Progressing","metadata":{"canaryWeight":"30","version":"v3","previous_version":"v2"}}`); code != 202 || announced[1].Weight != 30 {
+		t.Errorf("event with the weight in metadata: %d %v %+v", code, m, announced)
+	}
 	if code, m := post(t, srv.URL+"/api/v1/gates/flagger/event", "application/json", payload("checkout", "Succeeded", `"version":"v3"`)); code != 202 || m["status"] != "ignored" {
 		t.Errorf("succeeded event: %d %v", code, m)
 	}

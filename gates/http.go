@@ -220,8 +220,12 @@ func (h *handler) flaggerEvent(w http.ResponseWriter, r *http.Request) {
 			"reason": fmt.Sprintf("only a Progressing event whose webhook metadata has %q announces a deployment (phase %q)", MetaVersion, p.Phase)})
 		return
 	}
+	weight := float64(p.CanaryWeight)
+	if w, err := strconv.ParseFloat(p.Metadata["canaryWeight"], 64); err == nil && weight == 0 {
+		weight = w // newer Flagger releases also put it in the event's metadata
+	}
 	d := detector.Deployment{Service: p.Service(), Version: version, PreviousVersion: p.Metadata[MetaPreviousVersion], Strategy: "canary",
-		Weight: float64(p.CanaryWeight)}
+		Weight: weight}
 	if f := p.Metadata[MetaFlags]; f != "" {
 		d.Flags = strings.Split(f, ",")
 	}
@@ -238,7 +242,7 @@ func (h *handler) flaggerEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.o.Logger.Info("deployment announced by Flagger", "deployment", d.ID, "service", d.Service, "version", d.Version,
-		"canary", p.Namespace+"/"+p.Name, "weight", strconv.Itoa(p.CanaryWeight))
+		"canary", p.Namespace+"/"+p.Name, "weight", weight)
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "announced", "deployment": d})
 }
 

@@ -110,6 +110,7 @@ func TestGatesBadCanary(t *testing.T) {
 	if err := json.Unmarshal(b, &g); code != 200 || err != nil {
 		t.Fatalf("gate: %d %s", code, b)
 	}
+	t.Logf("the gate's answer: %s", b)
 	v := td.verdict("checkout")
 	if g.State != "regressed" || g.Outcome != "failure" || g.Deployment.ID != v.Deployment.ID || g.Deployment.Version != "v2" || g.Deployment.PreviousVersion != "v1" {
 		t.Errorf("gate %+v", g)

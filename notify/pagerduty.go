@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -96,8 +97,12 @@ func (d *PagerDuty) Event(n Notification) *PagerDutyEvent {
 	if !s.NextUpdate.IsZero() {
 		details["next_update"] = s.NextUpdate.UTC().Format(time.RFC3339)
 	}
+	summary := s.Internal
+	if strings.TrimSpace(summary) == "" { // PagerDuty refuses an empty summary; a template may render one
+		summary = fmt.Sprintf("[%s] %s (incident %s): %s", s.State, s.Service, s.IncidentID, s.Reason)
+	}
 	ev := &PagerDutyEvent{RoutingKey: d.routingKey, EventAction: "trigger", DedupKey: s.IncidentID, Client: "rollguard",
-		Payload: &PagerDutyPayload{Summary: truncate(s.Internal, 1024), Source: "rollguard/" + s.Guard, Severity: Severity(s.State),
+		Payload: &PagerDutyPayload{Summary: truncate(summary, 1024), Source: "rollguard/" + s.Guard, Severity: Severity(s.State),
 			Timestamp: n.Event.Time.UTC().Format(time.RFC3339Nano), Component: s.Service, Group: s.Guard, Class: "deployment regression",
 			CustomDetails: details}}
 	if u := IncidentURL(d.webURL, s.IncidentID); u != "" {

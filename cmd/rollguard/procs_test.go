@@ -28,10 +28,10 @@ import (
 // arguments, so it is the real CLI on a real configuration file. A child
 // can be paused with SIGSTOP — every goroutine, timer and connection of
 // the replica stops at once, as in a long GC pause, a frozen VM or a
-// throttled container, which an in-process daemon cannot simulate — and
-// killed with SIGKILL. Its web address is picked here, so the test knows
-// it before the child starts; its log goes to a file that is printed when
-// the test fails (or always, with ROLLGUARD_PROC_LOGS=1).
+// throttled container, which an in-process daemon cannot simulate. Its
+// web address is picked here, so the test knows it before the child
+// starts; its log goes to a file that is printed when the test fails (or
+// always, with ROLLGUARD_PROC_LOGS=1).
 type replicaProc struct {
 	t    *testing.T
 	name string
@@ -42,7 +42,6 @@ type replicaProc struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	paused bool
 }
 
 // procClient answers for a paused child too: the kernel accepts its
@@ -71,7 +70,7 @@ func startProc(t *testing.T, name, config string) *replicaProc {
 	return p
 }
 
-// start runs the child (again, after a kill), appending to its log.
+// start runs the child, its output appended to its log.
 func (p *replicaProc) start() {
 	p.t.Helper()
 	args, err := json.Marshal(p.args)
@@ -98,7 +97,7 @@ func (p *replicaProc) start() {
 		close(exited)
 	}()
 	p.mu.Lock()
-	p.cmd, p.exited, p.paused = cmd, exited, false
+	p.cmd, p.exited = cmd, exited
 	p.mu.Unlock()
 }
 
@@ -139,7 +138,6 @@ func (p *replicaProc) pause() {
 	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		p.t.Errorf("SIGSTOP %s: %v", p.name, err)
 	}
-	p.paused = true
 }
 
 // resume continues the child with SIGCONT.
@@ -147,7 +145,6 @@ func (p *replicaProc) resume() {
 	p.t.Helper()
 	p.mu.Lock()
 	err := p.cmd.Process.Signal(syscall.SIGCONT)
-	p.paused = false
 	p.mu.Unlock()
 	if err != nil {
 		p.t.Fatalf("SIGCONT %s: %v", p.name, err)
@@ -183,19 +180,6 @@ func (p *replicaProc) procState() string {
 		return s[i+2 : i+3]
 	}
 	return ""
-}
-
-// kill ends the child with SIGKILL, as a crash would.
-func (p *replicaProc) kill() {
-	p.t.Helper()
-	p.mu.Lock()
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	p.mu.Unlock()
-	select {
-	case <-p.exitedCh():
-	case <-time.After(10 * time.Second):
-		p.t.Errorf("%s did not die within 10s of SIGKILL", p.name)
-	}
 }
 
 // stop continues a paused child and asks it to stop (SIGTERM); one that

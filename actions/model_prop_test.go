@@ -373,6 +373,14 @@ func (r *propRun) restart(ev propEvent) Effects {
 		if inc.State != old.State || len(inc.Commands) != len(old.Commands) || inc.Rung != old.Rung {
 			r.t.Fatalf("restart changed incident %s: %s/%d commands -> %s/%d", inc.ID, old.State, len(old.Commands), inc.State, len(inc.Commands))
 		}
+		// The ack deadline is absolute: a restart never moves the clock
+		// of a command whose publish was recorded.
+		for i, c := range inc.Commands {
+			was := old.Commands[i]
+			if was.Status == CommandPublished && was.AckFrom != nil && (c.AckFrom == nil || !c.AckFrom.Equal(*was.AckFrom)) {
+				r.t.Fatalf("restart moved the ack clock of %s from %v to %v", c.ID, *was.AckFrom, c.AckFrom)
+			}
+		}
 	}
 	for _, rs := range eff.Resumes {
 		if rs.Deployment.EndedAt != nil {

@@ -36,8 +36,12 @@ type StreamResults struct {
 	Subjects Subjects
 }
 
-// rereadBatch is how many results one fetch asks for.
-const rereadBatch = 256
+// rereadBatch is how many results one fetch asks for; rereadTimeout
+// bounds a whole read.
+const (
+	rereadBatch   = 256
+	rereadTimeout = 3 * time.Second
+)
 
 // Results returns the results stored for the services from since on, in
 // stream order. A message that does not decode or that check refuses is
@@ -50,8 +54,14 @@ func (s StreamResults) Results(ctx context.Context, services []string, since tim
 	for _, svc := range services {
 		filters = append(filters, s.Subjects.Result("*", svc))
 	}
+	// Bounded: a take-over runs on the leases' loop, which must go on
+	// renewing; what is not read in time still comes through the results
+	// consumer.
+	ctx, cancel := context.WithTimeout(ctx, rereadTimeout)
+	defer cancel()
 	cons, err := s.JS.OrderedConsumer(ctx, s.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+		InactiveThreshold: rereadTimeout, // the server drops it soon after
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read stored results: %w", err)

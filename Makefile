@@ -81,7 +81,7 @@ chromium:
 FUZZ_TARGETS := ./configs:FuzzParse ./sources/otlp:FuzzReceiver ./web:FuzzAnnounce \
 	./sources/remotewrite:FuzzRemoteWriteV1 ./sources/remotewrite:FuzzRemoteWriteV2 \
 	./sources/scrape:FuzzParseText ./sources/scrape:FuzzParseOpenMetrics ./sources/scrape:FuzzParseProtobuf ./cmd/rollguard:FuzzReplay ./actions/actuator:FuzzDecodeCommand \
-	./actions:FuzzOutbox ./web:FuzzApprovals ./cluster/agg:FuzzDecode
+	./actions:FuzzOutbox ./web:FuzzApprovals ./cluster/agg:FuzzDecode ./gates:FuzzFlaggerWebhook
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZTIME)"; \

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"sort"
 	"strings"
@@ -224,7 +225,7 @@ func TestFlaggerContract(t *testing.T) {
 	}
 	// Events: a Progressing event with a version announces; others are ignored.
 	code, m := post(t, srv.URL+"/api/v1/gates/flagger/event", "application/json",
-		payload("checkout", "Progressing", `"eventMessage":"Advance checkout.shop canary weight 20","eventType":"Normal","timestamp":"1700000000000","version":"v3","previous_version":"v2","flags":"a,b"`))
+		payload("checkout", "Progressing", `"eventMessage":"Advance checkout.shop canary weight 20","eventType":"Normal","timestamp":"1700000000000","version":"v3","previous_version":"v2","flags":"a, b,"`))
 	if code != 202 || m["status"] != "announced" || len(announced) != 1 {
 		t.Fatalf("event: %d %v", code, m)
 	}
@@ -254,4 +255,42 @@ func TestFlaggerContract(t *testing.T) {
 			t.Errorf("%s: %d", body, code)
 		}
 	}
+}
+
+// TestUnknownGate: a path under the gates that is none of them is a JSON 404
+// that lists them.
+func TestUnknownGate(t *testing.T) {
+	srv := httptest.NewServer(Handler(Options{Source: source{}}))
+	defer srv.Close()
+	code, m := post(t, srv.URL+"/api/v1/gates/spinnaker", "application/json", `{}`)
+	if code != 404 || !strings.Contains(fmt.Sprint(m["error"]), "GET /api/v1/gates/argo") {
+		t.Errorf("%d %v", code, m)
+	}
+}
+
+// FuzzFlaggerWebhook: whatever body a webhook gets, the answer is a gate's
+// or a 4xx, never a 5xx or a panic.
+func FuzzFlaggerWebhook(f *testing.F) {
+	f.Add("rollback", `{"name":"checkout","namespace":"shop","phase":"Progressing","metadata":{"version":"v2"}}`)
+	f.Add("event", `{"name":"checkout","phase":"Progressing","canaryWeight":10,"metadata":{"version":"v3","previous_version":"v2","flags":"a,,b"}}`)
+	f.Add("confirm-promotion", `{"name":"","metadata":{"service":"x"}}`)
+	f.Add("event", `{"name":"c","phase":"Progressing","metadata":{"canaryWeight":"NaN","version":"v"}}`)
+	v2 := detector.Deployment{ID: "d2", Service: "checkout", Version: "v2", PreviousVersion: "v1"}
+	src := source{deps: []detector.Deployment{v2}, guards: []detector.GuardStatus{{Name: "checkout", Service: "checkout", Verdict: verdict(v2, detector.StateRegressed)}}}
+	ann := web.AnnouncerFunc(func(_ context.Context, d detector.Deployment) (detector.Deployment, error) {
+		if _, err := json.Marshal(d); err != nil {
+			return d, fmt.Errorf("%w: %v", detector.ErrInvalidDeployment, err)
+		}
+		return d, nil
+	})
+	h := Handler(Options{Source: src, Announcer: ann})
+	f.Fuzz(func(t *testing.T, hook, body string) {
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/gates/flagger/"+url.PathEscape(hook), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 || !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("%s %q: %d %s", hook, body, rec.Code, rec.Body)
+		}
+	})
 }

@@ -81,6 +81,10 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST "+Prefix+"flagger/confirm-promotion", requireJSON(h.flaggerGate(Success)))
 	mux.HandleFunc("POST "+Prefix+"flagger/rollback", requireJSON(h.flaggerGate(Failure)))
 	mux.HandleFunc("POST "+Prefix+"flagger/event", requireJSON(h.flaggerEvent))
+	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no gate %s %s: the gates are GET %sargo and POST %sflagger/{confirm-promotion,rollback,event}",
+			r.Method, r.URL.Path, Prefix, Prefix))
+	})
 	return web.CrossOrigin(mux)
 }
 
@@ -226,8 +230,10 @@ func (h *handler) flaggerEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	d := detector.Deployment{Service: p.Service(), Version: version, PreviousVersion: p.Metadata[MetaPreviousVersion], Strategy: "canary",
 		Weight: weight}
-	if f := p.Metadata[MetaFlags]; f != "" {
-		d.Flags = strings.Split(f, ",")
+	for _, f := range strings.Split(p.Metadata[MetaFlags], ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			d.Flags = append(d.Flags, f)
+		}
 	}
 	d, err := h.o.Announcer.Announce(r.Context(), d)
 	switch {

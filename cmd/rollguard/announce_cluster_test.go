@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -75,5 +76,35 @@ func TestClusterAnnounceToOwner(t *testing.T) {
 	})
 	if ids := top.commandIDs(t); len(ids) != 0 {
 		t.Fatalf("healthy canary: commands %v", ids)
+	}
+}
+
+// TestClusterAnnouncementSurvivesHandover: the owner dies right after it
+// answered an announcement posted to another replica; the replica that
+// takes the guard over resumes the announced deployment (an answer means
+// the owner checkpointed it), and the bad canary's flag_kill targets the
+// announced flag.
+func TestClusterAnnouncementSurvivesHandover(t *testing.T) {
+	top := startClusterTopology(t, 0.06)
+	first := top.owner(t)
+	dep := top.announceTo(t, (first+1)%len(top.replicas))
+	// Read at once, not polled: the answer came after the checkpoint.
+	if cp, ok := top.replicas[first].cluster.checkpoints.Deployment(context.Background(), "checkout"); !ok || cp.ID != dep.ID || strings.Join(cp.Flags, ",") != "announced-flag" {
+		t.Fatalf("answered before the checkpoint holds the announced deployment: %+v", cp)
+	}
+	top.replicas[first].nc.Close() // killed: its lease must expire
+	top.replicas[first].stop()
+	top.stopped[first] = true
+	next := top.owner(t)
+	checkFor(t, 10*time.Second, func() error {
+		deps := top.replicas[next].engine.Deployments()
+		if len(deps) == 0 || deps[0].ID != dep.ID || strings.Join(deps[0].Flags, ",") != "announced-flag" {
+			return fmt.Errorf("the new owner r%d has %+v, want the announced %s", next+1, deps, dep.ID)
+		}
+		return nil
+	})
+	top.untilCommand(t, 60*time.Second)
+	if ids, want := top.commandIDs(t), dep.ID+"/flag_kill/announced-flag"; len(ids) != 1 || ids[0] != want {
+		t.Fatalf("commands %v, want %s", ids, want)
 	}
 }

@@ -66,6 +66,10 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 				code = http.StatusInternalServerError
 			}
 		}
+		if err == nil && d.cluster != nil && !d.awaitCheckpoint(dep) {
+			log.Warn("deployment announced but not checkpointed yet: a replica taking the guard over now would not know it",
+				"deployment", dep.ID, "service", dep.Service)
+		}
 		reply := deployReply{Status: "ok", Deployment: &dep, Replica: d.Config().Cluster.ReplicaID, Guards: guards}
 		if err != nil {
 			log.Warn("deployment announcement refused", "subject", m.Subject, "error", err)
@@ -78,6 +82,35 @@ func (d *daemon) subscribeDeploys(prefix string) (*nats.Subscription, error) {
 			_ = m.Respond(b)
 		}
 	})
+}
+
+// checkpointWait bounds how long an owner waits for an announced
+// deployment's checkpoint before it answers anyway.
+const checkpointWait = 5 * time.Second
+
+// awaitCheckpoint waits until the service's checkpoint holds dep as this
+// owner applied it — the checkpoints save a deployment as it opens or
+// changes (cluster.go) — so that an answered announcement is one that a
+// replica taking the guard over resumes. It reports whether it does.
+func (d *daemon) awaitCheckpoint(dep detector.Deployment) bool {
+	want, err := json.Marshal(dep)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkpointWait)
+	defer cancel()
+	for {
+		if got, ok := d.cluster.checkpoints.Deployment(ctx, dep.Service); ok {
+			if b, err := json.Marshal(got); err == nil && bytes.Equal(b, want) {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // deployReply answers a deployment announcement on NATS. Code is the HTTP

@@ -20,7 +20,7 @@ ALERTMANAGER := $(GOBIN)/alertmanager
 BROWSERS   := chromium chromium-browser google-chrome google-chrome-stable
 find_chromium = $(firstword $(ROLLGUARD_CHROMIUM) $(shell for b in $(BROWSERS); do command -v $$b && break; done 2>/dev/null; true))
 
-.PHONY: all build image run test fuzz bench bench-detect lint clean prometheus chromium
+.PHONY: all build image run test test-helm fuzz bench bench-detect lint clean prometheus chromium
 
 all: build
 
@@ -37,6 +37,11 @@ image:
 		-created "$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}" \
 		-tar $(CURDIR)/bin/rollguard-image.tar -oci-layout $(CURDIR)/bin/rollguard-oci
 
+## test-helm: render deploy/helm/rollguard with the Helm library for each topology and decode
+## it strictly (deploy/helm/test, its own module; the first build takes about 3 min).
+test-helm:
+	cd deploy/helm/test && $(GO) vet ./... && $(GO) test -count=1 ./...
+
 ## run: the daemon with the example configuration and an embedded NATS server.
 run: build
 	./$(BIN) run --config.file=configs/example.yaml --storage.path=data/
@@ -47,6 +52,7 @@ test: $(PROMETHEUS) chromium $(ALERTMANAGER)
 	$(GO) vet ./...
 	ROLLGUARD_PROMETHEUS=$(PROMETHEUS) ROLLGUARD_CHROMIUM=$(find_chromium) ROLLGUARD_ALERTMANAGER=$(ALERTMANAGER) $(GO) test -race -count=1 ./...
 	cd tools/image && $(GO) vet ./... && $(GO) test -count=1 ./...
+	$(MAKE) --no-print-directory test-helm
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## prometheus: build Prometheus from the Go module proxy (a few minutes, once).

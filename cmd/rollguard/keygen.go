@@ -40,7 +40,16 @@ func addKeygenCommand(app *kingpin.Application) (*kingpin.CmdClause, func(stdout
 		fmt.Fprintf(stdout, "public key: %s in %s (actuators trust it with --verify.key-file)\n", pub, o.publicKeyFile)
 		fmt.Fprintf(stdout, "Kubernetes Secret for deploy/kubernetes and the Helm chart:\n")
 		fmt.Fprintf(stdout, "  kubectl -n %s create secret generic %s --from-file=seed.nk=%s --from-file=seed.pub=%s\n",
-			o.namespace, o.secret, o.seedFile, o.publicKeyFile)
+			shellQuote(o.namespace), shellQuote(o.secret), shellQuote(o.seedFile), shellQuote(o.publicKeyFile))
 		return 0
 	}
+}
+
+// shellQuote quotes s for a POSIX shell where it needs quoting, so that the
+// printed command runs as printed.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

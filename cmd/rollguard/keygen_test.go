@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,5 +62,26 @@ func TestKeygen(t *testing.T) {
 	}
 	if s3, err := wire.LoadSigner(seedFile, ""); err != nil || s3.PublicKey() == s.PublicKey() {
 		t.Fatalf("keygen --force kept the key (%v)", err)
+	}
+}
+
+// TestShellQuote: the printed kubectl command survives paths a shell would
+// split or expand; plain ones are printed as they are.
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"/etc/rollguard/seed.nk": "/etc/rollguard/seed.nk",
+		"my keys/seed.nk":        "'my keys/seed.nk'",
+		"it's/seed.nk":           `'it'\''s/seed.nk'`,
+		"$HOME/seed.nk":          "'$HOME/seed.nk'",
+		"":                       "''",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+		// The shell gives back the original.
+		out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(in)).Output()
+		if err != nil || string(out) != in {
+			t.Errorf("sh reads %s as %q (%v), want %q", shellQuote(in), out, err, in)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -35,6 +36,7 @@ type rendered struct {
 	statefulSets    []*appsv1.StatefulSet
 	deployments     []*appsv1.Deployment
 	serviceMonitors []*monitoringv1.ServiceMonitor
+	pdbs            []*policyv1.PodDisruptionBudget
 	notes           string
 }
 
@@ -140,6 +142,12 @@ func (r *rendered) decode(doc string) error {
 			return err
 		}
 		r.deployments = append(r.deployments, o)
+	case "policy/v1 PodDisruptionBudget":
+		o := &policyv1.PodDisruptionBudget{}
+		if err := strict(o); err != nil {
+			return err
+		}
+		r.pdbs = append(r.pdbs, o)
 	case "monitoring.coreos.com/v1 ServiceMonitor":
 		o := &monitoringv1.ServiceMonitor{}
 		if err := strict(o); err != nil {
@@ -183,8 +191,8 @@ func TestChartStandalone(t *testing.T) {
 	if env(c, "ROLLGUARD_REPLICA_ID") != nil {
 		t.Error("a standalone rollguard is given a replica id")
 	}
-	if len(r.deployments) != 0 || len(r.serviceMonitors) != 0 {
-		t.Errorf("standalone rendered %d Deployments, %d ServiceMonitors (off by default)", len(r.deployments), len(r.serviceMonitors))
+	if len(r.deployments) != 0 || len(r.serviceMonitors) != 0 || len(r.pdbs) != 0 {
+		t.Errorf("standalone rendered %d Deployments, %d ServiceMonitors (off by default), %d PodDisruptionBudgets", len(r.deployments), len(r.serviceMonitors), len(r.pdbs))
 	}
 	cfg := config(t, r)
 	if _, ok := cfg["nats"]; ok {
@@ -226,6 +234,10 @@ func TestChartCentral(t *testing.T) {
 		t.Errorf("cluster: %v", cfg["cluster"])
 	}
 	checkService(t, r, "rg-rollguard")
+	pdb := only(t, r.pdbs)
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !labelsMatch(pdb.Spec.Selector.MatchLabels, sts.Spec.Template.Labels) {
+		t.Errorf("PodDisruptionBudget %+v", pdb.Spec)
+	}
 	sm := only(t, r.serviceMonitors)
 	if ep := sm.Spec.Endpoints; len(ep) != 1 || ep[0].Port != "web" || ep[0].Path != "/metrics" ||
 		ep[0].Authorization == nil || ep[0].Authorization.Credentials.Name != "rollguard-web" {

@@ -246,7 +246,7 @@ func (a *Alertmanager) seed(ctx context.Context) {
 
 // active reads the Alertmanager's active rollguard alerts.
 func (a *Alertmanager) active(ctx context.Context, base string) ([]PostableAlert, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.posters[0].o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, a.posters[0].p.Options().Timeout)
 	defer cancel()
 	q := url.Values{"filter": {`alertname="` + AlertName + `"`}, "active": {"true"}, "silenced": {"true"}, "inhibited": {"true"}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v2/alerts?"+q.Encode(), nil)

@@ -419,17 +419,19 @@ func (s *splitBrain) agree(inc actions.Incident) {
 // TestSplitBrainPause: the owner of the guard is paused (SIGSTOP) for three
 // lease TTLs at each phase of an incident — before detection, as its flag
 // kill is published, once the flag kill is saved, and across the flag
-// kill's ack deadline — while
-// another replica takes the guard over; continued, it must not act again.
-// Each command is published on the wire exactly once (counted by a core
-// subscriber, which sees what JetStream's deduplication hides), the stream
-// holds each once, and the stream, the KV record and the owner agree.
+// kill's ack deadline — while another replica takes the guard over;
+// continued, it must not act again. Each command is published on the wire
+// exactly once (counted by a core subscriber, which sees what JetStream's
+// deduplication hides), the stream holds each once, and the stream, the
+// KV record and the owner agree.
 func TestSplitBrainPause(t *testing.T) {
 	// Before detection: the deployment is open and checkpointed on the
 	// owner, which has seen a hundred canary requests, too few to prove
-	// anything. While it sleeps, the next owner resumes the deployment,
-	// detects the bad canary and kills the flag; the sleeper wakes with
-	// the bad aggregates of its pause waiting for it.
+	// anything; it is stopped as the first big batch of the bad canary
+	// is shipped to it. While it sleeps, the next owner resumes the
+	// deployment, detects the bad canary and kills the flag; the sleeper
+	// wakes with that batch and the rest of its pause's aggregates
+	// waiting for it.
 	t.Run("before detection", func(t *testing.T) {
 		s := startSplitBrain(t, 0.06)
 		first := s.waitOwner(-1)

@@ -30,7 +30,7 @@ func GenerateKeyFiles(seedFile, publicKeyFile string, force bool) (string, error
 	if !force {
 		for _, f := range []string{seedFile, publicKeyFile} {
 			if _, err := os.Lstat(f); err == nil {
-				return "", fmt.Errorf("%w: %s (use --force to replace it; the old key then no longer signs)", ErrKeyFileExists, f)
+				return "", fmt.Errorf("%w: %s (--force replaces it; actuators that trust the old public key then refuse what the new one signs)", ErrKeyFileExists, f)
 			} else if !errors.Is(err, os.ErrNotExist) {
 				return "", fmt.Errorf("generate signing key: %w", err)
 			}

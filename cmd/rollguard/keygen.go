@@ -24,7 +24,7 @@ func addKeygenCommand(app *kingpin.Application) (*kingpin.CmdClause, func(stdout
 	cmd := app.Command("keygen", "Write a new signing key: an nkey user seed (\"SU…\", mode 0600) for playbook.signing.seed_file or actuate --sign.seed-file, and its public key (\"U…\") for actuate --verify.key-file.")
 	cmd.Flag("seed-file", "Where to write the seed.").Required().StringVar(&o.seedFile)
 	cmd.Flag("public-key-file", "Where to write the public key (default: the seed file's name with .pub).").StringVar(&o.publicKeyFile)
-	cmd.Flag("force", "Replace existing files (the old key then signs nothing rollguard or its actuators accept).").BoolVar(&o.force)
+	cmd.Flag("force", "Replace existing files; actuators that trust the old public key then refuse what the new one signs.").BoolVar(&o.force)
 	cmd.Flag("kubernetes.namespace", "Namespace in the printed kubectl command.").Default("rollguard").StringVar(&o.namespace)
 	cmd.Flag("kubernetes.secret", "Secret name in the printed kubectl command (the one deploy/kubernetes and the Helm chart mount).").Default("rollguard-signing-key").StringVar(&o.secret)
 	return cmd, func(stdout, stderr io.Writer) int {

@@ -451,7 +451,7 @@ func TestSplitBrainPause(t *testing.T) {
 		// can evaluate that batch.
 		s.wire.onAggregate(func(aggs []detector.Aggregate) bool {
 			for _, a := range aggs {
-				if a.Version == "v2" && a.Total >= 1000 {
+				if a.Version == "v2" && a.Total >= 500 {
 					return true
 				}
 			}

@@ -96,12 +96,26 @@ type GuardVerdict struct {
 // numbers cannot hold them.
 type Float = jsonfloat.Float
 
-// combine folds signal states into the guard's: any regression wins, then
-// missing data (never a pass), then healthy only when every signal is.
+// combine folds signal states into the guard's (Worst).
 func combine(ev []Evidence) State {
+	states := make([]State, len(ev))
+	for i, e := range ev {
+		states[i] = e.State
+	}
+	return Worst(states...)
+}
+
+// Worst is the detector's one precedence for folding states — a guard's
+// signals, or the guards of a service: any regression wins, then missing
+// data (never a pass), then inconclusive; healthy only when every state
+// is; no state at all is no data.
+func Worst(states ...State) State {
+	if len(states) == 0 {
+		return StateNoData
+	}
 	state := StateHealthy
-	for _, e := range ev {
-		switch e.State {
+	for _, s := range states {
+		switch s {
 		case StateRegressed:
 			return StateRegressed
 		case StateNoData:
@@ -111,9 +125,6 @@ func combine(ev []Evidence) State {
 				state = StateInconclusive
 			}
 		}
-	}
-	if len(ev) == 0 {
-		return StateNoData
 	}
 	return state
 }

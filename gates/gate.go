@@ -105,7 +105,7 @@ func Decide(s Standing) Gate {
 		}
 		return gate(StateInconclusive, fmt.Sprintf("deployment %s of %s %s ended (%s) without a promotion", d.ID, d.Service, d.Version, why), d, nil)
 	}
-	state := StateHealthy
+	var states []detector.State
 	var evidence []Evidence
 	var reasons []string
 	byState := map[State][]string{}
@@ -115,7 +115,7 @@ func Decide(s Standing) Gate {
 		v := g.Verdict
 		if v == nil || v.Deployment.ID != d.ID {
 			byState[StateNoData] = append(byState[StateNoData], g.Name+": no verdict yet")
-			state = fold(state, StateNoData)
+			states = append(states, detector.StateNoData)
 			continue
 		}
 		for _, ev := range v.Signals {
@@ -123,34 +123,15 @@ func Decide(s Standing) Gate {
 		}
 		gs := State(v.State)
 		byState[gs] = append(byState[gs], g.Name+": "+detector.Explain(*v))
-		state = fold(state, gs)
+		states = append(states, v.State)
 	}
+	state := State(detector.Worst(states...))
 	if len(guards) == 0 {
 		state = StateNoData
 		reasons = append(reasons, fmt.Sprintf("no guard watches service %q", d.Service))
 	}
 	reasons = append(reasons, byState[state]...)
 	return gate(state, strings.Join(reasons, "; "), d, evidence)
-}
-
-// fold is the detector's precedence across guards: regressed, then no
-// data, then inconclusive, then healthy.
-func fold(acc, s State) State {
-	rank := func(s State) int {
-		switch s {
-		case StateRegressed:
-			return 3
-		case StateNoData:
-			return 2
-		case StateInconclusive:
-			return 1
-		}
-		return 0
-	}
-	if rank(s) > rank(acc) {
-		return s
-	}
-	return acc
 }
 
 func gate(s State, reason string, d *detector.Deployment, ev []Evidence) Gate {

@@ -1,12 +1,10 @@
 package gates
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/httpjson"
 	"github.com/rollguard/rollguard/web"
 )
 
@@ -252,35 +251,9 @@ func (h *handler) flaggerEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "announced", "deployment": d})
 }
 
-// requireJSON refuses, with 415, a body that does not say it is JSON: the
-// web API's rule for state-changing requests (web.requireJSON), which
-// Flagger meets (it sends Content-Type: application/json).
-func requireJSON(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ct := r.Header.Get("Content-Type")
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not accepted: send the body as JSON with Content-Type: application/json", ct))
-			return
-		}
-		next(w, r)
-	}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		b.Reset()
-		code = http.StatusInternalServerError
-		_ = json.NewEncoder(&b).Encode(map[string]string{"status": "error", "error": "encode the answer: " + err.Error()})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(b.Bytes())
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"status": "error", "error": msg})
-}
+// The gates answer and refuse as the web API does.
+var (
+	writeJSON   = httpjson.Write
+	writeError  = httpjson.Error
+	requireJSON = httpjson.Require
+)

@@ -2,7 +2,6 @@ package web
 
 import (
 	"fmt"
-	"mime"
 	"net/http"
 )
 
@@ -22,20 +21,4 @@ func CrossOrigin(next http.Handler) http.Handler {
 			"use rollguard's own pages, the rollguard CLI or a client that is not a browser", r.Method, r.Header.Get("Origin")))
 	}))
 	return p.Handler(next)
-}
-
-// requireJSON answers 415 unless the request says its body is JSON. A
-// browser can send a cross-site form or text/plain POST without asking the
-// server first, but not one with Content-Type application/json, so this
-// also stops forged requests from browsers too old to say where they come
-// from (see CrossOrigin).
-func requireJSON(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ct := r.Header.Get("Content-Type")
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not accepted: send the body as JSON with Content-Type: application/json", ct))
-			return
-		}
-		next(w, r)
-	}
 }

@@ -6,7 +6,6 @@ package web
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/detector"
+	"github.com/rollguard/rollguard/internal/httpjson"
 	"github.com/rollguard/rollguard/internal/jsonbody"
 )
 
@@ -370,23 +370,9 @@ func (a *api) announce(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, d)
 }
 
-// writeJSON answers v as JSON. It encodes before it answers, so that a
-// value that does not encode is a 500 that says why, never an empty 200.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		b.Reset()
-		code = http.StatusInternalServerError
-		_ = json.NewEncoder(&b).Encode(map[string]string{"status": "error", "error": "encode the answer: " + err.Error()})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(b.Bytes())
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"status": "error", "error": msg})
-}
+// The web API answers and refuses as every rollguard endpoint does.
+var (
+	writeJSON   = httpjson.Write
+	writeError  = httpjson.Error
+	requireJSON = httpjson.Require
+)

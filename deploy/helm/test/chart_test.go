@@ -19,6 +19,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
+	"helm.sh/helm/v4/pkg/strvals"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -45,7 +46,12 @@ type rendered struct {
 // chart's schema), then decodes every object strictly.
 func render(t *testing.T, vals map[string]any) *rendered {
 	t.Helper()
-	out, err := renderChart(vals)
+	return renderRelease(t, "rg", vals)
+}
+
+func renderRelease(t *testing.T, release string, vals map[string]any) *rendered {
+	t.Helper()
+	out, err := renderChartRelease(release, vals)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +76,15 @@ func render(t *testing.T, vals map[string]any) *rendered {
 }
 
 func renderChart(vals map[string]any) (map[string]string, error) {
+	return renderChartRelease("rg", vals)
+}
+
+func renderChartRelease(release string, vals map[string]any) (map[string]string, error) {
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		return nil, fmt.Errorf("load chart: %w", err)
 	}
-	top, err := util.ToRenderValuesWithSchemaValidation(ch, vals, common.ReleaseOptions{Name: "rg", Namespace: "rollguard", IsInstall: true, Revision: 1}, common.DefaultCapabilities, false)
+	top, err := util.ToRenderValuesWithSchemaValidation(ch, vals, common.ReleaseOptions{Name: release, Namespace: "rollguard", IsInstall: true, Revision: 1}, common.DefaultCapabilities, false)
 	if err != nil {
 		return nil, err
 	}
@@ -337,9 +347,10 @@ func TestChartRefuses(t *testing.T) {
 	}
 }
 
-// TestChartImageIsTheManifests: the chart runs the image deploy/kubernetes
-// names, ghcr.io/rollguard/rollguard:<appVersion>.
-func TestChartImageIsTheManifests(t *testing.T) {
+// TestChartAgreesWithTheManifests: the chart runs the image deploy/kubernetes
+// names, ghcr.io/rollguard/rollguard:<appVersion>, and by default mounts the
+// signing Secret the manifests mount (and `rollguard keygen` prints).
+func TestChartAgreesWithTheManifests(t *testing.T) {
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatal(err)
@@ -362,6 +373,62 @@ func TestChartImageIsTheManifests(t *testing.T) {
 	if n == 0 {
 		t.Error("no rollguard image in deploy/kubernetes")
 	}
+	central, err := os.ReadFile("../../kubernetes/rollguard-central.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := render(t, nil)
+	v := volume(&only(t, r.statefulSets).Spec.Template.Spec, "rollguard-signing")
+	if v == nil || v.Secret == nil || !strings.Contains(string(central), "secretName: "+v.Secret.SecretName) ||
+		!strings.Contains(string(central), "seed_file: /etc/rollguard/signing/seed.nk") {
+		t.Errorf("the chart mounts the signing Secret %+v, not the manifests' rollguard-signing-key with seed.nk", v)
+	}
+}
+
+// TestChartInstallInTheDocs: the `helm install` of docs/deploy.md, its --set
+// flags parsed by Helm's own parser, renders a central cluster on the three
+// NATS servers with the release's names.
+func TestChartInstallInTheDocs(t *testing.T) {
+	b, err := os.ReadFile("../../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cmd, ok := strings.Cut(string(b), "\nhelm install ")
+	if !ok {
+		t.Fatal("docs/deploy.md has no helm install")
+	}
+	// The command and its continuation lines.
+	var words []string
+	for line := range strings.Lines(cmd) {
+		line, _, _ = strings.Cut(line, "#")
+		line = strings.TrimSpace(line)
+		cont := strings.HasSuffix(line, "\\")
+		words = append(words, strings.Fields(strings.TrimSuffix(line, "\\"))...)
+		if !cont {
+			break
+		}
+	}
+	if len(words) < 2 || words[1] != "deploy/helm/rollguard" {
+		t.Fatalf("helm install %v", words)
+	}
+	vals := map[string]any{}
+	for i, w := range words {
+		if w == "--set" && i+1 < len(words) {
+			if err := strvals.ParseInto(strings.Trim(words[i+1], "'"), vals); err != nil {
+				t.Fatalf("--set %s: %v", words[i+1], err)
+			}
+		}
+	}
+	r := renderRelease(t, words[0], vals)
+	sts := only(t, r.statefulSets)
+	if sts.Name != "rollguard" || *sts.Spec.Replicas != 3 {
+		t.Errorf("StatefulSet %s with %d replicas, want rollguard with 3", sts.Name, *sts.Spec.Replicas)
+	}
+	nats, _ := config(t, r)["nats"].(map[string]any)
+	if urls := strings.Split(fmt.Sprint(nats["url"]), ","); len(urls) != 3 || nats["credentials_file"] == nil {
+		t.Errorf("nats %v, want three servers and a credentials file", nats)
+	}
+	checkConfigValid(t, r, "rollguard-0")
 }
 
 // checkCommon checks what every topology's rollguard container must have:

@@ -217,6 +217,68 @@ func TestHandoverBeforeFirstCheckpoint(t *testing.T) {
 	}
 }
 
+// TestHandoverBeforeAnyDeployment: the owner has seen only the stable
+// version when it dies, and the new owner's first traffic is the canary's.
+// The stable version was checkpointed, so the new owner knows v1 before it
+// merges anything: the canary opens v1 -> v2, and the bad one gets its
+// flag_kill. The twin, a healthy canary, opens the same deployment and
+// sends nothing.
+func TestHandoverBeforeAnyDeployment(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		errRate float64
+	}{{"bad canary", 0.06}, {"healthy canary", 0.01}} {
+		t.Run(tc.name, func(t *testing.T) {
+			top := startHandover(t, handoverOptions{errRate: tc.errRate, ttl: clusterLeaseTTL})
+			first := handoverOwner(t, top, clusterLeaseTTL)
+			checkFor(t, 10*time.Second, func() error {
+				if v, ok := top.replicas[first].cluster.checkpoints.Stable(context.Background(), "checkout"); !ok || v != "v1" {
+					return fmt.Errorf("stable version checkpointed: %q, %v; want v1", v, ok)
+				}
+				return nil
+			})
+			handoverKill(top, first)
+			next := handoverOwner(t, top, clusterLeaseTTL)
+			o := top.replicas[next]
+			// Known on adoption, before any traffic. Without it the test goes
+			// on, to show what the new owner makes of the canary's traffic.
+			for deadline := time.Now().Add(10 * time.Second); o.engine.StableVersions()["checkout"] != "v1"; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Errorf("the new owner's stable version is %q, want v1", o.engine.StableVersions()["checkout"])
+					break
+				}
+			}
+			checkFor(t, 20*time.Second, func() error { // the canary's traffic first
+				for _, c := range top.canaries {
+					c.serve(t, 200)
+				}
+				if len(o.engine.Deployments()) == 0 {
+					return fmt.Errorf("no deployment on the new owner yet")
+				}
+				return nil
+			})
+			if tc.errRate > 0.05 {
+				top.untilCommand(t, 60*time.Second)
+				if ids := top.commandIDs(t); len(ids) != 1 || !strings.HasSuffix(ids[0], "/flag_kill/new-checkout-flow") {
+					t.Fatalf("commands %v, want one flag_kill", ids)
+				}
+			} else {
+				for i := 0; i < 40; i++ {
+					top.round(t, 500)
+				}
+				o.nextEvaluation(t, "checkout")
+				if ids := top.commandIDs(t); len(ids) != 0 {
+					t.Fatalf("healthy canary: commands %v", ids)
+				}
+			}
+			deps := o.engine.Deployments()
+			if len(deps) != 1 || deps[0].Version != "v2" || deps[0].PreviousVersion != "v1" {
+				t.Fatalf("the new owner's deployments %+v, want v1 -> v2 only", deps)
+			}
+		})
+	}
+}
+
 // handoverAckTimeout is the replicas' ack_timeout in the ack-deadline test.
 const handoverAckTimeout = 20 * time.Second
 

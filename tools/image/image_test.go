@@ -2,8 +2,11 @@ package main
 
 import (
 	"archive/tar"
+	"bytes"
 	"debug/elf"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,6 +126,79 @@ func TestImage(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "rollguard v9.8.7-test" {
 		t.Fatalf("in the image as 65532, the binary says %q (%v)", out, err)
 	}
+	runDaemon(t, root)
+}
+
+// runDaemon runs `rollguard run` chrooted into the image's file system as
+// 65532, with the image's working directory and environment, an embedded
+// NATS server and storage under the user's home, until /-/ready says it is
+// ready; then it stops it with SIGTERM and expects a clean exit.
+func runDaemon(t *testing.T, root string) {
+	cfg := `global:
+  evaluation_interval: 10s
+nats:
+  embedded: {port: -1}
+otlp:
+  http_listen_address: "` + freeAddr(t) + `"
+  grpc_listen_address: ""
+guards:
+  - name: checkout
+    service: checkout
+    signals:
+      - name: errors
+`
+	if err := os.MkdirAll(filepath.Join(root, "etc/rollguard"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/rollguard/rollguard.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	var out bytes.Buffer
+	// The image's own entrypoint, command, user and working directory.
+	cmd := exec.Command(Entrypoint, append(slices.Clone(Cmd), "--web.listen-address="+addr)...)
+	cmd.Dir = Home
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + Home}
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: 65532, Gid: 65532}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("rollguard run in the image exited before it was ready: %v\n%s", err, out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("rollguard run in the image was not ready within 2 min:\n%s", out.String())
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("rollguard run in the image stopped with %v:\n%s", err, out.String())
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("rollguard run in the image did not stop within 1 min of SIGTERM:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(root, Home, "data")); err != nil {
+		t.Errorf("no storage under the working directory %s: %v", Home, err)
+	}
 }
 
 func checkConfig(t *testing.T, img v1.Image) {
@@ -230,4 +306,15 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile does not expose %s", p)
 		}
 	}
+}
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -208,6 +208,9 @@ func TestChartStandalone(t *testing.T) {
 	if _, ok := cfg["nats"]; ok {
 		t.Errorf("standalone without nats.url sets nats (it should embed it): %v", cfg["nats"])
 	}
+	if _, ok := cfg["playbook"]; ok || volume(pod, "rollguard-signing") != nil {
+		t.Errorf("standalone without a signing Secret is given one (it should make its own key): %v", cfg["playbook"])
+	}
 	if sts.Spec.VolumeClaimTemplates[0].Name != "rollguard-data" {
 		t.Errorf("no persistent volume for the data")
 	}
@@ -218,6 +221,7 @@ func TestChartStandalone(t *testing.T) {
 func TestChartCentral(t *testing.T) {
 	r := render(t, map[string]any{
 		"topology": "central",
+		"signing":  map[string]any{"secretName": "rollguard-signing-key"},
 		"nats": map[string]any{
 			"url":         "nats://nats-0.nats:4222,nats://nats-1.nats:4222,nats://nats-2.nats:4222",
 			"credentials": map[string]any{"secretName": "rollguard-nats-creds"},
@@ -330,8 +334,8 @@ func TestChartRefuses(t *testing.T) {
 		want string
 	}{
 		{"unknown topology", map[string]any{"topology": "mesh"}, "topology"},
-		{"central without NATS", map[string]any{"topology": "central"}, "nats.url"},
-		{"central without a shared seed", map[string]any{"topology": "central", "nats": map[string]any{"url": "nats://n:4222"}, "signing": map[string]any{"secretName": ""}}, "signing"},
+		{"central without NATS", map[string]any{"topology": "central", "signing": map[string]any{"secretName": "k"}}, "nats.url"},
+		{"central without a shared seed", map[string]any{"topology": "central", "nats": map[string]any{"url": "nats://n:4222"}}, "signing"},
 		{"sidecar without a service", map[string]any{"topology": "sidecar", "nats": map[string]any{"url": "nats://n:4222"}}, "sidecar.containers"},
 		{"a port out of range", map[string]any{"listeners": map[string]any{"web": 70000}}, "web"},
 	} {
@@ -348,8 +352,7 @@ func TestChartRefuses(t *testing.T) {
 }
 
 // TestChartAgreesWithTheManifests: the chart runs the image deploy/kubernetes
-// names, ghcr.io/rollguard/rollguard:<appVersion>, and by default mounts the
-// signing Secret the manifests mount (and `rollguard keygen` prints).
+// names, ghcr.io/rollguard/rollguard:<appVersion>.
 func TestChartAgreesWithTheManifests(t *testing.T) {
 	ch, err := loader.Load(chartDir)
 	if err != nil {
@@ -373,21 +376,11 @@ func TestChartAgreesWithTheManifests(t *testing.T) {
 	if n == 0 {
 		t.Error("no rollguard image in deploy/kubernetes")
 	}
-	central, err := os.ReadFile("../../kubernetes/rollguard-central.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := render(t, nil)
-	v := volume(&only(t, r.statefulSets).Spec.Template.Spec, "rollguard-signing")
-	if v == nil || v.Secret == nil || !strings.Contains(string(central), "secretName: "+v.Secret.SecretName) ||
-		!strings.Contains(string(central), "seed_file: /etc/rollguard/signing/seed.nk") {
-		t.Errorf("the chart mounts the signing Secret %+v, not the manifests' rollguard-signing-key with seed.nk", v)
-	}
 }
 
 // TestChartInstallInTheDocs: the `helm install` of docs/deploy.md, its --set
 // flags parsed by Helm's own parser, renders a central cluster on the three
-// NATS servers with the release's names.
+// NATS servers with the release's names and the manifests' signing Secret.
 func TestChartInstallInTheDocs(t *testing.T) {
 	b, err := os.ReadFile("../../../docs/deploy.md")
 	if err != nil {
@@ -423,6 +416,16 @@ func TestChartInstallInTheDocs(t *testing.T) {
 	sts := only(t, r.statefulSets)
 	if sts.Name != "rollguard" || *sts.Spec.Replicas != 3 {
 		t.Errorf("StatefulSet %s with %d replicas, want rollguard with 3", sts.Name, *sts.Spec.Replicas)
+	}
+	// The Secret `rollguard keygen` prints and the manifests mount, as they do.
+	central, err := os.ReadFile("../../kubernetes/rollguard-central.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := volume(&sts.Spec.Template.Spec, "rollguard-signing")
+	if v == nil || v.Secret == nil || !strings.Contains(string(central), "secretName: "+v.Secret.SecretName) ||
+		!strings.Contains(string(central), "seed_file: /etc/rollguard/signing/seed.nk") {
+		t.Errorf("the docs' chart mounts the signing Secret %+v, not the manifests' rollguard-signing-key with seed.nk", v)
 	}
 	nats, _ := config(t, r)["nats"].(map[string]any)
 	if urls := strings.Split(fmt.Sprint(nats["url"]), ","); len(urls) != 3 || nats["credentials_file"] == nil {

@@ -911,6 +911,19 @@ func (m *Model) Published(id string, now time.Time) {
 	}
 }
 
+// PublishedEarlier records that a queued command is in the stream already,
+// published at sent by an earlier owner of its guard that stopped before it
+// saved the incident: the record describes that message (sent and
+// published then, the ack clock running from then), and it is not
+// published again.
+func (m *Model) PublishedEarlier(id string, sent time.Time) {
+	if inc, c := m.findCommand(id); c != nil && c.Status == CommandQueued {
+		t := sent
+		c.Status, c.SentAt, c.Published, c.AckFrom = CommandPublished, &t, &t, &t
+		m.touch(inc, sent)
+	}
+}
+
 // Preempted records that the message with id can never be published:
 // JetStream holds a different message under its id, published first by
 // someone else. A command among them fails, with why, without ever

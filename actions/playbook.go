@@ -120,8 +120,12 @@ type Playbook struct {
 
 	resultKeys atomic.Pointer[Verifier] // nil: results are not verified
 
-	memMu   sync.Mutex
-	memory  []Message // the outbox when there is no durable one
+	memMu  sync.Mutex
+	memory []Message // the outbox when there is no durable one
+	// onWire are messages an earlier owner of an adopted guard published
+	// (event id -> the event's time), not to be published again (onwire.go).
+	wireMu  sync.Mutex
+	onWire  map[string]time.Time
 	metrics *playbookMetrics
 
 	persistMu sync.Mutex // one save at a time: each compare-and-set on the revision the last one left
@@ -135,6 +139,7 @@ type playbookMetrics struct {
 	open      prometheus.GaugeFunc
 	results   *prometheus.CounterVec
 	preempted *prometheus.CounterVec
+	onWire    *prometheus.CounterVec // not published again: an earlier owner did
 	// rejected counts results ignored for their signature, by reason;
 	// unverified those believed with no key configured to check them.
 	rejected   *prometheus.CounterVec
@@ -200,6 +205,10 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 			Name: "rollguard_messages_preempted_total",
 			Help: "Messages JetStream dropped as duplicates of a different message published first under their id, by kind (cmd: the incident is escalated).",
 		}, []string{"kind"}),
+		onWire: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_messages_already_published_total",
+			Help: "Messages not published because an earlier owner of their guard had published them before it could save the incident (found in the stream on adoption), by kind.",
+		}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rollguard_results_rejected_total",
 			Help: "Actuator results ignored because they were unsigned, wrongly signed or signed by an untrusted key (result_keys), by reason.",
@@ -233,7 +242,7 @@ func NewPlaybook(o PlaybookOptions) *Playbook {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(p.metrics.published, p.metrics.failures, p.metrics.pending,
 			p.metrics.dropped, p.metrics.open, p.metrics.results, p.metrics.preempted,
-			p.metrics.rejected, p.metrics.unverified, p.metrics.degraded, p.metrics.fenced, p.metrics.writesFenced)
+			p.metrics.rejected, p.metrics.unverified, p.metrics.degraded, p.metrics.fenced, p.metrics.writesFenced, p.metrics.onWire)
 	}
 	return p
 }
@@ -420,6 +429,7 @@ func (p *Playbook) restore(ctx context.Context, want func(guard string) bool) er
 		return fmt.Errorf("restore incidents: %w", err)
 	}
 	msgs := p.pending()
+	p.learnOnWire(ctx, want)
 	stored, err := p.reread(ctx, incs, want)
 	if err != nil {
 		p.o.Logger.Warn("results stored for restored incidents not all read; the results consumer may still bring them", "error", err)
@@ -585,6 +595,17 @@ func (p *Playbook) flush(ctx context.Context) {
 		m, ok := p.fence(m)
 		if !ok {
 			sent++ // out of the outbox, never published
+			continue
+		}
+		if at, ok := p.alreadyOnWire(m.ID); ok {
+			// The guard's previous owner published it before it could
+			// save the incident: it is on the wire already, since at.
+			p.metrics.onWire.WithLabelValues(kindOf(m.Subject, p.o.Subjects.Prefix)).Inc()
+			p.o.Logger.Info("not published again: an earlier owner of the guard published it", "id", m.ID, "subject", m.Subject, "at", at)
+			sent++
+			p.mu.Lock()
+			p.model.PublishedEarlier(m.ID, at)
+			p.mu.Unlock()
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -148,22 +148,9 @@ func ConsumeResults(ctx context.Context, js jetstream.JetStream, stream, durable
 		return fmt.Errorf("results consumer: %w", err)
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		if check != nil {
-			if err := check(msg.Data(), msg.Headers().Get); err != nil {
-				onError(fmt.Errorf("result on %s ignored: %w", msg.Subject(), err))
-				_ = msg.Term()
-				return
-			}
-		}
-		var ev Event
-		var r ResultData
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			onError(fmt.Errorf("result on %s is not a CloudEvent: %w", msg.Subject(), err))
-			_ = msg.Term()
-			return
-		}
-		if err := json.Unmarshal(ev.Data, &r); err != nil || r.CommandID == "" {
-			onError(fmt.Errorf("result %s on %s has no valid data (command_id required): %v", ev.ID, msg.Subject(), err))
+		r, err := decodeResult(msg.Data(), msg.Headers().Get, check)
+		if err != nil {
+			onError(fmt.Errorf("result on %s ignored: %w", msg.Subject(), err))
 			_ = msg.Term()
 			return
 		}

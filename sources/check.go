@@ -28,14 +28,16 @@ const (
 )
 
 // Rejected says whether a drop reason is a value the sender must not send
-// (a count no counter can have, buckets that do not add up, a timestamp
-// that would poison the state), as opposed to a point that came too late
-// or twice, or a budget that is full. Remote write answers 400 for the
-// first kind. (Malformed histograms, invalid_histogram, are counted and
-// answered 204, as before these checks.)
+// (a series without a metric name, a count no counter can have, buckets
+// that do not add up, a timestamp that would poison the state), as opposed
+// to a point that came too late or twice, or a budget that is full. Remote
+// write answers 400 for the first kind, as its specification asks of a
+// series without a name and of a histogram that does not add up.
+// (Malformed histograms, invalid_histogram, are counted and answered 204,
+// as before these checks.)
 func Rejected(reason string) bool {
 	switch reason {
-	case DropInvalidValue, DropInconsistentHistogram, DropTooManyBuckets, DropTooFarAhead:
+	case DropNoName, DropInvalidValue, DropInconsistentHistogram, DropTooManyBuckets, DropTooFarAhead:
 		return true
 	}
 	return false
@@ -85,23 +87,42 @@ func CheckClassic(buckets []Bucket, count float64, hasCount bool) string {
 // larger, as Prometheus allows: NaN observations are counted in no bucket.
 // Float counts may differ from their sum by rounding (one part in 10⁹).
 func CheckNative(count, sum float64, h NativeHistogram) string {
-	if !ValidCounter(count) || !ValidCounter(h.ZeroCount) {
-		return DropInvalidValue
-	}
-	total := h.ZeroCount
+	var t NativeTotal
+	t.Add(h.ZeroCount)
 	for _, side := range [2][]float64{h.Positive.Counts, h.Negative.Counts} {
 		for _, c := range side {
-			if !ValidCounter(c) {
-				return DropInvalidValue
-			}
-			total += c
+			t.Add(c)
 		}
+	}
+	return t.Check(count, sum)
+}
+
+// NativeTotal adds up a native histogram's bucket counts (the zero
+// bucket's included) for CheckNative, or for a decoder that checks
+// histograms as it reads them, without building one.
+type NativeTotal struct {
+	total   float64
+	invalid bool
+}
+
+// Add adds one bucket's count.
+func (t *NativeTotal) Add(c float64) {
+	if !ValidCounter(c) {
+		t.invalid = true
+	}
+	t.total += c
+}
+
+// Check is CheckNative's verdict on the buckets added: the drop reason, or "".
+func (t *NativeTotal) Check(count, sum float64) string {
+	if t.invalid || !ValidCounter(count) {
+		return DropInvalidValue
 	}
 	slack := 1e-9 * max(count, 1)
 	switch {
-	case total > count+slack:
+	case t.total > count+slack:
 		return DropInconsistentHistogram
-	case total < count-slack && !math.IsNaN(sum):
+	case t.total < count-slack && !math.IsNaN(sum):
 		return DropInconsistentHistogram
 	}
 	return ""

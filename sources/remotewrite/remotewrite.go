@@ -454,6 +454,7 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 
 // refusalWords say what a refusal's reason means, for the sender.
 var refusalWords = map[string]string{
+	sources.DropNoName:                "a series without a metric name (a __name__ label with a value): the specification requires one",
 	sources.DropInvalidValue:          "a counter or histogram count that is NaN, infinite or negative",
 	sources.DropInconsistentHistogram: "histogram buckets that do not add up to the count, or cumulative buckets that go down",
 	sources.DropTooManyBuckets:        "more histogram buckets than limits.max_buckets_per_histogram",

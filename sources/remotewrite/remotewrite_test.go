@@ -149,15 +149,13 @@ func TestConvert(t *testing.T) {
 			{labels: checkout("__name__", "long_name", strings.Repeat("n", 2049), "x"), typ: "gauge", samples: []pt{{1000, 3}}},
 			{labels: checkout("__name__", "long_value", "path", strings.Repeat("v", 2049)), typ: "gauge", samples: []pt{{1000, 4}}},
 			{labels: checkout("__name__", "at_limit", "path", strings.Repeat("v", 2048)), typ: "gauge", samples: []pt{{1000, 5}}},
-			{labels: checkout(), typ: "gauge", samples: []pt{{1000, 6}}},
 		}},
 		want: []string{
 			`gauge wide_enough{l1="v",l10="v",l11="v",l12="v",l13="v",l14="v",l15="v",l16="v",l17="v",l18="v",l19="v",l2="v",l20="v",l21="v",l22="v",l23="v",l24="v",l25="v",l26="v",l27="v",l28="v",l29="v",l3="v",l30="v",l31="v",l32="v",l33="v",l34="v",l35="v",l36="v",l37="v",l38="v",l39="v",l4="v",l40="v",l41="v",l42="v",l43="v",l44="v",l45="v",l46="v",l47="v",l48="v",l49="v",l5="v",l50="v",l51="v",l52="v",l53="v",l54="v",l55="v",l56="v",l57="v",l58="v",l59="v",l6="v",l60="v",l61="v",l62="v",l63="v",l7="v",l8="v",l9="v"} @1000 = 2`,
 			`gauge at_limit{job="checkout",path="` + strings.Repeat("v", 2048) + `"} @1000 = 5`,
 		},
 		written: [3]int{2, 0, 0},
-		drops: map[string]float64{remotewrite.DropLabelCount: 2, remotewrite.DropLabelName: 1, remotewrite.DropLabelValue: 1,
-			sources.DropNoName: 1},
+		drops: map[string]float64{remotewrite.DropLabelCount: 2, remotewrite.DropLabelName: 1, remotewrite.DropLabelValue: 1},
 	}, {
 		name: "labels are sorted, duplicates keep the last, empty values are no label",
 		requests: [][]series{{

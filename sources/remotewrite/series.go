@@ -101,6 +101,16 @@ func (b *batch) drop(reason string, points int) {
 	b.drops[reason] += points
 }
 
+// refuse counts the points of a series that is not written for the
+// sender's error (see sources.Rejected), and keeps the first such series
+// to name it in the answer: labels and ms are only read for that one.
+func (b *batch) refuse(reason string, points int, labels func() sources.Labels, ms int64) {
+	b.drops[reason] += points
+	if b.refused == nil {
+		b.refused = sources.NewRefusal(sortLabels(labels()), ms, reason)
+	}
+}
+
 // accept counts points as written without handing them on: the series is of
 // no interest to anyone.
 func (b *batch) accept(samples, histograms, exemplars int) {

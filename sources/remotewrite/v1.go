@@ -115,6 +115,7 @@ type v1Series struct {
 	labels    []v1Label
 	samples   []v1Sample
 	hists     []*writev2.Histogram
+	histSpans []span // where the hists are in buf
 	exemplars int
 	series    []span
 }
@@ -243,10 +244,12 @@ func (b *batch) metadataV1(buf []byte) error {
 func (s *v1Series) release() {
 	s.buf, s.hists = nil, nil
 	s.labels, s.samples, s.series = shrink(s.labels), shrink(s.samples), shrink(s.series)
+	s.histSpans = shrink(s.histSpans)
 }
 
 func (s *v1Series) parse(buf []byte) error {
 	s.buf, s.labels, s.samples, s.exemplars = buf, s.labels[:0], s.samples[:0], 0
+	s.histSpans = s.histSpans[:0]
 	if s.hists != nil {
 		s.hists = nil
 	}
@@ -313,6 +316,8 @@ func (s *v1Series) parse(buf []byte) error {
 				return fmt.Errorf("histograms[%d]: %w", len(s.hists), err)
 			}
 			s.hists = append(s.hists, h)
+			end := len(buf) - len(f.b)
+			s.histSpans = append(s.histSpans, span{end - len(fl.b), end})
 		}
 	}
 	return f.err
@@ -406,8 +411,17 @@ func (r *Receiver) addV1(s *v1Series, b *batch) {
 		return
 	}
 	if len(name) == 0 {
-		b.drop(sources.DropNoName, np+nh)
+		b.refuse(sources.DropNoName, np+nh, s.viewLabels, s.firstTimestamp())
 		return
+	}
+	// What the specification refuses is checked before the door, so that a
+	// series answers the same whether a guard reads it or not.
+	for i, sp := range s.histSpans {
+		if reason, ms := checkHistogram(s.buf[sp.start:sp.end]); reason != "" {
+			b.refuse(reason, 1, s.viewLabels, ms)
+			s.hists[i] = nil
+			nh--
+		}
 	}
 	if want, doors := b.decisionOf(name); !want || !s.throughDoor(doors) {
 		b.accept(np, nh, s.exemplars)
@@ -424,9 +438,31 @@ func (r *Receiver) addV1(s *v1Series, b *batch) {
 	}
 	b.written.samples += np
 	for _, h := range s.hists {
-		b.addHistogram(ls, typ, 0, h)
+		if h != nil {
+			b.addHistogram(ls, typ, 0, h)
+		}
 	}
 	b.written.exemplars += s.exemplars
+}
+
+// viewLabels are the series' labels, for a message.
+func (s *v1Series) viewLabels() sources.Labels {
+	ls := make(sources.Labels, len(s.labels))
+	for i := range s.labels {
+		ls[i] = sources.Label{Name: string(s.name(i)), Value: string(s.value(i))}
+	}
+	return ls
+}
+
+// firstTimestamp is the timestamp of the series' first point, to name it.
+func (s *v1Series) firstTimestamp() int64 {
+	switch {
+	case len(s.samples) > 0:
+		return s.samples[0].t
+	case len(s.hists) > 0:
+		return s.hists[0].Timestamp
+	}
+	return 0
 }
 
 // labelLimitV1 returns the drop reason of a series whose labels break a

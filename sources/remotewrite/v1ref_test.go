@@ -144,9 +144,31 @@ func (r *Receiver) addV1Ref(s *v1SeriesRef, b *batch) {
 			name = s.values[i] // the last one wins, as in Labels.Sort
 		}
 	}
+	labels := func() sources.Labels {
+		ls := make(sources.Labels, len(s.names))
+		for i := range s.names {
+			ls[i] = sources.Label{Name: string(s.names[i]), Value: string(s.values[i])}
+		}
+		return ls
+	}
 	if len(name) == 0 {
-		b.drop(sources.DropNoName, np+nh)
+		ms := int64(0)
+		if np > 0 {
+			ms = s.samples[0].t
+		} else if nh > 0 {
+			ms = s.hists[0].Timestamp
+		}
+		b.refuse(sources.DropNoName, np+nh, labels, ms)
 		return
+	}
+	hists := s.hists[:0:0]
+	for _, h := range s.hists {
+		if reason := checkHistogramRef(h); reason != "" {
+			b.refuse(reason, 1, labels, h.Timestamp)
+			nh--
+			continue
+		}
+		hists = append(hists, h)
 	}
 	if !b.wantedBytes(name) || !throughDoorRef(b.doorsOf(string(name)), len(s.names),
 		func(i int) ([]byte, []byte) { return s.names[i], s.values[i] }) {
@@ -167,7 +189,7 @@ func (r *Receiver) addV1Ref(s *v1SeriesRef, b *batch) {
 		b.floats = append(b.floats, sources.PromPoint{Labels: ls, Type: typ, TimestampMs: sm.t, Value: sm.v})
 	}
 	b.written.samples += np
-	for _, h := range s.hists {
+	for _, h := range hists {
 		b.addHistogram(ls, typ, 0, h)
 	}
 	b.written.exemplars += s.exemplars

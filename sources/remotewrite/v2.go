@@ -680,8 +680,17 @@ func (r *Receiver) addV2(st *v2State, b *batch, raw []byte) {
 		return
 	}
 	if name < 0 || st.symLen(uint32(name)) == 0 {
-		b.drop(sources.DropNoName, np+nh)
+		b.refuse(sources.DropNoName, np+nh, st.viewLabels, s.firstTimestamp(raw))
 		return
+	}
+	// What the specification refuses is checked before the door, so that a
+	// series answers the same whether a guard reads it or not.
+	for i, sp := range s.hists {
+		if reason, ms := checkHistogram(raw[sp.start:sp.end]); reason != "" {
+			b.refuse(reason, 1, st.viewLabels, ms)
+			s.hists[i] = span{-1, -1}
+			nh--
+		}
 	}
 	if d := st.decision(uint32(name), b); !d.want || !throughDoorRefs(d, refs, st) {
 		b.accept(np, nh, ne)
@@ -711,6 +720,9 @@ func (r *Receiver) addV2(st *v2State, b *batch, raw []byte) {
 	}
 	b.written.samples += np
 	for _, sp := range s.hists {
+		if sp.start < 0 {
+			continue // refused before the door
+		}
 		h := &writev2.Histogram{}
 		if err := h.UnmarshalVT(raw[sp.start:sp.end]); err != nil {
 			// Cannot happen: validateHistogram took it.
@@ -724,6 +736,30 @@ func (r *Receiver) addV2(st *v2State, b *batch, raw []byte) {
 		b.addHistogram(ls, typ, created, h)
 	}
 	b.written.exemplars += ne
+}
+
+// viewLabels are the parsed series' labels, as views into the request,
+// for a message.
+func (st *v2State) viewLabels() sources.Labels {
+	refs := st.s.refs
+	ls := make(sources.Labels, len(refs)/2)
+	for i := range ls {
+		ls[i] = sources.Label{Name: st.sym(refs[2*i]), Value: st.sym(refs[2*i+1])}
+	}
+	return ls
+}
+
+// firstTimestamp is the timestamp of the parsed series' first point (raw
+// is the series), to name it.
+func (s *v2Series) firstTimestamp(raw []byte) int64 {
+	switch {
+	case len(s.samples) > 0:
+		return s.samples[0].t
+	case len(s.hists) > 0:
+		_, ms := checkHistogram(raw[s.hists[0].start:s.hists[0].end])
+		return ms
+	}
+	return 0
 }
 
 // labelLimitRefs returns the drop reason of a series whose labels break a

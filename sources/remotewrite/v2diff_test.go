@@ -146,6 +146,9 @@ func formatBatch(b *batch) string {
 	}
 	sort.Strings(reasons)
 	fmt.Fprintf(&sb, "drops %v written %+v buckets %d", reasons, b.written, b.buckets)
+	if b.refused != nil {
+		fmt.Fprintf(&sb, " refused %s", b.refused)
+	}
 	return sb.String()
 }
 

@@ -80,9 +80,31 @@ func (r *Receiver) addV2Ref(ts *writev2.TimeSeries, syms []string, b *batch) {
 			name = syms[refs[i+1]]
 		}
 	}
+	labels := func() sources.Labels {
+		ls := make(sources.Labels, len(refs)/2)
+		for i := range ls {
+			ls[i] = sources.Label{Name: syms[refs[2*i]], Value: syms[refs[2*i+1]]}
+		}
+		return ls
+	}
 	if name == "" {
-		b.drop(sources.DropNoName, np+nh)
+		ms := int64(0)
+		if np > 0 {
+			ms = ts.Samples[0].Timestamp
+		} else if nh > 0 {
+			ms = ts.Histograms[0].Timestamp
+		}
+		b.refuse(sources.DropNoName, np+nh, labels, ms)
 		return
+	}
+	hists := ts.Histograms[:0:0]
+	for _, h := range ts.Histograms {
+		if reason := checkHistogramRef(h); reason != "" {
+			b.refuse(reason, 1, labels, h.Timestamp)
+			nh--
+			continue
+		}
+		hists = append(hists, h)
 	}
 	if !b.wanted(name) || !throughDoorRef(b.doorsOf(name), len(refs)/2, func(i int) ([]byte, []byte) {
 		return unsafeBytesRef(syms[refs[2*i]]), unsafeBytesRef(syms[refs[2*i+1]])
@@ -111,7 +133,7 @@ func (r *Receiver) addV2Ref(ts *writev2.TimeSeries, syms []string, b *batch) {
 		b.floats = append(b.floats, sources.PromPoint{Labels: ls, Type: typ, TimestampMs: s.Timestamp, CreatedMs: created, Value: s.Value})
 	}
 	b.written.samples += np
-	for _, h := range ts.Histograms {
+	for _, h := range hists {
 		created := ts.CreatedTimestamp
 		if st := startTimestampRef(h.ProtoReflect().GetUnknown(), v2HistogramStartTimestamp); st != 0 {
 			created = st
@@ -119,6 +141,46 @@ func (r *Receiver) addV2Ref(ts *writev2.TimeSeries, syms []string, b *batch) {
 		b.addHistogram(ls, typ, created, h)
 	}
 	b.written.exemplars += ne
+}
+
+// checkHistogramRef is checkHistogram over the generated type, through
+// sources.CheckNative: what the specification refuses of a histogram.
+func checkHistogramRef(h *writev2.Histogram) string {
+	if sources.IsStaleNaN(h.Sum) {
+		return ""
+	}
+	_, isFloatCount := h.Count.(*writev2.Histogram_CountFloat)
+	_, isFloatZero := h.ZeroCount.(*writev2.Histogram_ZeroCountFloat)
+	hasDeltas := len(h.PositiveDeltas)+len(h.NegativeDeltas) > 0
+	isFloat := isFloatCount || isFloatZero || len(h.PositiveCounts)+len(h.NegativeCounts) > 0
+	if isFloat && hasDeltas {
+		return ""
+	}
+	width := func(spans []*writev2.BucketSpan) int {
+		n := uint64(0)
+		for _, s := range spans {
+			n += uint64(s.Length)
+		}
+		return int(n)
+	}
+	var nh sources.NativeHistogram
+	count := h.GetCountFloat()
+	if isFloat {
+		nh.ZeroCount = h.GetZeroCountFloat()
+		nh.Positive.Counts, nh.Negative.Counts = h.PositiveCounts, h.NegativeCounts
+	} else {
+		count, nh.ZeroCount = float64(h.GetCountInt()), float64(h.GetZeroCountInt())
+		var ok1, ok2 bool
+		nh.Positive.Counts, ok1 = absolute(h.PositiveDeltas)
+		nh.Negative.Counts, ok2 = absolute(h.NegativeDeltas)
+		if !ok1 || !ok2 {
+			return ""
+		}
+	}
+	if width(h.PositiveSpans) != len(nh.Positive.Counts) || width(h.NegativeSpans) != len(nh.Negative.Counts) {
+		return ""
+	}
+	return sources.CheckNative(count, h.Sum, nh)
 }
 
 func startTimestampRef(raw protoreflect.RawFields, num protowire.Number) int64 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Remote write 2.0 is read at the wire level (see v2.go), and must accept
@@ -234,11 +235,15 @@ func vtPackedVarints(d []byte, i, typ int, field string, add func(uint64)) (int,
 }
 
 // vtPackedDoubles validates a repeated double field of wire type 1 (one
-// value) or 2 (packed).
-func vtPackedDoubles(d []byte, i, typ int, field string) (int, error) {
+// value) or 2 (packed), calling add (when not nil) for each value.
+func vtPackedDoubles(d []byte, i, typ int, field string, add func(float64)) (int, error) {
+	var v uint64
+	var err error
 	switch typ {
 	case 1:
-		_, i, err := vtFixed64(d, i)
+		if v, i, err = vtFixed64(d, i); err == nil && add != nil {
+			add(math.Float64frombits(v))
+		}
 		return i, err
 	case 2:
 		start, end, err := vtBytes(d, i)
@@ -247,8 +252,12 @@ func vtPackedDoubles(d []byte, i, typ int, field string) (int, error) {
 		}
 		i = start
 		for i < end {
-			if _, i, err = vtFixed64(d, i); err != nil {
+			// Bounded by the message, not the packed field, as in the generated code.
+			if v, i, err = vtFixed64(d, i); err != nil {
 				return i, err
+			}
+			if add != nil {
+				add(math.Float64frombits(v))
 			}
 		}
 		return i, nil
@@ -261,7 +270,12 @@ func ignoreValue(uint64) {}
 // validateHistogram accepts and refuses what writev2.Histogram.UnmarshalVT
 // does, allocating nothing: a histogram of a series no one wants is
 // checked and skipped.
-func validateHistogram(d []byte) error {
+func validateHistogram(d []byte) error { return walkHistogram(d, nil) }
+
+// walkHistogram is validateHistogram, adding up the histogram's counts
+// into h when h is not nil (see checkHistogram): the fields are read where
+// the generated code reads them, its quirks included.
+func walkHistogram(d []byte, h *histogramSums) error {
 	i := 0
 	for i < len(d) {
 		pre := i
@@ -273,17 +287,24 @@ func validateHistogram(d []byte) error {
 			return err
 		}
 		i = next
+		var v uint64
 		switch num {
 		case 1, 4, 6, 14, 15: // count_int, schema, zero_count_int, reset_hint, timestamp
 			if typ != 0 {
 				return vtWrongType(typ, histogramFields[num])
 			}
-			_, i, err = vtVarint(d, i)
+			v, i, err = vtVarint(d, i)
+			if h != nil && err == nil {
+				h.varint(num, v)
+			}
 		case 2, 3, 5, 7: // count_float, sum, zero_threshold, zero_count_float
 			if typ != 1 {
 				return vtWrongType(typ, histogramFields[num])
 			}
-			_, i, err = vtFixed64(d, i)
+			v, i, err = vtFixed64(d, i)
+			if h != nil && err == nil {
+				h.fixed(num, math.Float64frombits(v))
+			}
 		case 8, 11: // negative_spans, positive_spans
 			if typ != 2 {
 				return vtWrongType(typ, histogramFields[num])
@@ -292,14 +313,24 @@ func validateHistogram(d []byte) error {
 			if start, end, err = vtBytes(d, i); err != nil {
 				return err
 			}
-			if err := validateBucketSpan(d[start:end]); err != nil {
+			if err := validateBucketSpan(d[start:end], h, num); err != nil {
 				return err
 			}
 			i = end
 		case 9, 12: // negative_deltas, positive_deltas
-			i, err = vtPackedVarints(d, i, typ, histogramFields[num], ignoreValue)
+			add := ignoreValue
+			if h != nil {
+				side := sideOf(num)
+				add = func(v uint64) { h.delta(side, v) }
+			}
+			i, err = vtPackedVarints(d, i, typ, histogramFields[num], add)
 		case 10, 13, 16: // negative_counts, positive_counts, custom_values
-			i, err = vtPackedDoubles(d, i, typ, histogramFields[num])
+			var add func(float64)
+			if h != nil && num != 16 {
+				side := sideOf(num)
+				add = func(c float64) { h.count(side, c) }
+			}
+			i, err = vtPackedDoubles(d, i, typ, histogramFields[num], add)
 		default:
 			i, err = vtSkipField(d, pre)
 		}
@@ -316,7 +347,10 @@ var histogramFields = [...]string{
 	12: "PositiveDeltas", 13: "PositiveCounts", 14: "ResetHint", 15: "Timestamp", 16: "CustomValues",
 }
 
-func validateBucketSpan(d []byte) error {
+// validateBucketSpan validates a BucketSpan, adding its length to h's
+// spans of field num when h is not nil.
+func validateBucketSpan(d []byte, h *histogramSums, num int32) error {
+	var length uint64
 	i := 0
 	for i < len(d) {
 		pre := i
@@ -328,18 +362,25 @@ func validateBucketSpan(d []byte) error {
 			return err
 		}
 		i = next
+		var v uint64
 		switch num {
 		case 1, 2:
 			if typ != 0 {
 				return vtWrongType(typ, [...]string{1: "Offset", 2: "Length"}[num])
 			}
-			_, i, err = vtVarint(d, i)
+			v, i, err = vtVarint(d, i)
+			if num == 2 {
+				length = uint64(uint32(v))
+			}
 		default:
 			i, err = vtSkipField(d, pre)
 		}
 		if err != nil {
 			return err
 		}
+	}
+	if h != nil {
+		h.spans[sideOf(num)] += length
 	}
 	return nil
 }

@@ -84,7 +84,7 @@ chromium:
 	fi
 
 ## fuzz: each fuzz target for FUZZTIME (decoders of every input surface).
-FUZZ_TARGETS := ./configs:FuzzParse ./sources/otlp:FuzzReceiver ./web:FuzzAnnounce \
+FUZZ_TARGETS := ./configs:FuzzParse ./sources/otlp:FuzzReceiver ./sources/otlp:FuzzStreamingMatchesPdata ./web:FuzzAnnounce \
 	./sources/remotewrite:FuzzRemoteWriteV1 ./sources/remotewrite:FuzzRemoteWriteV2 \
 	./sources/scrape:FuzzParseText ./sources/scrape:FuzzParseOpenMetrics ./sources/scrape:FuzzParseProtobuf ./cmd/rollguard:FuzzReplay ./actions/actuator:FuzzDecodeCommand \
 	./actions:FuzzOutbox ./web:FuzzApprovals ./cluster/agg:FuzzDecode ./gates:FuzzFlaggerWebhook

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
@@ -85,17 +84,15 @@ func (r *Receiver) exportFrame(ctx context.Context, in grpcFrame) (*grpcFrame, e
 		return nil, r.grpcError(&httpError{code: http.StatusServiceUnavailable, msg: err.Error()})
 	}
 	defer release()
-	if err := r.checkPoints(protoPoints(in)); err != nil {
+	er, atDoor, err := r.decodeProto(in)
+	if err != nil {
 		return nil, r.grpcError(err)
 	}
-	er := pmetricotlp.NewExportRequest()
-	if err := er.UnmarshalProto(in); err != nil {
-		return nil, r.grpcError(&httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()})
-	}
-	resp, err := r.Export(ctx, er)
+	resp, err := r.consume(er.Metrics(), atDoor)
 	if err != nil {
-		return nil, err
+		return nil, r.grpcError(err)
 	}
+	r.metrics.requests.WithLabelValues("200").Inc()
 	body, err := resp.MarshalProto()
 	if err != nil {
 		return nil, r.grpcError(err)

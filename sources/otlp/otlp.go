@@ -83,6 +83,9 @@ type Receiver struct {
 	cum     *sources.Cumulative
 	metrics *metrics
 	log     hclog.Logger
+	// wholeOnly: every protobuf export is decoded whole by pdata, the
+	// reference the streaming decoder is tested against.
+	wholeOnly bool
 }
 
 type metrics struct {
@@ -257,30 +260,58 @@ func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportRespo
 			return pmetricotlp.ExportResponse{}, err
 		}
 	}
-	er := pmetricotlp.NewExportRequest()
+	var er pmetricotlp.ExportRequest
+	atDoor := false
 	if ct == contentJSON {
+		er = pmetricotlp.NewExportRequest()
 		if err := checkJSONDepth(body, r.cfg.MaxJSONDepth); err != nil {
 			return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()}
 		}
-		err = er.UnmarshalJSON(body)
-	} else {
-		if err := r.checkPoints(protoPoints(body)); err != nil {
-			return pmetricotlp.ExportResponse{}, err
+		if err := er.UnmarshalJSON(body); err != nil {
+			return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()}
 		}
-		err = er.UnmarshalProto(body)
+	} else if er, atDoor, err = r.decodeProto(body); err != nil {
+		return pmetricotlp.ExportResponse{}, err
 	}
-	if err != nil {
-		return pmetricotlp.ExportResponse{}, &httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()}
-	}
-	return r.consume(er.Metrics())
+	return r.consume(er.Metrics(), atDoor)
 }
 
-// consume converts and appends; the part shared by HTTP and gRPC.
-func (r *Receiver) consume(md pmetric.Metrics) (pmetricotlp.ExportResponse, error) {
+// decodeProto decodes a protobuf export, cut down at the door by the
+// streaming decoder (wire.go) when its walk takes the body, else whole.
+// atDoor: the export was cut down, and every metric left in it is one the
+// Filter wants. The error is an *httpError (400, or 413 over MaxPoints).
+func (r *Receiver) decodeProto(body []byte) (er pmetricotlp.ExportRequest, atDoor bool, err error) {
+	if !r.wholeOnly {
+		if t, err := r.trim(body); err == nil {
+			defer t.release()
+			if err := r.checkPoints(t.points); err != nil {
+				return pmetricotlp.ExportRequest{}, false, err
+			}
+			er := pmetricotlp.NewExportRequest()
+			if er.UnmarshalProto(t.bytes()) == nil {
+				return er, true, nil
+			}
+			// Not reached: what the walk takes, pdata does. Were it
+			// reached, the whole body has the last word.
+		}
+	}
+	if err := r.checkPoints(protoPoints(body)); err != nil {
+		return pmetricotlp.ExportRequest{}, false, err
+	}
+	er = pmetricotlp.NewExportRequest()
+	if err := er.UnmarshalProto(body); err != nil {
+		return pmetricotlp.ExportRequest{}, false, &httpError{code: http.StatusBadRequest, msg: "decode OTLP metrics: " + err.Error()}
+	}
+	return er, false, nil
+}
+
+// consume converts and appends; the part shared by HTTP and gRPC. atDoor:
+// the Filter has been asked about every metric of md and wants it.
+func (r *Receiver) consume(md pmetric.Metrics, atDoor bool) (pmetricotlp.ExportResponse, error) {
 	if err := r.checkPoints(md.DataPointCount()); err != nil {
 		return pmetricotlp.ExportResponse{}, err
 	}
-	samples, rejected, reason := r.convert(md)
+	samples, rejected, reason := r.convert(md, atDoor)
 	resp := pmetricotlp.NewExportResponse()
 	if len(samples) > 0 {
 		if err := r.cfg.Appender.Append(samples); err != nil {
@@ -308,7 +339,7 @@ func (r *Receiver) checkPoints(n int) error {
 // Export takes one decoded export request, as the OTLP gRPC
 // MetricsService does; the error is a gRPC status.
 func (r *Receiver) Export(_ context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
-	resp, err := r.consume(req.Metrics())
+	resp, err := r.consume(req.Metrics(), false)
 	if err != nil {
 		return resp, r.grpcError(err)
 	}
@@ -374,7 +405,7 @@ func (r *Receiver) gunzip(wire []byte) ([]byte, error) {
 
 // convert flattens the metrics into samples. It returns how many data points
 // were rejected and why (the first reason).
-func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected int64, reason string) {
+func (r *Receiver) convert(md pmetric.Metrics, atDoor bool) (out []sources.Sample, rejected int64, reason string) {
 	reject := func(why string) {
 		rejected++
 		r.metrics.dropped.WithLabelValues(why).Inc()
@@ -391,7 +422,7 @@ func (r *Receiver) convert(md pmetric.Metrics) (out []sources.Sample, rejected i
 			ms := sms.At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
 				m := ms.At(k)
-				if !r.cfg.Filter.Wants(m.Name()) {
+				if !atDoor && !r.cfg.Filter.Wants(m.Name()) {
 					continue
 				}
 				switch m.Type() {

@@ -234,31 +234,54 @@ func (w *trimmer) metric(b []byte) error {
 	if !w.r.cfg.Filter.Wants(bytesString(name)) {
 		return nil
 	}
-	w.openScope()
+	// A metric is written with its first kept point (with the fields of
+	// its data but the points): a metric none of whose points is kept
+	// adds nothing to what convert makes. One without data is written
+	// bare: convert rejects it (unsupported_type_empty).
 	lenSize, dataLenSize := protowire.SizeVarint(uint64(len(b))), protowire.SizeVarint(uint64(len(data)))
-	at := w.open(2, lenSize)
-	w.out = protowire.AppendTag(w.out, 1, protowire.BytesType)
-	w.out = protowire.AppendBytes(w.out, name)
-	if data != nil {
-		w.doorsOf(name)
-		d := w.open(dataNum, dataLenSize)
-		err = eachField(data, func(num protowire.Number, typ protowire.Type, v []byte) error {
+	at, d := -1, -1
+	open := func() {
+		w.openScope()
+		at = w.open(2, lenSize)
+		w.out = protowire.AppendTag(w.out, 1, protowire.BytesType)
+		w.out = protowire.AppendBytes(w.out, name)
+		if data == nil {
+			return
+		}
+		d = w.open(dataNum, dataLenSize)
+		_ = eachField(data, func(num protowire.Number, typ protowire.Type, v []byte) error {
 			if num != 1 {
 				w.out = appendField(w.out, num, typ, v)
-				return nil
 			}
-			keep, err := w.keepPoint(dataNum, v)
-			if keep {
-				w.out = appendField(w.out, num, typ, v)
-			}
-			return err
+			return nil
 		})
-		if err != nil {
-			return err
-		}
-		w.close(d, dataLenSize)
 	}
-	w.close(at, lenSize)
+	if data == nil {
+		open()
+		w.close(at, lenSize)
+		return nil
+	}
+	w.doorsOf(name)
+	err = eachField(data, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != 1 {
+			return nil
+		}
+		keep, err := w.keepPoint(dataNum, v)
+		if keep {
+			if at < 0 {
+				open()
+			}
+			w.out = appendField(w.out, num, typ, v)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if at >= 0 {
+		w.close(d, dataLenSize)
+		w.close(at, lenSize)
+	}
 	return nil
 }
 
@@ -302,6 +325,9 @@ func (w *trimmer) doorsOf(name []byte) {
 // not a string (convert spells it), a key or value sent twice, a key or
 // value over the length limits (convert rejects the point).
 func (w *trimmer) label(kv []byte, seen []labelSeen) bool {
+	if key, str, ok := stringAttr(kv); ok {
+		return w.note(key, str, seen)
+	}
 	var key, value []byte
 	keys, values, others := 0, 0, 0
 	_ = eachField(kv, func(num protowire.Number, _ protowire.Type, v []byte) error {
@@ -334,6 +360,12 @@ func (w *trimmer) label(kv []byte, seen []labelSeen) bool {
 			return false
 		}
 	}
+	return w.note(key, str, seen)
+}
+
+// note counts a string attribute under the doors it names; false when it
+// is over the length limits.
+func (w *trimmer) note(key, str []byte, seen []labelSeen) bool {
 	if max := w.r.cfg.MaxLabelValueLength; len(key) > max || len(str) > max {
 		return false
 	}
@@ -366,11 +398,16 @@ func (w *trimmer) keepPoint(dataNum protowire.Number, p []byte) (bool, error) {
 	pt := seen[:len(w.doors)]
 	labels, unsure := 0, false
 	value := 0.0
-	err := eachField(p, func(num protowire.Number, _ protowire.Type, v []byte) error {
+	for len(p) > 0 {
+		num, _, v, rest, ok := nextField(p)
+		if !ok {
+			return false, errLeftToPdata
+		}
+		p = rest
 		switch {
 		case num == attrsNum:
 			labels++
-			if !w.label(v, pt) {
+			if !unsure && !w.label(v, pt) {
 				unsure = true
 			}
 		case dataNum == dataGauge && num == 4: // as_double; the last value wins
@@ -380,11 +417,8 @@ func (w *trimmer) keepPoint(dataNum protowire.Number, p []byte) (bool, error) {
 		case dataNum == dataGauge && num == 6: // as_int
 			value = 0
 		}
-		return nil
-	})
+	}
 	switch {
-	case err != nil:
-		return false, err
 	case unsure, labels+w.resLabels > w.r.cfg.MaxLabels:
 		return true, nil
 	case dataNum == dataGauge && !finite(value):
@@ -425,36 +459,67 @@ func bytesString(b []byte) string {
 }
 
 // eachField calls f with each field of the message b: a length-delimited
-// field's contents, any other field's value as sent. It stops at f's first error, or at a malformed field
-// (errLeftToPdata).
+// field's contents, any other field's value as sent. It stops at f's first
+// error, or at a malformed field (errLeftToPdata).
 func eachField(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte) error) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
+		num, typ, v, rest, ok := nextField(b)
+		if !ok {
 			return errLeftToPdata
 		}
-		b = b[n:]
-		if typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return errLeftToPdata
-			}
-			if err := f(num, typ, v); err != nil {
-				return err
-			}
-			b = b[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return errLeftToPdata
-		}
-		if err := f(num, typ, b[:m]); err != nil {
+		if err := f(num, typ, v); err != nil {
 			return err
 		}
-		b = b[m:]
+		b = rest
 	}
 	return nil
+}
+
+// nextField reads the field at the front of b, as eachField hands it on,
+// and what follows it. One-byte tags and lengths, most of an export's,
+// are read without protowire.
+func nextField(b []byte) (num protowire.Number, typ protowire.Type, v, rest []byte, ok bool) {
+	if len(b) >= 2 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 {
+		if n := int(b[1]) + 2; b[0] >= 8 && n <= len(b) {
+			return protowire.Number(b[0] >> 3), protowire.BytesType, b[2:n], b[n:], true
+		}
+	}
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, nil, false
+	}
+	b = b[n:]
+	if typ == protowire.BytesType {
+		v, m := protowire.ConsumeBytes(b)
+		if m < 0 {
+			return 0, 0, nil, nil, false
+		}
+		return num, typ, v, b[m:], true
+	}
+	m := protowire.ConsumeFieldValue(num, typ, b)
+	if m < 0 {
+		return 0, 0, nil, nil, false
+	}
+	return num, typ, b[:m], b[m:], true
+}
+
+// stringAttr reads a KeyValue as SDKs write a string attribute: a key,
+// then a value that holds a string and nothing else. ok is false for any
+// other layout, which label reads field by field.
+func stringAttr(kv []byte) (key, value []byte, ok bool) {
+	num, _, key, rest, ok := nextField(kv)
+	if !ok || num != 1 || len(rest) == 0 {
+		return nil, nil, false
+	}
+	num, _, any, rest, ok := nextField(rest)
+	if !ok || num != 2 || len(rest) != 0 {
+		return nil, nil, false
+	}
+	num, _, value, rest, ok = nextField(any)
+	if !ok || num != 1 || len(rest) != 0 {
+		return nil, nil, false
+	}
+	return key, value, true
 }
 
 // The validation walk: the messages of an export, field by field, as
@@ -546,9 +611,11 @@ func validMessage(b []byte, m *wireMessage, depth int) error {
 		return errLeftToPdata
 	}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errLeftToPdata
+		num, typ, n := protowire.Number(b[0]>>3), protowire.Type(b[0]&7), 1
+		if b[0] >= 0x80 || b[0] < 8 {
+			if num, typ, n = protowire.ConsumeTag(b); n < 0 {
+				return errLeftToPdata
+			}
 		}
 		b = b[n:]
 		var f wireField

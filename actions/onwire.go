@@ -38,50 +38,26 @@ func (s StreamResults) Published(ctx context.Context, services []string, since t
 	for _, svc := range services {
 		filters = append(filters, s.Subjects.Command("*", svc), s.Subjects.Incident(svc), s.Subjects.Status(svc))
 	}
-	ctx, cancel := context.WithTimeout(ctx, rereadTimeout)
-	defer cancel()
-	cons, err := s.JS.OrderedConsumer(ctx, s.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
-		InactiveThreshold: rereadTimeout,
+	err := s.read(ctx, filters, since, func(msg jetstream.Msg, md *jetstream.MsgMetadata) {
+		if !signs(msg.Data(), msg.Headers().Get) {
+			return
+		}
+		var ev struct {
+			ID   string    `json:"id"`
+			Time time.Time `json:"time"`
+		}
+		if json.Unmarshal(msg.Data(), &ev) != nil || ev.ID == "" {
+			return
+		}
+		if ev.Time.IsZero() {
+			ev.Time = md.Timestamp
+		}
+		out[ev.ID] = ev.Time
 	})
 	if err != nil {
 		return out, fmt.Errorf("read published messages: %w", err)
 	}
-	for {
-		batch, err := cons.FetchNoWait(rereadBatch)
-		if err != nil {
-			return out, fmt.Errorf("read published messages: %w", err)
-		}
-		n, last := 0, false
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			last = md.NumPending == 0
-			if !signs(msg.Data(), msg.Headers().Get) {
-				continue
-			}
-			var ev struct {
-				ID   string    `json:"id"`
-				Time time.Time `json:"time"`
-			}
-			if json.Unmarshal(msg.Data(), &ev) != nil || ev.ID == "" {
-				continue
-			}
-			if ev.Time.IsZero() {
-				ev.Time = md.Timestamp
-			}
-			out[ev.ID] = ev.Time
-		}
-		if err := batch.Error(); err != nil {
-			return out, fmt.Errorf("read published messages: %w", err)
-		}
-		if n == 0 || last {
-			return out, ctx.Err()
-		}
-	}
+	return out, nil
 }
 
 // publishedReader is what a ResultReader may also do (StreamResults does).

@@ -54,9 +54,23 @@ func (s StreamResults) Results(ctx context.Context, services []string, since tim
 	for _, svc := range services {
 		filters = append(filters, s.Subjects.Result("*", svc))
 	}
-	// Bounded: a take-over runs on the leases' loop, which must go on
-	// renewing; what is not read in time still comes through the results
-	// consumer.
+	var out []StoredResult
+	err := s.read(ctx, filters, since, func(msg jetstream.Msg, md *jetstream.MsgMetadata) {
+		if r, err := decodeResult(msg.Data(), msg.Headers().Get, check); err == nil {
+			out = append(out, StoredResult{ResultData: r, Stored: md.Timestamp})
+		}
+	})
+	if err != nil {
+		return out, fmt.Errorf("read stored results: %w", err)
+	}
+	return out, nil
+}
+
+// read hands each message stored on filters from since on to each, in
+// stream order, through an ephemeral ordered consumer. It is bounded
+// (rereadTimeout): a take-over runs on the leases' loop, which must go on
+// renewing; what is not read in time still comes through the consumers.
+func (s StreamResults) read(ctx context.Context, filters []string, since time.Time, each func(jetstream.Msg, *jetstream.MsgMetadata)) error {
 	ctx, cancel := context.WithTimeout(ctx, rereadTimeout)
 	defer cancel()
 	cons, err := s.JS.OrderedConsumer(ctx, s.Stream, jetstream.OrderedConsumerConfig{
@@ -64,13 +78,12 @@ func (s StreamResults) Results(ctx context.Context, services []string, since tim
 		InactiveThreshold: rereadTimeout, // the server drops it soon after
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read stored results: %w", err)
+		return err
 	}
-	var out []StoredResult
 	for {
 		batch, err := cons.FetchNoWait(rereadBatch)
 		if err != nil {
-			return out, fmt.Errorf("read stored results: %w", err)
+			return err
 		}
 		n, last := 0, false
 		for msg := range batch.Messages() {
@@ -80,17 +93,13 @@ func (s StreamResults) Results(ctx context.Context, services []string, since tim
 				continue
 			}
 			last = md.NumPending == 0
-			r, err := decodeResult(msg.Data(), msg.Headers().Get, check)
-			if err != nil {
-				continue
-			}
-			out = append(out, StoredResult{ResultData: r, Stored: md.Timestamp})
+			each(msg, md)
 		}
 		if err := batch.Error(); err != nil {
-			return out, fmt.Errorf("read stored results: %w", err)
+			return err
 		}
 		if n == 0 || last {
-			return out, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }

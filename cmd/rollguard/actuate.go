@@ -15,29 +15,27 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/nats-io/nats.go/jetstream"
-	commoncfg "github.com/prometheus/common/config"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/actions/actuator"
 	"github.com/rollguard/rollguard/actions/wire"
-	"github.com/rollguard/rollguard/configs"
 )
 
 // actuateOptions are the flags of `rollguard actuate`.
 type actuateOptions struct {
-	natsURL, natsUser, natsPassword, natsToken, natsCreds string
-	prefix, stream, name, durable                         string
-	actions, services, keys, keyFiles                     []string
-	driver                                                string
-	execCommand                                           []string
-	execTimeout                                           time.Duration
-	webhookURL                                            string
-	webhookHeaders                                        []string
-	webhookTimeout                                        time.Duration
-	webhookRetries                                        int
-	flagdFile, flagdMode                                  string
-	logLevel, logFormat                                   string
-	signSeedFile                                          string
+	nats                              natsClient
+	log                               logFlags
+	name, durable                     string
+	actions, services, keys, keyFiles []string
+	driver                            string
+	execCommand                       []string
+	execTimeout                       time.Duration
+	webhookURL                        string
+	webhookHeaders                    []string
+	webhookTimeout                    time.Duration
+	webhookRetries                    int
+	flagdFile, flagdMode              string
+	signSeedFile                      string
 }
 
 // addActuateCommand registers `rollguard actuate` on app and returns the
@@ -55,13 +53,7 @@ func actuateFlags(app *kingpin.Application) (*kingpin.CmdClause, *actuateOptions
 	var o actuateOptions
 	cmd := app.Command("actuate", "Run a reference actuator: consume rollguard's signed commands from NATS JetStream, "+
 		"verify them, act through a driver (exec, webhook or flagd) and publish the results.")
-	cmd.Flag("nats.url", "NATS server URL.").Default("nats://127.0.0.1:4222").StringVar(&o.natsURL)
-	cmd.Flag("nats.user", "NATS user.").StringVar(&o.natsUser)
-	cmd.Flag("nats.password", "NATS password.").StringVar(&o.natsPassword)
-	cmd.Flag("nats.token", "NATS token.").StringVar(&o.natsToken)
-	cmd.Flag("nats.creds", "NATS credentials file (JWT and nkey seed).").StringVar(&o.natsCreds)
-	cmd.Flag("nats.subject-prefix", "First token of rollguard's subjects.").Default(actuator.DefaultPrefix).StringVar(&o.prefix)
-	cmd.Flag("nats.stream", "JetStream stream holding the commands.").Default(actuator.DefaultStream).StringVar(&o.stream)
+	o.nats.flags(cmd, actuator.DefaultPrefix, actuator.DefaultStream, "JetStream stream holding the commands.")
 	cmd.Flag("name", "This actuator's name in its results (default: the durable name).").StringVar(&o.name)
 	cmd.Flag("durable", "Durable consumer name, e.g. actuator-flagd; actuators sharing it share the work.").Required().StringVar(&o.durable)
 	cmd.Flag("action", "An action to consume (repeat for several; default all): flag_kill, rollback, data_audit.").StringsVar(&o.actions)
@@ -80,8 +72,7 @@ func actuateFlags(app *kingpin.Application) (*kingpin.CmdClause, *actuateOptions
 	cmd.Flag("flagd.file", "flagd: the flag-definition file to edit.").StringVar(&o.flagdFile)
 	cmd.Flag("flagd.mode", "flagd: off-variant (serve the off variant to everyone) or disabled (state DISABLED).").
 		Default(actuator.FlagdOffVariant).EnumVar(&o.flagdMode, actuator.FlagdOffVariant, actuator.FlagdDisabled)
-	cmd.Flag("log.level", "Only log messages at or above this level: debug, info, warn, error.").Default("info").EnumVar(&o.logLevel, "debug", "info", "warn", "error")
-	cmd.Flag("log.format", "Log format: logfmt (key=value text) or json.").Default("logfmt").EnumVar(&o.logFormat, "logfmt", "json")
+	o.log.flags(cmd)
 	return cmd, &o
 }
 
@@ -100,12 +91,11 @@ func runActuate(ctx context.Context, o actuateOptions, stderr io.Writer) int {
 			return 2
 		}
 	}
-	log := newLogger(o.logLevel, o.logFormat, stderr).Named("actuate")
+	log := newLogger(o.log.level, o.log.format, stderr).Named("actuate")
 	if signer != nil {
 		log.Info("results are signed", "key", signer.PublicKey())
 	}
-	nc, err := connectNATS(o.natsURL, configs.NATSConfig{User: o.natsUser, Password: commoncfg.Secret(o.natsPassword),
-		Token: commoncfg.Secret(o.natsToken), CredentialsFile: o.natsCreds}, log)
+	nc, err := o.nats.connect(log)
 	if err != nil {
 		log.Error("start failed", "error", err)
 		return 1
@@ -116,7 +106,7 @@ func runActuate(ctx context.Context, o actuateOptions, stderr io.Writer) int {
 		log.Error("start failed", "error", err)
 		return 1
 	}
-	err = actuator.Run(ctx, actuator.Options{JS: js, Stream: o.stream, Subjects: actions.Subjects{Prefix: o.prefix},
+	err = actuator.Run(ctx, actuator.Options{JS: js, Stream: o.nats.stream, Subjects: actions.Subjects{Prefix: o.nats.prefix},
 		Durable: o.durable, Actions: o.actions, Services: o.services, Verifier: verifier, Signer: signer, Name: o.name, Logger: log}, driver)
 	if err != nil {
 		log.Error("stopped with error", "error", err)

@@ -16,31 +16,29 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go/jetstream"
-	commoncfg "github.com/prometheus/common/config"
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/actions/wire"
-	"github.com/rollguard/rollguard/configs"
 	"github.com/rollguard/rollguard/notify"
 )
 
 // notifyOptions are the flags of `rollguard notify`.
 type notifyOptions struct {
-	natsURL, natsUser, natsPassword, natsToken, natsCreds string
-	prefix, stream, durable, deliver                      string
-	services, keys, keyFiles                              []string
-	driver, webURL                                        string
-	webhookURL                                            string
-	headers                                               []string
-	timeout                                               time.Duration
-	retries                                               int
-	slackURL                                              string
-	pagerDutyKey, pagerDutyURL                            string
-	alertmanagerURLs                                      []string
-	grafanaURL, grafanaToken, grafanaDashboard            string
-	grafanaPanel                                          int64
-	resend                                                time.Duration
-	logLevel, logFormat                                   string
+	nats                                       natsClient
+	log                                        logFlags
+	durable, deliver                           string
+	services, keys, keyFiles                   []string
+	driver, webURL                             string
+	webhookURL                                 string
+	headers                                    []string
+	timeout                                    time.Duration
+	retries                                    int
+	slackURL                                   string
+	pagerDutyKey, pagerDutyURL                 string
+	alertmanagerURLs                           []string
+	grafanaURL, grafanaToken, grafanaDashboard string
+	grafanaPanel                               int64
+	resend                                     time.Duration
 }
 
 // addNotifyCommand registers `rollguard notify` on app and returns the
@@ -58,13 +56,7 @@ func notifyFlags(app *kingpin.Application) (*kingpin.CmdClause, *notifyOptions) 
 	var o notifyOptions
 	cmd := app.Command("notify", "Deliver rollguard's incident status updates and incident events from NATS JetStream "+
 		"to a webhook, Slack, PagerDuty, Alertmanager or Grafana annotations, catching up after downtime without posting twice.")
-	cmd.Flag("nats.url", "NATS server URL.").Default("nats://127.0.0.1:4222").StringVar(&o.natsURL)
-	cmd.Flag("nats.user", "NATS user.").StringVar(&o.natsUser)
-	cmd.Flag("nats.password", "NATS password.").StringVar(&o.natsPassword)
-	cmd.Flag("nats.token", "NATS token.").StringVar(&o.natsToken)
-	cmd.Flag("nats.creds", "NATS credentials file (JWT and nkey seed).").StringVar(&o.natsCreds)
-	cmd.Flag("nats.subject-prefix", "First token of rollguard's subjects.").Default(notify.DefaultPrefix).StringVar(&o.prefix)
-	cmd.Flag("nats.stream", "JetStream stream holding the status updates and incident events.").Default(notify.DefaultStream).StringVar(&o.stream)
+	o.nats.flags(cmd, notify.DefaultPrefix, notify.DefaultStream, "JetStream stream holding the status updates and incident events.")
 	cmd.Flag("durable", "Durable consumer name, e.g. notify-slack; notifiers sharing it share the work.").Required().StringVar(&o.durable)
 	cmd.Flag("deliver", "Where a consumer created now starts: new (the next event) or all (the stream's history, up to 30 days: "+
 		"old incidents posted, paged and resolved again). An existing consumer keeps its place, so a notifier that was down catches up either way.").
@@ -94,22 +86,20 @@ func notifyFlags(app *kingpin.Application) (*kingpin.CmdClause, *notifyOptions) 
 	cmd.Flag("grafana.dashboard-uid", "grafana: the dashboard to annotate (default: organization annotations, shown where a query asks for tag rollguard).").
 		StringVar(&o.grafanaDashboard)
 	cmd.Flag("grafana.panel-id", "grafana: the panel to annotate on that dashboard (default all).").Int64Var(&o.grafanaPanel)
-	cmd.Flag("log.level", "Only log messages at or above this level: debug, info, warn, error.").Default("info").EnumVar(&o.logLevel, "debug", "info", "warn", "error")
-	cmd.Flag("log.format", "Log format: logfmt (key=value text) or json.").Default("logfmt").EnumVar(&o.logFormat, "logfmt", "json")
+	o.log.flags(cmd)
 	return cmd, &o
 }
 
 // runNotify runs the notifier until ctx ends. Bad flags exit 2 before
 // anything connects; a failure to connect or consume exits 1.
 func runNotify(ctx context.Context, o notifyOptions, stderr io.Writer) int {
-	log := newLogger(o.logLevel, o.logFormat, stderr).Named("notify")
+	log := newLogger(o.log.level, o.log.format, stderr).Named("notify")
 	verifier, driver, err := o.build(log)
 	if err != nil {
 		fmt.Fprintf(stderr, "rollguard notify: %v\n", err)
 		return 2
 	}
-	nc, err := connectNATS(o.natsURL, configs.NATSConfig{User: o.natsUser, Password: commoncfg.Secret(o.natsPassword),
-		Token: commoncfg.Secret(o.natsToken), CredentialsFile: o.natsCreds}, log)
+	nc, err := o.nats.connect(log)
 	if err != nil {
 		log.Error("start failed", "error", err)
 		return 1
@@ -120,7 +110,7 @@ func runNotify(ctx context.Context, o notifyOptions, stderr io.Writer) int {
 		log.Error("start failed", "error", err)
 		return 1
 	}
-	err = notify.Run(ctx, notify.Options{JS: js, Stream: o.stream, Subjects: actions.Subjects{Prefix: o.prefix},
+	err = notify.Run(ctx, notify.Options{JS: js, Stream: o.nats.stream, Subjects: actions.Subjects{Prefix: o.nats.prefix},
 		Durable: o.durable, Services: o.services, DeliverNew: o.deliver == "new", Verifier: verifier, Logger: log}, driver)
 	if err != nil {
 		log.Error("stopped with error", "error", err)

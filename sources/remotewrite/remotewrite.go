@@ -50,7 +50,6 @@ const (
 	DropLabelName     = "label_name_too_long"
 	DropLabelValue    = "label_value_too_long"
 	DropInvalidLabel  = "invalid_label"
-	DropCustomBuckets = "custom_buckets"
 	DropMixedSeries   = "samples_and_histograms"
 	DropMetadataLimit = "metadata_limit"
 	DropInvalidSchema = "invalid_histogram_schema"

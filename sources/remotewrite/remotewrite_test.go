@@ -120,17 +120,38 @@ func TestConvert(t *testing.T) {
 		want:    []string{`histogram inflight{job="checkout"} @1000 count=3 sum=4 native=scale:0 zt:0 zc:1 pos:0[2] neg:0[]`},
 		written: [3]int{0, 1, 0},
 	}, {
-		name: "custom-bucket schemas and malformed histograms are dropped and counted",
+		name: "a histogram of custom buckets is the classic histogram it is",
+		requests: [][]series{
+			{{labels: checkout("__name__", "rt"), hists: []*writev2.Histogram{
+				{Timestamp: 1000, Schema: -53, CustomValues: []float64{0.1, 1}, Count: &writev2.Histogram_CountInt{CountInt: 1}, Sum: 0.05,
+					PositiveSpans: []*writev2.BucketSpan{span(0, 1)}, PositiveDeltas: []int64{1}},
+			}}},
+			{{labels: checkout("__name__", "rt"), hists: []*writev2.Histogram{
+				{Timestamp: 2000, Schema: -53, CustomValues: []float64{0.1, 1}, Count: &writev2.Histogram_CountFloat{CountFloat: 4}, Sum: 2.05,
+					PositiveSpans: []*writev2.BucketSpan{span(0, 1), span(1, 1)}, PositiveCounts: []float64{2, 2}},
+			}}},
+		},
+		// Increments: le=0.1 1 → 2, le=1 1 → 2, +Inf 1 → 4 (cumulative).
+		want: []string{
+			`histogram rt{job="checkout"} @2000 count=0 sum=0 le=0.1:1`,
+			`histogram rt{job="checkout"} @2000 count=0 sum=0 le=1:1`,
+			`histogram rt{job="checkout"} @2000 count=0 sum=0 le=+Inf:3`,
+			`histogram rt{job="checkout"} @2000 count=3 sum=0`,
+			`histogram rt{job="checkout"} @2000 count=0 sum=1.9999999999999998`,
+		},
+		written: [3]int{0, 2, 0},
+	}, {
+		name: "malformed histograms are dropped and counted",
 		requests: [][]series{{{labels: checkout("__name__", "rt"), hists: []*writev2.Histogram{
-			{Timestamp: 1000, Schema: -53, CustomValues: []float64{0.1, 1}, Count: &writev2.Histogram_CountInt{CountInt: 1},
-				PositiveSpans: []*writev2.BucketSpan{span(0, 1)}, PositiveDeltas: []int64{1}},
+			{Timestamp: 1000, Schema: -53, CustomValues: []float64{1, 0.1}, Count: &writev2.Histogram_CountInt{CountInt: 1},
+				PositiveSpans: []*writev2.BucketSpan{span(0, 1)}, PositiveDeltas: []int64{1}}, // bounds going down
 			intHistogram(1000, 9, 0, 0, 0, nil, nil, nil, nil),
 			intHistogram(1000, 0, 1, 0, 1, []*writev2.BucketSpan{span(0, 2)}, []int64{1, -2}, nil, nil),             // a count below zero
 			intHistogram(1000, 0, 2, 0, 1, []*writev2.BucketSpan{span(0, 1), span(-3, 1)}, []int64{1, 0}, nil, nil), // a span going back
 			intHistogram(1000, 0, 2, 0, 1, []*writev2.BucketSpan{span(0, 3)}, []int64{1, 0}, nil, nil),              // spans and counts disagree
 		}}}},
 		written: [3]int{0, 0, 0},
-		drops:   map[string]float64{remotewrite.DropCustomBuckets: 1, remotewrite.DropInvalidSchema: 1, sources.DropBadHistogram: 3},
+		drops:   map[string]float64{remotewrite.DropInvalidSchema: 1, sources.DropBadHistogram: 4},
 	}, {
 		name:   "series of no interest are accepted and not handed on",
 		filter: sources.FilterFunc(func(m string) bool { return m == "http_requests_total" }),
@@ -155,7 +176,7 @@ func TestConvert(t *testing.T) {
 			`gauge at_limit{job="checkout",path="` + strings.Repeat("v", 2048) + `"} @1000 = 5`,
 		},
 		written: [3]int{2, 0, 0},
-		drops: map[string]float64{remotewrite.DropLabelCount: 2, remotewrite.DropLabelName: 1, remotewrite.DropLabelValue: 1},
+		drops:   map[string]float64{remotewrite.DropLabelCount: 2, remotewrite.DropLabelName: 1, remotewrite.DropLabelValue: 1},
 	}, {
 		name: "labels are sorted, duplicates keep the last, empty values are no label",
 		requests: [][]series{{

@@ -2,6 +2,8 @@ package remotewrite
 
 import (
 	"encoding/binary"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -276,9 +278,6 @@ func sortLabels(ls sources.Labels) sources.Labels {
 // before it is allocated too.
 func nativeHistogram(h *writev2.Histogram, gauge bool, budget *int64, maxBuckets int) (ph *sources.PromHistogram, reason string) {
 	switch {
-	case h.Schema == -53:
-		// Custom buckets (converted classic histograms): not supported yet.
-		return nil, DropCustomBuckets
 	case h.Schema < -4 || h.Schema > 8:
 		return nil, DropInvalidSchema
 	}
@@ -484,4 +483,89 @@ var familySuffixes = []struct {
 	{"_bucket", []model.MetricType{model.MetricTypeHistogram, model.MetricTypeGaugeHistogram}},
 	{"_count", []model.MetricType{model.MetricTypeHistogram, model.MetricTypeGaugeHistogram, model.MetricTypeSummary}},
 	{"_sum", []model.MetricType{model.MetricTypeHistogram, model.MetricTypeGaugeHistogram, model.MetricTypeSummary}},
+}
+
+// schemaCustomBuckets is the schema of a native histogram with custom
+// buckets: a classic histogram sent as one sample (Prometheus'
+// convert_classic_histograms_to_nhcb).
+const schemaCustomBuckets = -53
+
+// addCustomBuckets adds a histogram sample with custom buckets as the
+// classic histogram it is: a cumulative _bucket series for each bound of
+// its custom values and +Inf, and _count and _sum, which the converter
+// takes as it takes a classic histogram's series. Its count was checked
+// against its buckets before the door (checkHistogram).
+func (b *batch) addCustomBuckets(ls sources.Labels, typ model.MetricType, createdMs int64, h *writev2.Histogram) {
+	bounds := h.CustomValues
+	counts, ok := customCounts(h)
+	for i, ub := range bounds {
+		if math.IsNaN(ub) || math.IsInf(ub, 0) || i > 0 && ub <= bounds[i-1] {
+			ok = false
+		}
+	}
+	// Bucket i is bounded by bounds[i], the last (i == len(bounds)) by
+	// +Inf; the spans say which buckets the counts are of.
+	index := make([]int64, 0, len(counts))
+	var idx int64
+	for _, sp := range h.PositiveSpans {
+		if sp.Offset < 0 || idx+int64(sp.Offset)+int64(sp.Length) > int64(len(bounds))+1 {
+			ok = false
+			break
+		}
+		idx += int64(sp.Offset)
+		for range sp.Length {
+			index = append(index, idx)
+			idx++
+		}
+	}
+	if !ok || len(index) != len(counts) || len(h.NegativeSpans)+len(h.NegativeDeltas)+len(h.NegativeCounts) > 0 {
+		b.drop(sources.DropBadHistogram, 1)
+		return
+	}
+	if typ == "" || typ == model.MetricTypeUnknown {
+		typ = model.MetricTypeHistogram
+	}
+	count := float64(h.GetCountInt())
+	if _, isFloat := h.Count.(*writev2.Histogram_CountFloat); isFloat {
+		count = h.GetCountFloat()
+	}
+	name := ls.Get(model.MetricNameLabel)
+	point := func(suffix string, le string, v float64) {
+		out := b.newLabels(len(ls) + 1)[:0]
+		for _, l := range ls {
+			if l.Name == model.MetricNameLabel {
+				l.Value = name + suffix
+			}
+			out = append(out, l)
+		}
+		if le != "" {
+			out = sortLabels(append(out, sources.Label{Name: model.BucketLabel, Value: le}))
+		}
+		b.floats = append(b.floats, sources.PromPoint{Labels: out, Type: typ, TimestampMs: h.Timestamp, CreatedMs: createdMs, Value: v})
+	}
+	cum, j := 0.0, 0
+	for i := 0; i <= len(bounds); i++ {
+		for j < len(index) && index[j] == int64(i) {
+			cum += counts[j]
+			j++
+		}
+		le := "+Inf"
+		if i < len(bounds) {
+			le = strconv.FormatFloat(bounds[i], 'g', -1, 64)
+		}
+		point("_bucket", le, cum)
+	}
+	point("_count", "", count)
+	point("_sum", "", h.Sum)
+	b.written.histograms++
+}
+
+// customCounts are the bucket counts of a custom-bucket histogram,
+// absolute; ok is false for a count below zero, or integer and float
+// buckets mixed.
+func customCounts(h *writev2.Histogram) (counts []float64, ok bool) {
+	if len(h.PositiveCounts) > 0 {
+		return h.PositiveCounts, len(h.PositiveDeltas) == 0
+	}
+	return absolute(h.PositiveDeltas)
 }

@@ -533,6 +533,10 @@ func (b *batch) addHistogram(ls sources.Labels, typ model.MetricType, createdMs 
 		b.written.histograms++
 		return
 	}
+	if h.Schema == schemaCustomBuckets {
+		b.addCustomBuckets(ls, typ, createdMs, h)
+		return
+	}
 	ph, reason := nativeHistogram(h, typ == model.MetricTypeGaugeHistogram, &b.buckets, b.r.cfg.MaxBucketsPerHistogram)
 	if reason != "" {
 		b.drop(reason, 1)

@@ -138,6 +138,13 @@ const (
 	diffMaxValue  = 24
 )
 
+// checkoutDiffConfig is FuzzStreamingMatchesPdata's receiver: checkout's
+// doors, limits low enough for its seeds to cross them.
+func checkoutDiffConfig() otlp.Config {
+	return otlp.Config{Filter: checkoutDoors, MaxRequestBytes: 1 << 16, MaxPoints: fuzzMaxPoints,
+		MaxLabels: diffMaxLabels, MaxLabelValueLength: diffMaxValue, MaxBuckets: 16}
+}
+
 // FuzzStreamingMatchesPdata posts the same protobuf body to a receiver
 // with the streaming decoder (wire.go) and to one that decodes with pdata
 // whole, twice each (the second post meets the cumulative state the first
@@ -177,8 +184,9 @@ func FuzzStreamingMatchesPdata(f *testing.F) {
 			filter = checkoutDoors
 		}
 		cfg := func(sink *sampleSink) otlp.Config {
-			return otlp.Config{Appender: sink, Filter: filter, MaxRequestBytes: 1 << 16, MaxPoints: fuzzMaxPoints,
-				MaxLabels: diffMaxLabels, MaxLabelValueLength: diffMaxValue, MaxBuckets: 16}
+			c := checkoutDiffConfig()
+			c.Appender, c.Filter = sink, filter
+			return c
 		}
 		streamSink, wholeSink := &sampleSink{}, &sampleSink{}
 		stream := otlp.NewReceiver(cfg(streamSink)).Handler()

@@ -53,8 +53,13 @@ var trimBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 func (t trimmed) bytes() []byte { return *t.buf }
 
-// release returns the buffer; pdata copies what it keeps of it.
-func (t trimmed) release() { trimBuffers.Put(t.buf) }
+// release returns the buffer; pdata copies what it keeps of it. One grown
+// past 1 MiB by a big export is left to the collector.
+func (t trimmed) release() {
+	if cap(*t.buf) <= 1<<20 {
+		trimBuffers.Put(t.buf)
+	}
+}
 
 // trim walks a protobuf ExportMetricsServiceRequest and cuts out what the
 // Filter drops at the door; see the top of this file.
@@ -72,7 +77,7 @@ func (r *Receiver) trim(body []byte) (trimmed, error) {
 	})
 	*buf = w.out
 	if err != nil {
-		trimBuffers.Put(buf)
+		trimmed{buf: buf}.release()
 		return trimmed{}, err
 	}
 	return trimmed{buf: buf, points: w.points}, nil
@@ -347,20 +352,38 @@ func (w *trimmer) label(kv []byte, seen []labelSeen) bool {
 	var str []byte // no value: convert spells it ""
 	if values == 1 {
 		n := 0
-		ok := true
+		var kind protowire.Number
 		_ = eachField(value, func(num protowire.Number, _ protowire.Type, v []byte) error {
-			n++
-			if num != 1 {
-				ok = false
-			}
-			str = v
+			n, kind, str = n+1, num, v
 			return nil
 		})
-		if !ok || n > 1 {
+		switch {
+		case n > 1:
+			return false
+		case n == 1 && (kind == 2 || kind == 3):
+			// A bool or an int (status codes are): convert spells it
+			// in at most 20 bytes, which matters only for a door's label.
+			return w.shortValue(key)
+		case n == 1 && kind != 1:
 			return false
 		}
 	}
 	return w.note(key, str, seen)
+}
+
+// shortValue judges an attribute whose value convert spells in at most 20
+// bytes: sure unless it may be over the limits or is named as a door's
+// label.
+func (w *trimmer) shortValue(key []byte) bool {
+	if max := w.r.cfg.MaxLabelValueLength; len(key) > max || max < 20 {
+		return false
+	}
+	for _, d := range w.doors {
+		if string(key) == d.Name {
+			return false
+		}
+	}
+	return true
 }
 
 // note counts a string attribute under the doors it names; false when it

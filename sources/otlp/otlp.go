@@ -372,7 +372,14 @@ func gzipped(enc string) (bool, error) {
 // readBody reads the body as it came over the wire, up to MaxRequestBytes.
 func (r *Receiver) readBody(req *http.Request) ([]byte, error) {
 	limit := r.cfg.MaxRequestBytes
-	body, err := io.ReadAll(http.MaxBytesReader(nil, req.Body, limit))
+	// Sized by Content-Length when it is sent and within the limit, so
+	// that the body is read into one buffer rather than grown into it.
+	var buf bytes.Buffer
+	if n := req.ContentLength; n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(nil, req.Body, limit))
+	body := buf.Bytes()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):

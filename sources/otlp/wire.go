@@ -526,19 +526,29 @@ func nextField(b []byte) (num protowire.Number, typ protowire.Type, v, rest []by
 	return num, typ, b[:m], b[m:], true
 }
 
-// stringAttr reads a KeyValue as SDKs write a string attribute: a key,
-// then a value that holds a string and nothing else. ok is false for any
-// other layout, which label reads field by field.
+// stringAttr reads a KeyValue as exporters write a string attribute: a
+// key and a value that holds a string and nothing else, in either order
+// (pdata writes the value first). ok is false for any other layout, which
+// label reads field by field.
 func stringAttr(kv []byte) (key, value []byte, ok bool) {
-	num, _, key, rest, ok := nextField(kv)
-	if !ok || num != 1 || len(rest) == 0 {
+	n1, _, v1, rest, ok := nextField(kv)
+	if !ok || len(rest) == 0 {
 		return nil, nil, false
 	}
-	num, _, any, rest, ok := nextField(rest)
-	if !ok || num != 2 || len(rest) != 0 {
+	n2, _, v2, rest, ok := nextField(rest)
+	if !ok || len(rest) != 0 {
 		return nil, nil, false
 	}
-	num, _, value, rest, ok = nextField(any)
+	var any []byte
+	switch {
+	case n1 == 1 && n2 == 2:
+		key, any = v1, v2
+	case n1 == 2 && n2 == 1:
+		key, any = v2, v1
+	default:
+		return nil, nil, false
+	}
+	num, _, value, rest, ok := nextField(any)
 	if !ok || num != 1 || len(rest) != 0 {
 		return nil, nil, false
 	}
@@ -663,10 +673,10 @@ func validMessage(b []byte, m *wireMessage, depth int) error {
 			}
 			_, n = protowire.ConsumeVarint(b)
 		case fieldFixed64:
-			if typ != protowire.Fixed64Type {
+			if typ != protowire.Fixed64Type || len(b) < 8 {
 				return errLeftToPdata
 			}
-			_, n = protowire.ConsumeFixed64(b)
+			n = 8
 		case fieldPackedFixed64:
 			switch typ {
 			case protowire.Fixed64Type:
@@ -696,7 +706,9 @@ func validMessage(b []byte, m *wireMessage, depth int) error {
 				return errLeftToPdata
 			}
 			var v []byte
-			if v, n = protowire.ConsumeBytes(b); n < 0 {
+			if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+				v, n = b[1:1+int(b[0])], 1+int(b[0]) // a one-byte length
+			} else if v, n = protowire.ConsumeBytes(b); n < 0 {
 				return errLeftToPdata
 			}
 			switch f.kind {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/snappy"
 	writev2 "github.com/prometheus/client_golang/exp/api/remote/genproto/v2"
@@ -100,6 +101,25 @@ func fuzzSeeds(t testing.TB, v2 bool) map[string][]byte {
 	many := make([]int64, 3000)
 	many[0] = 1
 	seeds["native_too_many_buckets"] = build(nrt(intHistogram(1000, 0, 3000, 0, 1, []*writev2.BucketSpan{span(0, 3000)}, many, nil, nil)))
+	// The compliance suite's requests (compliance_test.go), stamped at a
+	// fixed time; 1.0 gets those of float samples.
+	now := time.UnixMilli(1_700_000_000_000)
+	for _, c := range complianceCases() {
+		if c.build != nil {
+			continue
+		}
+		name := "compliance_" + strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+				return r
+			}
+			return '_'
+		}, c.name)
+		if v2 {
+			seeds[name] = marshal(t, complianceRequest(c.series, now))
+		} else if req, ok := complianceV1Request(c.series, now); ok {
+			seeds[name] = marshal(t, req)
+		}
+	}
 	// Hostile framing, the same for both.
 	seeds["empty"] = []byte{}
 	seeds["huge_length"] = []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}
@@ -202,4 +222,28 @@ func (a *checkingAppender) Append(samples []sources.Sample) error {
 		}
 	}
 	return nil
+}
+
+// complianceV1Request is a compliance case's request in 1.0, if its series
+// are all of float samples.
+func complianceV1Request(ss []cSeries, now time.Time) (*prompb.WriteRequest, bool) {
+	labels := func(kv []string) []prompb.Label {
+		var out []prompb.Label
+		for i := 0; i+1 < len(kv); i += 2 {
+			out = append(out, prompb.Label{Name: kv[i], Value: kv[i+1]})
+		}
+		return out
+	}
+	req := &prompb.WriteRequest{}
+	for _, s := range ss {
+		if s.hist != nil || s.none {
+			return nil, false
+		}
+		ts := prompb.TimeSeries{Labels: labels(s.labels), Samples: []prompb.Sample{{Value: s.value, Timestamp: now.Add(s.offset).UnixMilli()}}}
+		for _, e := range s.exemplars {
+			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: labels(e.labels), Value: e.value, Timestamp: now.Add(e.offset).UnixMilli()})
+		}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	return req, true
 }

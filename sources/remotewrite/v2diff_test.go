@@ -223,6 +223,12 @@ func FuzzValidateHistogram(f *testing.F) {
 		{Count: &writev2.Histogram_CountFloat{CountFloat: 3}, ZeroCount: &writev2.Histogram_ZeroCountFloat{ZeroCountFloat: 1},
 			PositiveSpans: []*writev2.BucketSpan{{Offset: 0, Length: 2}}, PositiveCounts: []float64{1, 2}, NegativeCounts: []float64{4},
 			CustomValues: []float64{1, 2}},
+		// The compliance suite's: a count (99) its buckets (23) do not add
+		// up to, and custom buckets.
+		{Sum: 1, Count: &writev2.Histogram_CountInt{CountInt: 99}, PositiveSpans: []*writev2.BucketSpan{{Offset: 0, Length: 3}, {Offset: 2, Length: 2}},
+			PositiveDeltas: []int64{1, 2, 1, 3, 1}},
+		{Sum: 0.05, Schema: -53, Count: &writev2.Histogram_CountInt{CountInt: 30}, PositiveSpans: []*writev2.BucketSpan{{Offset: 0, Length: 6}},
+			PositiveDeltas: []int64{2, 1, 2, 3, -1, -2}, CustomValues: []float64{0.1, 0.5, 1, 2.5, 5, 10}},
 	} {
 		b, err := h.MarshalVT()
 		if err != nil {
@@ -232,9 +238,17 @@ func FuzzValidateHistogram(f *testing.F) {
 	}
 	f.Add([]byte{0x0b, 0x08, 0x01, 0x0c})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, want := validateHistogram(data), (&writev2.Histogram{}).UnmarshalVT(data)
+		h := &writev2.Histogram{}
+		got, want := validateHistogram(data), h.UnmarshalVT(data)
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("validateHistogram: %v, UnmarshalVT: %v", got, want)
+		}
+		// checkHistogram, on the wire, refuses what sources.CheckNative
+		// refuses of the generated type.
+		if want == nil {
+			if got, _ := checkHistogram(data); got != checkHistogramRef(h) {
+				t.Fatalf("checkHistogram: %q, on the generated type: %q (%+v)", got, checkHistogramRef(h), h)
+			}
 		}
 	})
 }

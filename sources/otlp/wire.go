@@ -16,7 +16,7 @@ import (
 // export are read by no guard (another metric, another service), and
 // decoding them into pdata (one object per attribute, point and value)
 // is most of what an export costs. So a protobuf export is walked on the
-// wire first (protowire, no allocation): it is checked to be a message pdata
+// wire first (protowire; nothing is allocated for a series it cuts): it is checked to be a message pdata
 // accepts, its points are counted (MaxPoints), and the metrics and points
 // the Filter drops at the door are cut out. What is left, the metrics a
 // guard reads with their points that may be a guard's, is copied into a
@@ -76,6 +76,9 @@ func (r *Receiver) trim(body []byte) (trimmed, error) {
 		return nil
 	})
 	*buf = w.out
+	if err == nil && w.spoilt {
+		err = errLeftToPdata
+	}
 	if err != nil {
 		trimmed{buf: buf}.release()
 		return trimmed{}, err
@@ -84,13 +87,15 @@ func (r *Receiver) trim(body []byte) (trimmed, error) {
 }
 
 // trimmer writes the cut-down export. A message is opened when the first
-// thing to keep in it is found; its length is written when it is closed,
-// padded to the size of the original's (a varint may carry leading zero
-// groups): what is kept of a message is never longer than the message.
+// thing to keep in it is found, with room for its length in as many bytes
+// as the whole message's length takes: what is kept of a message is never
+// longer than the message. The length is written when it is closed, padded
+// to that room (a varint may carry leading zero groups; pdata reads them).
 type trimmer struct {
 	r      *Receiver
 	out    []byte
 	points int
+	spoilt bool // a length did not fit its room
 
 	// The ResourceMetrics and ScopeMetrics being walked: where their
 	// lengths go once opened (-1: not yet), and the lengths' sizes.
@@ -191,8 +196,13 @@ func (w *trimmer) open(num protowire.Number, lenSize int) int {
 }
 
 // close writes the length of the field opened at at, in lenSize bytes.
+// One that does not fit (not reached: see trimmer) spoils the export,
+// which goes to pdata whole.
 func (w *trimmer) close(at, lenSize int) {
 	n := uint64(len(w.out) - at - lenSize)
+	if n>>(7*lenSize) != 0 {
+		w.spoilt = true
+	}
 	for i := range lenSize - 1 {
 		w.out[at+i] = byte(n&0x7f) | 0x80
 		n >>= 7
@@ -212,10 +222,11 @@ const (
 func (w *trimmer) metric(b []byte) error {
 	var name, data []byte
 	var dataNum protowire.Number
+	named := false
 	err := eachField(b, func(num protowire.Number, _ protowire.Type, v []byte) error {
 		switch num {
 		case 1:
-			name = v // the last one wins
+			name, named = v, true // the last one wins
 		case dataGauge, dataSum, dataHistogram, dataExpHist, dataSummary:
 			data, dataNum = v, num
 		}
@@ -248,8 +259,10 @@ func (w *trimmer) metric(b []byte) error {
 	open := func() {
 		w.openScope()
 		at = w.open(2, lenSize)
-		w.out = protowire.AppendTag(w.out, 1, protowire.BytesType)
-		w.out = protowire.AppendBytes(w.out, name)
+		if named { // else not a byte more than was sent: pdata reads no name as ""
+			w.out = protowire.AppendTag(w.out, 1, protowire.BytesType)
+			w.out = protowire.AppendBytes(w.out, name)
+		}
 		if data == nil {
 			return
 		}

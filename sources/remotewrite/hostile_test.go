@@ -265,3 +265,55 @@ func TestVersionSeriesBudget(t *testing.T) {
 }
 
 func itoa(i int64) string { return strconv.FormatInt(i, 10) }
+
+// A series without a metric name, or a native histogram that does not add
+// up, is refused with 400 whether a guard reads it or not, naming it; the
+// rest of the request is written and handed on. Twin: the same request
+// without them is a 204.
+func TestSpecRefusalsBeforeTheDoor(t *testing.T) {
+	gauge := series{labels: lbls("__name__", "pool_in_use", "job", "checkout"), typ: "gauge", samples: []pt{{1000, 3}}}
+	noName := series{labels: lbls("job", "checkout", "instance", "a"), typ: "gauge", samples: []pt{{1000, 1}}}
+	emptyName := series{labels: lbls("__name__", "", "job", "checkout"), typ: "gauge", samples: []pt{{1000, 1}}}
+	badCount := series{labels: lbls("__name__", "nrt", "job", "other"), typ: "histogram", hists: []*writev2.Histogram{
+		intHistogram(1000, 0, 99, 0, 1, []*writev2.BucketSpan{span(0, 2)}, []int64{1, 1}, nil, nil)}}
+	for _, p := range protocols {
+		for _, tc := range []struct {
+			name    string
+			filter  sources.Filter
+			bad     []series
+			msg     string
+			written [3]int
+		}{
+			{"no name, unguarded", sources.FilterFunc(func(m string) bool { return m == "pool_in_use" }), []series{noName, emptyName},
+				`400 2 of the request's samples refused, first {instance="a",job="checkout"} at 1000: no_metric_name (a series without a metric name (a __name__ label with a value): the specification requires one); the rest of the request was written`,
+				[3]int{1, 0, 0}},
+			{"histogram count, unguarded", sources.FilterFunc(func(m string) bool { return m == "pool_in_use" }), []series{badCount},
+				`400 1 of the request's samples refused, first nrt{job="other"} at 1000: inconsistent_histogram (histogram buckets that do not add up to the count, or cumulative buckets that go down); the rest of the request was written`,
+				[3]int{1, 0, 0}},
+			{"histogram count, guarded", nil, []series{badCount},
+				`400 1 of the request's samples refused, first nrt{job="other"} at 1000: inconsistent_histogram (histogram buckets that do not add up to the count, or cumulative buckets that go down); the rest of the request was written`,
+				[3]int{1, 0, 0}},
+		} {
+			t.Run(p.name+"/"+tc.name, func(t *testing.T) {
+				for _, twin := range []bool{false, true} {
+					f := newFixture(t, remotewrite.Config{Filter: tc.filter})
+					ss := append([]series{gauge}, tc.bad...)
+					want := tc.msg
+					if twin {
+						ss, want = []series{gauge}, "204 "
+					}
+					resp := f.send(p.build(ss...))
+					if got := strconv.Itoa(resp.code) + " " + resp.body; got != want {
+						t.Fatalf("twin %v: answered\n%s\nwant\n%s", twin, got, want)
+					}
+					if p.name == "2.0" && resp.written != [3]string{strconv.Itoa(tc.written[0]), strconv.Itoa(tc.written[1]), strconv.Itoa(tc.written[2])} {
+						t.Errorf("twin %v: written %q, want %v", twin, resp.written, tc.written)
+					}
+					if got := f.rec.got(); !equal(got, []string{`gauge pool_in_use{job="checkout"} @1000 = 3`}) {
+						t.Errorf("twin %v: handed on %q", twin, got)
+					}
+				}
+			})
+		}
+	}
+}

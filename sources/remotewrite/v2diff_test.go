@@ -314,3 +314,29 @@ func outcome(err error, b *batch) string {
 	}
 	return formatV1Batch(b)
 }
+
+// checkHistogram runs for every histogram sample, those of series no guard
+// reads included: it must allocate nothing.
+func TestCheckHistogramAllocatesNothing(t *testing.T) {
+	h := &writev2.Histogram{Sum: 1, Count: &writev2.Histogram_CountInt{CountInt: 99},
+		PositiveSpans: []*writev2.BucketSpan{{Offset: 0, Length: 3}, {Offset: 2, Length: 2}}, PositiveDeltas: []int64{1, 2, 1, 3, 1},
+		NegativeSpans: []*writev2.BucketSpan{{Offset: 0, Length: 1}}, NegativeCounts: []float64{1}}
+	b, err := h.MarshalVT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	if n := testing.AllocsPerRun(100, func() { reason, _ = checkHistogram(b) }); n != 0 {
+		t.Errorf("checkHistogram: %v allocations", n)
+	}
+	if reason != "" {
+		t.Errorf("mixed integer and float buckets refused as %q: they are invalid_histogram, counted where the series is kept", reason)
+	}
+	h.NegativeSpans, h.NegativeCounts = nil, nil
+	if b, err = h.MarshalVT(); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { reason, _ = checkHistogram(b) }); n != 0 || reason != sources.DropInconsistentHistogram {
+		t.Errorf("checkHistogram: %v allocations, %q", n, reason)
+	}
+}

@@ -1,6 +1,15 @@
 package otlp
 
-import "testing"
+import (
+	"bytes"
+	"strconv"
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+
+	"github.com/rollguard/rollguard/sources"
+)
 
 // TestTrimmerLengthRoom: a length written in the room open left for it
 // reads back, padded; one that does not fit spoils the export (it goes
@@ -24,6 +33,62 @@ func TestTrimmerLengthRoom(t *testing.T) {
 		num, _, v, rest, ok := nextField(w.out)
 		if !ok || num != 2 || len(v) != tc.n || len(rest) != 0 {
 			t.Errorf("room %d, length %d: read back field %d of %d bytes (ok %v), %d bytes after", tc.room, tc.n, num, len(v), ok, len(rest))
+		}
+	}
+}
+
+// doorsOf is a door table for one metric and one service label value.
+type doorsOf struct{ metric, label, service string }
+
+func (d doorsOf) Wants(m string) bool { return m == d.metric }
+
+func (d doorsOf) Doors(m string) []sources.Label {
+	return []sources.Label{{Name: d.label, Value: d.service}}
+}
+
+func (d doorsOf) WantsSeries(m string, ls sources.Labels) bool {
+	return m == d.metric && ls.Get(d.label) == d.service
+}
+
+// TestTrimAllocatesNothingPerSeries: the walk over an export whose series
+// are all another service's, or all another metric's, allocates as much
+// for 2,000 of them as for 20: the door costs no allocation per series.
+func TestTrimAllocatesNothingPerSeries(t *testing.T) {
+	export := func(n int) []byte {
+		md := pmetric.NewMetrics()
+		for i := range n {
+			rm := md.ResourceMetrics().AppendEmpty()
+			rm.Resource().Attributes().PutStr("job", "svc-"+strconv.Itoa(i%97))
+			m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+			m.SetName("http_requests_total")
+			dp := m.SetEmptySum().DataPoints().AppendEmpty()
+			dp.Attributes().PutStr("route", "/r"+strconv.Itoa(i))
+			dp.Attributes().PutInt("code", 200)
+			dp.SetDoubleValue(1)
+		}
+		b, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	small, big := export(20), export(2000)
+	for _, f := range []doorsOf{{"http_requests_total", "job", "checkout"}, {"other", "job", "checkout"}} {
+		r := NewReceiver(Config{Filter: f})
+		allocs := func(body []byte) float64 {
+			return testing.AllocsPerRun(20, func() {
+				tr, err := r.trim(body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tr.points != bytes.Count(body, []byte("/r")) {
+					t.Fatalf("%d points counted", tr.points)
+				}
+				tr.release()
+			})
+		}
+		if a, b := allocs(small), allocs(big); b > a {
+			t.Errorf("metric %s: %v allocations walking 20 series, %v walking 2,000", f.metric, a, b)
 		}
 	}
 }

@@ -52,6 +52,11 @@ func (p *Playbook) evictUnowned() {
 			gone[inc.Guard] = true
 		}
 	}
+	for g := range p.adopted {
+		if !p.o.Owns(g) {
+			delete(p.adopted, g) // to be adopted again before it decides (acts)
+		}
+	}
 	for _, g := range slices.Sorted(maps.Keys(gone)) {
 		p.o.Logger.Warn("guard no longer owned: its incidents are forgotten here, its owner continues them from the store", "guard", g)
 		p.model.Release(g)

@@ -120,6 +120,10 @@ type Playbook struct {
 
 	resultKeys atomic.Pointer[Verifier] // nil: results are not verified
 
+	// adopted are the guards Adopt took over, in a cluster (see acts);
+	// under mu.
+	adopted map[string]bool
+
 	memMu  sync.Mutex
 	memory []Message // the outbox when there is no durable one
 	// onWire are messages an earlier owner of an adopted guard published
@@ -409,7 +413,32 @@ func (p *Playbook) Restore(ctx context.Context) error {
 // lease was taken): they continue from their state in the store, and their
 // deployments reopen in the detector. Incidents already held are kept.
 func (p *Playbook) Adopt(ctx context.Context, guard string) error {
-	return p.restore(ctx, func(g string) bool { return g == guard })
+	err := p.restore(ctx, func(g string) bool { return g == guard })
+	p.mu.Lock()
+	if p.adopted == nil {
+		p.adopted = map[string]bool{}
+	}
+	p.adopted[guard] = true // verdicts count from now on (see acts)
+	p.mu.Unlock()
+	return err
+}
+
+// acts reports whether this replica decides for guard now: it owns the
+// guard and has adopted it — restored its incidents from the store and
+// learnt what was published. A verdict that comes between the lease and
+// the adoption (or after ownership lapsed for a moment and before the
+// guard is adopted again) must not open an incident the store already
+// holds.
+func (p *Playbook) acts(guard string) bool {
+	if p.o.Owns == nil {
+		return true
+	}
+	if !p.o.Owns(guard) {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.adopted[guard]
 }
 
 // Release forgets a guard's incidents (another replica owns it now); what
@@ -482,7 +511,7 @@ func (p *Playbook) Run(ctx context.Context) error {
 			p.persist(context.Background())
 			return nil
 		case v := <-p.verdicts:
-			if p.o.Owns == nil || p.o.Owns(v.Guard) { // else another replica owns the guard: it alone acts
+			if p.acts(v.Guard) { // else another replica owns the guard (it alone acts), or it is not adopted yet
 				p.step(func(m *Model) Effects { return m.Verdict(v, p.o.Now()) })
 			}
 		case r := <-p.results:

@@ -288,7 +288,10 @@ func (l *Leases) step(ctx context.Context, g string) {
 			return
 		}
 		if err == nil {
-			back := e.expired
+			// Back: the deadline passed before this renewal landed, so Owns
+			// said no meanwhile (whether or not expire has run yet) and the
+			// playbook may have let the guard's incidents go: adopt again.
+			back := e.expired || !l.now().Before(e.deadline)
 			e.rev, e.deadline, e.expired, e.failing = nrev, sent.Add(l.ttl-l.margin), false, false
 			l.mu.Unlock()
 			if back {

@@ -120,9 +120,11 @@ type Playbook struct {
 
 	resultKeys atomic.Pointer[Verifier] // nil: results are not verified
 
-	// adopted are the guards Adopt took over, in a cluster (see acts);
+	// adopted are the guards Adopt took over, in a cluster; adoptedAll
+	// says Restore took every guard over (a single rollguard). See acts;
 	// under mu.
-	adopted map[string]bool
+	adopted    map[string]bool
+	adoptedAll bool
 
 	memMu  sync.Mutex
 	memory []Message // the outbox when there is no durable one
@@ -406,7 +408,11 @@ func (p *Playbook) HandleResult(ctx context.Context, r ResultData) error {
 // messages left in the outbox, and reopens the open incidents' deployments
 // in the detector so verification continues. Call it before Run.
 func (p *Playbook) Restore(ctx context.Context) error {
-	return p.restore(ctx, func(string) bool { return true })
+	err := p.restore(ctx, func(string) bool { return true })
+	p.mu.Lock()
+	p.adoptedAll = true // a single rollguard: every guard is its own from here on (see acts)
+	p.mu.Unlock()
+	return err
 }
 
 // Adopt takes over the incidents of a guard this replica now owns (its
@@ -438,7 +444,7 @@ func (p *Playbook) acts(guard string) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.adopted[guard]
+	return p.adoptedAll || p.adopted[guard]
 }
 
 // Release forgets a guard's incidents (another replica owns it now); what

@@ -18,7 +18,6 @@ import (
 
 	"github.com/rollguard/rollguard/actions"
 	"github.com/rollguard/rollguard/actions/actuator"
-	"github.com/rollguard/rollguard/actions/wire"
 )
 
 // actuateOptions are the flags of `rollguard actuate`.
@@ -121,18 +120,9 @@ func (o actuateOptions) build() (*actions.Verifier, actuator.Driver, error) {
 	if strings.TrimSpace(o.durable) == "" {
 		return nil, nil, errors.New("--durable is empty: name the consumer, e.g. --durable=actuator-flagd")
 	}
-	fromFiles, err := wire.ReadKeyFiles(o.keyFiles...)
+	verifier, err := trustedVerifier(o.keys, o.keyFiles, "an actuator acts only on commands it can verify")
 	if err != nil {
-		return nil, nil, fmt.Errorf("--verify.key-file: %w", err)
-	}
-	keys := append(append([]string(nil), o.keys...), fromFiles...)
-	if len(keys) == 0 {
-		return nil, nil, errors.New("no trusted key: an actuator acts only on commands it can verify; " +
-			"pass --verify.key=U… or --verify.key-file=<rollguard storage.path>/signing.pub")
-	}
-	verifier, err := actions.NewVerifier(keys...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--verify.key: %w", err)
+		return nil, nil, err
 	}
 	var d actuator.Driver
 	switch o.driver {

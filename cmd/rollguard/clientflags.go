@@ -1,11 +1,15 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 	commoncfg "github.com/prometheus/common/config"
 
+	"github.com/rollguard/rollguard/actions/wire"
 	"github.com/rollguard/rollguard/configs"
 )
 
@@ -40,4 +44,23 @@ type logFlags struct{ level, format string }
 func (l *logFlags) flags(cmd *kingpin.CmdClause) {
 	cmd.Flag("log.level", "Only log messages at or above this level: debug, info, warn, error.").Default("info").EnumVar(&l.level, "debug", "info", "warn", "error")
 	cmd.Flag("log.format", "Log format: logfmt (key=value text) or json.").Default("logfmt").EnumVar(&l.format, "logfmt", "json")
+}
+
+// trustedVerifier builds the verifier of the keys given by --verify.key
+// and --verify.key-file; why says, when none is given, why one is needed.
+func trustedVerifier(keys, keyFiles []string, why string) (*wire.Verifier, error) {
+	fromFiles, err := wire.ReadKeyFiles(keyFiles...)
+	if err != nil {
+		return nil, fmt.Errorf("--verify.key-file: %w", err)
+	}
+	all := append(append([]string(nil), keys...), fromFiles...)
+	if len(all) == 0 {
+		return nil, errors.New("no trusted key: " + why + "; " +
+			"pass --verify.key=U… or --verify.key-file=<rollguard storage.path>/signing.pub")
+	}
+	v, err := wire.NewVerifier(all...)
+	if err != nil {
+		return nil, fmt.Errorf("--verify.key: %w", err)
+	}
+	return v, nil
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rollguard/rollguard/actions"
-	"github.com/rollguard/rollguard/actions/wire"
 	"github.com/rollguard/rollguard/notify"
 )
 
@@ -125,18 +124,9 @@ func (o notifyOptions) build(log hclog.Logger) (*actions.Verifier, notify.Driver
 	if strings.TrimSpace(o.durable) == "" {
 		return nil, nil, errors.New("--durable is empty: name the consumer, e.g. --durable=notify-slack")
 	}
-	fromFiles, err := wire.ReadKeyFiles(o.keyFiles...)
+	verifier, err := trustedVerifier(o.keys, o.keyFiles, "a notifier delivers only what rollguard signed")
 	if err != nil {
-		return nil, nil, fmt.Errorf("--verify.key-file: %w", err)
-	}
-	keys := append(append([]string(nil), o.keys...), fromFiles...)
-	if len(keys) == 0 {
-		return nil, nil, errors.New("no trusted key: a notifier delivers only what rollguard signed; " +
-			"pass --verify.key=U… or --verify.key-file=<rollguard storage.path>/signing.pub")
-	}
-	verifier, err := actions.NewVerifier(keys...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--verify.key: %w", err)
+		return nil, nil, err
 	}
 	header := http.Header{}
 	for _, h := range o.headers {

@@ -10,6 +10,10 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # A real Prometheus for the PromQL-polling tests and the ingest comparison.
 PROMETHEUS_VERSION := v0.316.0
 PROMETHEUS := $(GOBIN)/prometheus
+# The OpenTelemetry Collector of the OTLP comparison, built by its builder (ocb) of the
+# same release from tools/otelcol/builder.yaml (whose module versions must match).
+OTELCOL_VERSION := v0.165.0
+OTELCOL := $(GOBIN)/otelcol-bench
 # A real Alertmanager for the notifier's tests. v0.28.1 is the newest tag that
 # `go install` builds: later ones embed ui/app/dist, which their module zip lacks.
 ALERTMANAGER_VERSION := v0.28.1
@@ -20,7 +24,7 @@ ALERTMANAGER := $(GOBIN)/alertmanager
 BROWSERS   := chromium chromium-browser google-chrome google-chrome-stable
 find_chromium = $(firstword $(ROLLGUARD_CHROMIUM) $(shell for b in $(BROWSERS); do command -v $$b && break; done 2>/dev/null; true))
 
-.PHONY: all build image run test test-helm fuzz bench bench-detect lint clean prometheus chromium
+.PHONY: all build image run test test-helm fuzz bench bench-detect lint clean prometheus otelcol chromium
 
 all: build
 
@@ -94,11 +98,24 @@ fuzz:
 		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t##*:}$$" -fuzztime $(FUZZTIME); \
 	done
 
-## bench: the Go benchmarks with allocations, then the end-to-end ingest
-## comparison with Prometheus (scripts/bench.sh, over loopback).
+## otelcol: build the OpenTelemetry Collector (otlp receiver → nop exporter) with its builder
+## from the Go module proxy, in a temporary module of its own (a minute or two, once).
+otelcol: $(OTELCOL)
+$(OTELCOL): tools/otelcol/builder.yaml
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "otelcol: builder $(OTELCOL_VERSION), tools/otelcol/builder.yaml"; \
+	GOFLAGS= GOBIN="$$tmp/bin" $(GO) install go.opentelemetry.io/collector/cmd/builder@$(OTELCOL_VERSION); \
+	cd "$$tmp" && GOFLAGS= ./bin/builder --config="$(CURDIR)/tools/otelcol/builder.yaml" >builder.log 2>&1 \
+		|| { tail -30 builder.log >&2; exit 1; }; \
+	mkdir -p "$(GOBIN)" && install -m 0755 otelcol-bench/otelcol-bench "$@"
+
+## bench: the Go benchmarks with allocations, then the end-to-end ingest comparison
+## (scripts/bench.sh, over loopback, at GOMAXPROCS 2 and 8): remote write against Prometheus,
+## OTLP against the OpenTelemetry Collector; a peer that cannot be built is skipped.
 bench: $(PROMETHEUS)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	PROMETHEUS=$(PROMETHEUS) ./scripts/bench.sh
+	@$(MAKE) --no-print-directory otelcol || echo "bench: the OpenTelemetry Collector could not be built: the OTLP comparison is skipped" >&2
+	PROMETHEUS=$(PROMETHEUS) OTELCOL=$(OTELCOL) ./scripts/bench.sh
 
 ## bench-detect: the detection benchmark of DETECTION.md and its nuisance suite (about 5 min on 2
 ## cores, fixed seeds); writes docs/detection.md.

@@ -9,6 +9,11 @@
 // sent -rounds times with timestamps 15 s apart. Encoding (and snappy) is
 // done before the clock starts; per-series order is kept by giving every
 // worker a fixed set of batches.
+//
+// The target's CPU time and resident memory come from /proc/<pid> when -pid
+// is given (every target the same way: Prometheus, rollguard and the
+// OpenTelemetry Collector name their process metrics differently), else from
+// its /metrics (process_cpu_seconds_total, process_resident_memory_bytes).
 package main
 
 import (
@@ -39,6 +44,7 @@ type options struct {
 	url, format, metricsURL, name  string
 	series, batch, rounds, workers int
 	guarded                        float64
+	pid, clockTicks                int
 }
 
 type result struct {
@@ -53,7 +59,7 @@ type result struct {
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
 	RSSBytes      float64 `json:"rss_bytes"`
-	// CPUSeconds is the target's process_cpu_seconds_total over the run.
+	// CPUSeconds is the target's CPU time (user and system) over the run.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// CPUPerMillion is the target's CPU time per million accepted samples.
 	CPUPerMillion float64 `json:"cpu_seconds_per_million_samples"`
@@ -63,7 +69,9 @@ func main() {
 	var o options
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:9469/api/v1/write", "endpoint to send to")
 	flag.StringVar(&o.format, "format", "rw1", "rw1, rw2 or otlp")
-	flag.StringVar(&o.metricsURL, "metrics-url", "", "the target's /metrics, to read process_resident_memory_bytes after the run")
+	flag.StringVar(&o.metricsURL, "metrics-url", "", "the target's /metrics, to read process_cpu_seconds_total and process_resident_memory_bytes (when -pid is not given)")
+	flag.IntVar(&o.pid, "pid", 0, "the target's process id, to read its CPU time and RSS from /proc (Linux)")
+	flag.IntVar(&o.clockTicks, "clock-ticks", 100, "clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK)")
 	flag.StringVar(&o.name, "name", "", "name of the run in the output")
 	flag.IntVar(&o.series, "series", 20000, "series")
 	flag.IntVar(&o.batch, "batch", 2000, "series per request")
@@ -216,7 +224,11 @@ func run(o options) (result, error) {
 	res := result{Name: o.name, Format: o.format}
 	var latencies []time.Duration
 	var wg sync.WaitGroup
-	cpu0 := readMetric(o.metricsURL, "process_cpu_seconds_total")
+	target := targetProcess{pid: o.pid, clockTicks: o.clockTicks, metricsURL: o.metricsURL}
+	cpu0, err := target.cpuSeconds()
+	if err != nil {
+		return result{}, err
+	}
 	t0 := time.Now()
 	for w := 0; w < o.workers; w++ {
 		wg.Add(1)
@@ -253,12 +265,16 @@ func run(o options) (result, error) {
 		res.P50ms = float64(latencies[n/2].Microseconds()) / 1000
 		res.P99ms = float64(latencies[min(n-1, n*99/100)].Microseconds()) / 1000
 	}
-	if o.metricsURL != "" {
-		res.RSSBytes = readMetric(o.metricsURL, "process_resident_memory_bytes")
-		res.CPUSeconds = readMetric(o.metricsURL, "process_cpu_seconds_total") - cpu0
-		if res.Samples > 0 {
-			res.CPUPerMillion = res.CPUSeconds / float64(res.Samples) * 1e6
-		}
+	cpu1, err := target.cpuSeconds()
+	if err != nil {
+		return result{}, err
+	}
+	if res.RSSBytes, err = target.rssBytes(); err != nil {
+		return result{}, err
+	}
+	res.CPUSeconds = cpu1 - cpu0
+	if res.Samples > 0 {
+		res.CPUPerMillion = res.CPUSeconds / float64(res.Samples) * 1e6
 	}
 	return res, nil
 }
@@ -293,6 +309,74 @@ func send(c *http.Client, o options, p payload) (time.Duration, int, error) {
 		accepted, _ = strconv.Atoi(h)
 	}
 	return lat, accepted, nil
+}
+
+// targetProcess reads the CPU time and RSS of the process under load: from
+// /proc/<pid> when pid is set, else from its /metrics, else zero.
+type targetProcess struct {
+	pid, clockTicks int
+	metricsURL      string
+}
+
+func (t targetProcess) cpuSeconds() (float64, error) {
+	if t.pid == 0 {
+		return readMetric(t.metricsURL, "process_cpu_seconds_total"), nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(t.pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read the target's CPU time: %w", err)
+	}
+	return parseStatCPU(string(b), t.clockTicks)
+}
+
+func (t targetProcess) rssBytes() (float64, error) {
+	if t.pid == 0 {
+		return readMetric(t.metricsURL, "process_resident_memory_bytes"), nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(t.pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read the target's RSS: %w", err)
+	}
+	return parseStatusRSS(string(b))
+}
+
+// parseStatCPU returns utime+stime of a /proc/<pid>/stat line in seconds.
+// The command name (field 2) may hold spaces and parentheses, so fields are
+// counted from the last ')'.
+func parseStatCPU(stat string, clockTicks int) (float64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 || clockTicks <= 0 {
+		return 0, fmt.Errorf("parse /proc/<pid>/stat: no command name in %.60q", stat)
+	}
+	// After ")": state(3) ppid(4) ... utime(14) stime(15).
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/<pid>/stat: %d fields after the command name, want at least 13", len(f))
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/<pid>/stat: utime %q, stime %q", f[11], f[12])
+	}
+	return float64(utime+stime) / float64(clockTicks), nil
+}
+
+// parseStatusRSS returns VmRSS of /proc/<pid>/status in bytes.
+func parseStatusRSS(status string) (float64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("parse /proc/<pid>/status: VmRSS %q, want \"N kB\"", strings.TrimSpace(rest))
+			}
+			kb, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse /proc/<pid>/status: VmRSS: %w", err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("parse /proc/<pid>/status: no VmRSS line")
 }
 
 func readMetric(url, name string) float64 {

@@ -74,6 +74,14 @@ type CountTest struct {
 	logE    float64
 	maxLogE float64
 	lr      []float64 // scratch: one tick's log-likelihood ratios
+	// rawLogE is the e-detector's log e-value before the burst cap;
+	// capLoss is what the cap has taken from it (logE = rawLogE − capLoss).
+	rawLogE, capLoss float64
+	// BurstTicks is the longest excursion of a single source the test does
+	// not take for a version effect (see burstCap).
+	BurstTicks int
+	// Recent are the levels of the last BurstTicks ticks (burstBudget).
+	Recent []level
 
 	disp dispersion
 	// shock and pend: ticks of a common shock are held and tested together
@@ -117,7 +125,7 @@ const (
 // NewCountTest builds a test of θ ≤ theta0 at level alpha.
 func NewCountTest(theta0, alpha float64) *CountTest {
 	kBelow := int(math.Ceil(gridPerDoubling * math.Log2(theta0/gridFloor)))
-	t := &CountTest{theta0: theta0, alpha: alpha, i0: kBelow, edge: theta0}
+	t := &CountTest{theta0: theta0, alpha: alpha, i0: kBelow, edge: theta0, BurstTicks: DefaultBurstTicks}
 	for k := -kBelow; k <= alternatives; k++ {
 		th := theta0 * math.Exp2(float64(k)/gridPerDoubling)
 		if k == 0 {
@@ -151,19 +159,88 @@ type pending struct {
 	X, Nc, Y, Nb float64
 	Ticks        int
 	Extreme      bool
+	// Few: a held tick's candidate had fewer than BurstPods pods, so the
+	// burst cap applies to the block.
+	Few bool `json:",omitempty"`
 }
 
 func (p *pending) add(o pending) {
 	p.X, p.Nc, p.Y, p.Nb, p.Ticks = p.X+o.X, p.Nc+o.Nc, p.Y+o.Y, p.Nb+o.Nb, p.Ticks+o.Ticks
+	p.Few = p.Few || o.Few
 }
 
 // flush tests the held ticks as one, and empties p.
 func (t *CountTest) flush(p *pending, phi phiPair) {
 	if p.X+p.Y > 0 {
-		t.update(p.X, p.Nc, p.Y, p.Nb, phi)
+		limit := math.Inf(1)
+		if p.Few && t.BurstTicks >= 0 {
+			limit = t.burstBudget() - t.recentRise()
+		}
+		t.update(p.X, p.Nc, p.Y, p.Nb, phi, limit)
 	}
 	*p = pending{}
 }
+
+// level is the log e-value before a test of held ticks, at the tick that
+// flushed them.
+type level struct {
+	Tick int
+	LogE float64
+}
+
+// recentRise records the level now (before a test of held ticks) and
+// reports how far the log e-value has risen within the window: from the
+// lowest level in it, or the level it started from, to now.
+func (t *CountTest) recentRise() float64 {
+	t.Recent = append(t.Recent, level{Tick: t.Ticks, LogE: t.logE})
+	// Keep the levels of the window, and the last one before it: the level
+	// the window started from.
+	i := 0
+	for i+1 < len(t.Recent) && t.Recent[i+1].Tick < t.Ticks-t.window() {
+		i++
+	}
+	t.Recent = append(t.Recent[:0], t.Recent[i:]...)
+	lo := t.logE
+	for _, l := range t.Recent {
+		lo = math.Min(lo, l.LogE)
+	}
+	// A rise from below 1 counts from 1: the budget is there to keep a
+	// burst from carrying the e-value past the threshold, and from below 1
+	// it cannot carry it further than from 1.
+	return t.logE - math.Max(lo, 0)
+}
+
+// DefaultBurstTicks is the longest excursion of one pod the test does not
+// take for a version effect: 6 ticks, a minute at the default 10 s
+// evaluation interval. BurstPods is the candidate pod count below which it
+// applies: with three pods or more a burst on one of them shows as
+// variation between the candidate's pods, which the tick's dispersion
+// already weighs.
+const (
+	DefaultBurstTicks = 6
+	BurstPods         = 3
+)
+
+// burstBudget is the most the log e-value may rise within any BurstTicks+1
+// ticks while the candidate has fewer than BurstPods pods (or no pod
+// label): a pod that bursts — ten times its errors for a minute, then back
+// to normal — is, on the candidate's only pod, the same data as a short
+// regression, and only persistence tells them apart. With the rise over
+// any window() ticks held to log(threshold), an excursion no longer than
+// BurstTicks ticks cannot carry the e-value from 1 (or below) past the
+// threshold, however strong it is; a regression that persists gets there
+// a window later at most, and one that builds its evidence gradually (a
+// ratio of 2 at a 5 % canary gains about 0.3 a tick) is hardly slowed. The capped e-value is the uncapped one times factors ≤ 1, so it is
+// never above it and Ville's inequality bounds its false alarms as before:
+// the cap only gives up power.
+func (t *CountTest) burstBudget() float64 {
+	return math.Log(0.9 * t.Threshold())
+}
+
+// window is the ticks over which burstBudget holds: a burst of BurstTicks
+// ticks that does not start on a tick's edge touches one tick more, and
+// the test holds every ordinary tick for one tick.
+func (t *CountTest) window() int { return t.BurstTicks + 2 }
 
 // Flush tests the ticks held now (the first ticks, a shock under way, the
 // last ordinary tick) without waiting for the tick that would follow: the
@@ -292,8 +369,12 @@ type Block struct {
 // ObserveBlocks adds one tick given per pod.
 func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	var x, nc, y, nb float64
+	pods := 0
 	for _, b := range cand {
 		x, nc = x+b.Bad, nc+b.Total
+		if b.Total > 0 {
+			pods++
+		}
 	}
 	for _, b := range base {
 		y, nb = y+b.Bad, nb+b.Total
@@ -306,7 +387,7 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 	extreme := false
 	if nc > 0 && nb > 0 {
 		phi := t.disp.phis()
-		cur := pending{X: x, Nc: nc, Y: y, Nb: nb, Ticks: 1}
+		cur := pending{X: x, Nc: nc, Y: y, Nb: nb, Ticks: 1, Few: pods < BurstPods}
 		shock := t.shock.is(x+y, nc+nb, phi.tick)
 		extreme = shock && t.shock.extreme(x+y, nc+nb, phi.tick)
 		switch {
@@ -357,7 +438,7 @@ func (t *CountTest) ObserveBlocks(cand, base []Block) {
 }
 
 // update adds one informative tick at dispersion phi.
-func (t *CountTest) update(x, nc, y, nb float64, phi phiPair) {
+func (t *CountTest) update(x, nc, y, nb float64, phi phiPair, limit float64) {
 	// log q(θ)^x (1−q(θ))^y = x·log θ − (x+y)·log(1 + ρ(θ−1)) + terms
 	// the same for every θ, which cancel in every ratio read from logL.
 	rho := nc / (nc + nb)
@@ -385,7 +466,12 @@ func (t *CountTest) update(x, nc, y, nb float64, phi phiPair) {
 	for j, w := range t.logW {
 		sum += math.Exp(t.logR[j] + w - mx)
 	}
-	t.logE = logAddExp(mx+math.Log(sum), math.Log(math.Max(0, 1-t.started)))
+	raw := logAddExp(mx+math.Log(sum), math.Log(math.Max(0, 1-t.started)))
+	if up := raw - t.rawLogE; up > limit {
+		t.capLoss += up - limit
+	}
+	t.rawLogE = raw
+	t.logE = raw - t.capLoss
 	t.maxLogE = math.Max(t.maxLogE, t.logE)
 }
 
@@ -496,13 +582,22 @@ func (t *CountTest) Pods() (candidate, baseline int) { return t.disp.Now[0], t.d
 func (t *CountTest) Assumption() string {
 	c, b := t.Pods()
 	if c <= 1 && b <= 1 {
-		return fmt.Sprintf("no pod label: each cohort's tick is one block; dispersion %.3g from the variation between ticks; requests within a tick taken as exchangeable", t.Dispersion()) + t.droppedNote()
+		return fmt.Sprintf("no pod label: each cohort's tick is one block; dispersion %.3g from the variation between ticks; requests within a tick taken as exchangeable", t.Dispersion()) + t.burstNote() + t.droppedNote()
 	}
 	s := fmt.Sprintf("pod × tick blocks (%d candidate, %d baseline pods); dispersion %.3g from the variation between pods of a cohort", c, b, t.Dispersion())
 	if t.edge > t.theta0*1.0005 {
 		s += fmt.Sprintf("; the pods' spread (%.3g %%) widens the tolerance to %.3g", 100*t.disp.Tau, t.edge)
 	}
-	return s + t.droppedNote()
+	return s + t.burstNote() + t.droppedNote()
+}
+
+// burstNote says when the burst budget applies: the candidate has fewer
+// than BurstPods pods.
+func (t *CountTest) burstNote() string {
+	if c, _ := t.Pods(); c >= BurstPods || t.BurstTicks < 0 {
+		return ""
+	}
+	return fmt.Sprintf("; fewer than %d candidate pods, so an excursion of %d ticks or less is not taken for a version effect (burst budget)", BurstPods, t.BurstTicks)
 }
 
 func (t *CountTest) droppedNote() string {
@@ -580,7 +675,7 @@ func (t *CountTest) MarshalBinary() ([]byte, error) {
 		Theta0: t.theta0, Alpha: t.alpha, LogL: floats(t.logL), LogR: floats(t.logR), Started: t.started, Starts: t.starts,
 		LogE: t.logE, MaxLogE: t.maxLogE, Disp: &t.disp, Edge: t.edge, Shock: t.shock, Pending: t.pend, Previous: t.prev,
 		CandidateBad: t.CandidateBad, BaselineBad: t.BaselineBad, CandidateTotal: t.CandidateTotal, BaselineTotal: t.BaselineTotal, Ticks: t.Ticks,
-		Dropped: t.Dropped,
+		Dropped: t.Dropped, RawLogE: t.rawLogE, CapLoss: t.capLoss, Recent: t.Recent, BurstTicks: &t.BurstTicks,
 	})
 }
 
@@ -613,6 +708,17 @@ func (t *CountTest) UnmarshalBinary(b []byte) error {
 	n.started, n.starts, n.logE, n.maxLogE, n.edge = s.Started, s.Starts, s.LogE, s.MaxLogE, math.Max(s.Edge, s.Theta0)
 	n.CandidateBad, n.BaselineBad, n.CandidateTotal, n.BaselineTotal, n.Ticks = s.CandidateBad, s.BaselineBad, s.CandidateTotal, s.BaselineTotal, s.Ticks
 	n.Dropped = s.Dropped
+	// A checkpoint from before the burst budget had no cap taken.
+	n.rawLogE, n.capLoss, n.Recent = s.LogE, 0, s.Recent
+	if s.CapLoss != 0 || s.RawLogE != 0 {
+		n.rawLogE, n.capLoss = s.RawLogE, s.CapLoss
+	}
+	if !(n.capLoss >= 0) || math.Abs(n.rawLogE-n.capLoss-n.logE) > 1e-9*math.Max(1, math.Abs(n.logE)) {
+		return fmt.Errorf("count test checkpoint: log e-value %v is not %v less the burst cap's %v", n.logE, n.rawLogE, n.capLoss)
+	}
+	if s.BurstTicks != nil {
+		n.BurstTicks = *s.BurstTicks
+	}
 	*t = *n
 	return nil
 }
@@ -629,6 +735,9 @@ type countTestState struct {
 	Pending, Previous                                        pending
 	CandidateBad, BaselineBad, CandidateTotal, BaselineTotal float64
 	Ticks, Dropped                                           int
+	RawLogE, CapLoss                                         float64
+	Recent                                                   []level
+	BurstTicks                                               *int
 }
 
 // logMeanExp is log(mean(exp(v))) computed without overflow.

@@ -86,7 +86,7 @@ func observeUngated(ct *CountTest, x, nc, y, nb float64) {
 	ct.BaselineTotal += nb
 	ct.Ticks++
 	if nc > 0 && nb > 0 && x+y > 0 {
-		ct.update(x, nc, y, nb, phiPair{1, 1})
+		ct.update(x, nc, y, nb, phiPair{1, 1}, math.Inf(1))
 	}
 }
 

@@ -157,7 +157,7 @@ func robustExpectation(theta0 float64, thetas []float64, looks []robustLook, clu
 		ct := NewCountTest(theta0, 0.01)
 		c := float64(cluster)
 		for j, l := range looks {
-			ct.update(c*float64(xs[j]), l.nc, c*float64(l.e-xs[j]), l.nb, phiPair{1, phi(j, xs[:j])})
+			ct.update(c*float64(xs[j]), l.nc, c*float64(l.e-xs[j]), l.nb, phiPair{1, phi(j, xs[:j])}, math.Inf(1))
 		}
 		for k := range thetas {
 			p := bigF(ct.EValue())
@@ -249,8 +249,8 @@ func TestRobustTemperingClusters(t *testing.T) {
 		for _, e := range []int{1, 3, 8, 20} {
 			for x := 0; x <= e; x++ {
 				a, b := NewCountTest(1, 0.01), NewCountTest(1, 0.01)
-				a.update(3*float64(x), nc, 3*float64(e-x), nb, phiPair{1, 3})
-				b.update(float64(x), nc, float64(e-x), nb, phiPair{1, 1})
+				a.update(3*float64(x), nc, 3*float64(e-x), nb, phiPair{1, 3}, math.Inf(1))
+				b.update(float64(x), nc, float64(e-x), nb, phiPair{1, 1}, math.Inf(1))
 				if d := math.Abs(a.LogEValue() - b.LogEValue()); d > 1e-12*math.Max(1, math.Abs(b.LogEValue())) {
 					t.Errorf("ρ=%v e=%d x=%d: log e-value of tripled counts at φ=3 %v, of the clusters %v", rho, e, x, a.LogEValue(), b.LogEValue())
 				}
@@ -369,7 +369,7 @@ func TestRobustRetryClustersDoNotFire(t *testing.T) {
 			x, nc := robustSum(cand)
 			y, nb := robustSum(base)
 			if nc > 0 && nb > 0 && x+y > 0 && !untempered.Regressed() {
-				untempered.update(x, nc, y, nb, phiPair{1, 1})
+				untempered.update(x, nc, y, nb, phiPair{1, 1}, math.Inf(1))
 			}
 		}
 		if ct.Regressed() {
@@ -835,7 +835,9 @@ func TestRobustCheckpointCorrupt(t *testing.T) {
 // finite, EValue is +Inf, PValue 0, nothing is NaN, the interval always
 // holds the true ratio and after the last tick has finite ends close to it,
 // and the dispersion and edge stay finite. The
-// twin: the same volumes with equal rates (A/A) do not regress.
+// twin: the same volumes with equal rates (A/A) do not regress. The
+// candidate has two pods, so the burst budget would hold the e-value back
+// for a window; it is switched off (BurstTicks −1) to reach the overflow.
 func TestRobustNoOverflow(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -845,6 +847,7 @@ func TestRobustNoOverflow(t *testing.T) {
 		for _, pods := range []bool{true, false} {
 			name := fmt.Sprintf("%s pods=%v", tc.name, pods)
 			ct := NewCountTest(1.1, 0.01)
+			ct.BurstTicks = -1
 			for i := 0; i < 12; i++ {
 				// Slightly different rates per pod and tick, so that the
 				// dispersion has something (tiny) to estimate.

@@ -25,19 +25,26 @@ const (
 	// DropVersionSeriesLimit: a new series of a service version that
 	// already holds limits.max_series_per_version series.
 	DropVersionSeriesLimit = "version_series_limit"
+	// DropInvalidLabel: a series has a label with an empty name, or a
+	// label name or value that is not UTF-8.
+	DropInvalidLabel = "invalid_label"
+	// DropDuplicateLabel: a series has two labels of the same name.
+	DropDuplicateLabel = "duplicate_label"
 )
 
 // Rejected says whether a drop reason is a value the sender must not send
-// (a series without a metric name, a count no counter can have, buckets
-// that do not add up, a timestamp that would poison the state), as opposed
-// to a point that came too late or twice, or a budget that is full. Remote
-// write answers 400 for the first kind, as its specification asks of a
-// series without a name and of a histogram that does not add up.
+// (a series without a metric name, labels the specification forbids, a
+// count no counter can have, buckets that do not add up, a timestamp that
+// would poison the state), as opposed to a point that came too late or
+// twice, or a budget that is full. Remote write answers 400 for the first
+// kind, as its specification asks of a series without a name, of labels
+// that are empty, not UTF-8 or repeated, and of a histogram that does not
+// add up.
 // (Malformed histograms, invalid_histogram, are counted and answered 204,
 // as before these checks.)
 func Rejected(reason string) bool {
 	switch reason {
-	case DropNoName, DropInvalidValue, DropInconsistentHistogram, DropTooManyBuckets, DropTooFarAhead:
+	case DropNoName, DropInvalidLabel, DropDuplicateLabel, DropInvalidValue, DropInconsistentHistogram, DropTooManyBuckets, DropTooFarAhead:
 		return true
 	}
 	return false

@@ -89,6 +89,16 @@ func fuzzSeeds(t testing.TB, v2 bool) map[string][]byte {
 	seeds["stale_counter"] = build(ctr(1000, 1), ctr(2000, staleNaN))
 	seeds["year_2200"] = build(ctr(1000, 1), ctr(7258118400000, 1e9), ctr(3000, 4))
 	seeds["duplicate_series"] = build(ctr(1000, 10), ctr(1000, 10), ctr(1000, 3))
+	// Labels the specification forbids (issue 16), each after a healthy
+	// series, and their healthy twin: refused (400) guarded or not.
+	gauge := func(kv ...string) series { return series{labels: kv, typ: "gauge", samples: []pt{{1000, 1}}} }
+	seeds["label_empty_name"] = build(ctr(1000, 1), gauge("__name__", "node_load1", "", "x"))
+	seeds["label_name_not_utf8"] = build(ctr(1000, 1), gauge("__name__", "node_load1", "zo\xffne", "a"))
+	seeds["label_value_not_utf8"] = build(ctr(1000, 1), gauge("__name__", "node_load1", "job", "no\xffde"))
+	seeds["metric_name_not_utf8"] = build(ctr(1000, 1), gauge("__name__", "node_\xff", "job", "node"))
+	seeds["label_name_twice"] = build(ctr(1000, 1), gauge("__name__", "node_load1", "job", "node", "job", "other"))
+	seeds["metric_name_twice"] = build(ctr(1000, 1), gauge("__name__", "node_load1", "__name__", "node_load5"))
+	seeds["label_utf8_distinct"] = build(ctr(1000, 1), gauge("__name__", "node_load1", "job", "zürich", "größe", "日本"))
 	seeds["classic_buckets_down"] = build(rt("0.1", 5), rt("1", 3), rt("+Inf", 5),
 		series{labels: lbls("__name__", "rt_count"), typ: "histogram", family: "rt", samples: []pt{{1000, 5}}})
 	seeds["classic_inf_not_count"] = build(rt("+Inf", 5),

@@ -2,6 +2,7 @@ package remotewrite_test
 
 import (
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -316,4 +317,109 @@ func TestSpecRefusalsBeforeTheDoor(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A label the specification forbids (an empty name, a name or value that is
+// not UTF-8, a name twice) is refused with 400 whether a guard reads its
+// series or not, naming the series as sent; the rest of the request is
+// written (2.0 headers) and handed on. Twin: the same request without it —
+// labels of non-ASCII UTF-8, and many distinct names — is a 204.
+func TestLabelRefusalsBeforeTheDoor(t *testing.T) {
+	gauge := series{labels: lbls("__name__", "pool_in_use", "job", "checkout"), typ: "gauge", samples: []pt{{1000, 3}}}
+	accented := series{labels: lbls("__name__", "pool_in_use", "job", "zürich", "größe", "日本"), typ: "gauge", samples: []pt{{1000, 5}}}
+	other := series{labels: lbls("__name__", "node_load1", "job", "zürich", "größe", "日本"), typ: "gauge", samples: []pt{{1000, 7}}}
+	wide := series{labels: manyLabels("node_wide", 64), typ: "gauge", samples: []pt{{1000, 9}}}
+	bad := func(kv ...string) series { return series{labels: kv, typ: "gauge", samples: []pt{{1000, 1}}} }
+	const (
+		invalid   = "invalid_label (a label with an empty name, or a label name or value that is not UTF-8: the specification requires non-empty UTF-8 names and UTF-8 values)"
+		duplicate = "duplicate_label (two labels of the same name: the specification requires label names to be unique within a series)"
+	)
+	cases := []struct {
+		name   string
+		bad    series
+		reason string
+		msg    string // the series and the reason
+	}{
+		{"empty label name", bad("__name__", "node_load1", "job", "node", "", "x"), sources.DropInvalidLabel,
+			`node_load1{""="x",job="node"} at 1000: ` + invalid},
+		{"empty label name, empty value", bad("__name__", "node_load1", "", "", "job", "node"), sources.DropInvalidLabel,
+			`node_load1{""="",job="node"} at 1000: ` + invalid},
+		{"label name not UTF-8", bad("__name__", "node_load1", "job", "node", "zo\xffne", "a"), sources.DropInvalidLabel,
+			`node_load1{job="node","zo\xffne"="a"} at 1000: ` + invalid},
+		{"label value not UTF-8", bad("__name__", "node_load1", "job", "no\xffde"), sources.DropInvalidLabel,
+			`node_load1{job="no\xffde"} at 1000: ` + invalid},
+		{"long label value not UTF-8", bad("__name__", "node_load1", "job", strings.Repeat("n", 200)+"\xc3"), sources.DropInvalidLabel,
+			`node_load1{job="` + strings.Repeat("n", 200) + `\xc3"} at 1000: ` + invalid},
+		{"metric name not UTF-8", bad("__name__", "node_\xff", "job", "node"), sources.DropInvalidLabel,
+			`node_\xff{job="node"} at 1000: ` + invalid},
+		{"label name twice", bad("__name__", "node_load1", "job", "node", "instance", "a", "job", "other"), sources.DropDuplicateLabel,
+			`node_load1{instance="a",job="node",job="other"} at 1000: ` + duplicate},
+		{"label name twice, once of empty value", bad("__name__", "node_load1", "job", "node", "job", ""), sources.DropDuplicateLabel,
+			`node_load1{job="node",job=""} at 1000: ` + duplicate},
+		{"metric name twice", bad("__name__", "node_load1", "__name__", "node_load5", "job", "node"), sources.DropDuplicateLabel,
+			`node_load1{__name__="node_load5",job="node"} at 1000: ` + duplicate},
+		{"label name twice among many", bad(append(manyLabels("node_wide", 40), "l17", "w")...), sources.DropDuplicateLabel,
+			`node_wide{l1="v",l10="v",l11="v",l12="v",l13="v",l14="v",l15="v",l16="v",l17="v",l17="w",l18="v",l19="v",l2="v",l20="v",l21="v",l22="v",l23="v",l24="v",l25="v",l26="v",l27="v",l28="v",l29="v",l3="v",l30="v",l31="v",l32="v",l33="v",l34="v",l35="v",l36="v",l37="v",l38="v",l39="v",l4="v",l5="v",l6="v",l7="v",l8="v",l9="v"} at 1000: ` + duplicate},
+	}
+	for _, p := range protocols {
+		for _, guard := range []struct {
+			name   string
+			filter sources.Filter
+			want   []string // handed on, sorted
+		}{
+			{"unguarded", sources.FilterFunc(func(m string) bool { return m == "pool_in_use" }), []string{
+				`gauge pool_in_use{größe="日本",job="zürich"} @1000 = 5`,
+				`gauge pool_in_use{job="checkout"} @1000 = 3`,
+			}},
+			{"guarded", nil, []string{
+				`gauge node_load1{größe="日本",job="zürich"} @1000 = 7`,
+				`gauge node_wide{` + wideLabels(64) + `} @1000 = 9`,
+				`gauge pool_in_use{größe="日本",job="zürich"} @1000 = 5`,
+				`gauge pool_in_use{job="checkout"} @1000 = 3`,
+			}},
+		} {
+			for _, tc := range cases {
+				t.Run(p.name+"/"+guard.name+"/"+tc.name, func(t *testing.T) {
+					for _, twin := range []bool{false, true} {
+						f := newFixture(t, remotewrite.Config{Filter: guard.filter})
+						ss := []series{gauge, accented, other, wide, tc.bad}
+						want := "400 1 of the request's samples refused, first " + tc.msg + "; the rest of the request was written"
+						if twin {
+							ss, want = ss[:4], "204 "
+						}
+						resp := f.send(p.build(ss...))
+						if got := strconv.Itoa(resp.code) + " " + resp.body; got != want {
+							t.Fatalf("twin %v: answered\n%s\nwant\n%s", twin, got, want)
+						}
+						if p.name == "2.0" && resp.written != [3]string{"4", "0", "0"} {
+							t.Errorf("twin %v: written %q, want 4 samples", twin, resp.written)
+						}
+						got := f.rec.got()
+						sort.Strings(got)
+						if !equal(got, guard.want) {
+							t.Errorf("twin %v: handed on\n%s\nwant\n%s", twin, strings.Join(got, "\n"), strings.Join(guard.want, "\n"))
+						}
+						refused := 1.0
+						if twin {
+							refused = 0
+						}
+						if n := f.counter("rollguard_remotewrite_dropped_total", "reason", tc.reason); n != refused {
+							t.Errorf("twin %v: dropped %s = %v, want %v", twin, tc.reason, n, refused)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// wideLabels are the labels of manyLabels(name, n) but the name, as a
+// handed-on sample shows them.
+func wideLabels(n int) string {
+	names := make([]string, 0, n-1)
+	for i := 1; i < n; i++ {
+		names = append(names, "l"+strconv.Itoa(i))
+	}
+	sort.Strings(names)
+	return strings.Join(names, `="v",`) + `="v"`
 }

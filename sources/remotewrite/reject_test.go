@@ -195,7 +195,7 @@ func TestSnappyBomb(t *testing.T) {
 }
 
 // Label names and values must be UTF-8: a series that breaks this is
-// dropped and counted, the rest of its request accepted.
+// refused (400) and counted, the rest of its request written.
 func TestInvalidUTF8Label(t *testing.T) {
 	good := series{labels: lbls("__name__", "up"), typ: "gauge", samples: []pt{{1000, 1}}}
 	bad := series{labels: lbls("__name__", "up", "path", "\xff"), typ: "gauge", samples: []pt{{1000, 2}}}
@@ -207,7 +207,8 @@ func TestInvalidUTF8Label(t *testing.T) {
 	}{{"1.0", ctV1, v1}, {"2.0", ctV2, v2}} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, remotewrite.Config{})
-			if resp := f.post(tc.ct, "snappy", tc.body); resp.code != 204 {
+			want := `1 of the request's samples refused, first up{path="\xff"} at 1000: invalid_label (a label with an empty name, or a label name or value that is not UTF-8: the specification requires non-empty UTF-8 names and UTF-8 values); the rest of the request was written`
+			if resp := f.post(tc.ct, "snappy", tc.body); resp.code != 400 || resp.body != want {
 				t.Fatalf("%d %s", resp.code, resp.body)
 			}
 			if got := f.rec.got(); !equal(got, []string{`gauge up{} @1000 = 1`}) {

@@ -49,7 +49,7 @@ const (
 	DropLabelCount    = "label_limit"
 	DropLabelName     = "label_name_too_long"
 	DropLabelValue    = "label_value_too_long"
-	DropInvalidLabel  = "invalid_label"
+	DropInvalidLabel  = sources.DropInvalidLabel // refused (400), as sources.DropDuplicateLabel
 	DropMixedSeries   = "samples_and_histograms"
 	DropMetadataLimit = "metadata_limit"
 	DropInvalidSchema = "invalid_histogram_schema"
@@ -454,6 +454,8 @@ func (r *Receiver) write(msg string, body []byte) (written, error) {
 // refusalWords say what a refusal's reason means, for the sender.
 var refusalWords = map[string]string{
 	sources.DropNoName:                "a series without a metric name (a __name__ label with a value): the specification requires one",
+	sources.DropInvalidLabel:          "a label with an empty name, or a label name or value that is not UTF-8: the specification requires non-empty UTF-8 names and UTF-8 values",
+	sources.DropDuplicateLabel:        "two labels of the same name: the specification requires label names to be unique within a series",
 	sources.DropInvalidValue:          "a counter or histogram count that is NaN, infinite or negative",
 	sources.DropInconsistentHistogram: "histogram buckets that do not add up to the count, or cumulative buckets that go down",
 	sources.DropTooManyBuckets:        "more histogram buckets than limits.max_buckets_per_histogram",

@@ -178,9 +178,9 @@ func TestConvert(t *testing.T) {
 		written: [3]int{2, 0, 0},
 		drops:   map[string]float64{remotewrite.DropLabelCount: 2, remotewrite.DropLabelName: 1, remotewrite.DropLabelValue: 1},
 	}, {
-		name: "labels are sorted, duplicates keep the last, empty values are no label",
+		name: "labels are sorted, empty values are no label",
 		requests: [][]series{{
-			{labels: lbls("zone", "a", "__name__", "up", "empty", "", "job", "x", "job", "checkout"), typ: "gauge", samples: []pt{{1000, 1}}},
+			{labels: lbls("zone", "a", "__name__", "up", "empty", "", "job", "checkout"), typ: "gauge", samples: []pt{{1000, 1}}},
 		}},
 		want:    []string{`gauge up{job="checkout",zone="a"} @1000 = 1`},
 		written: [3]int{1, 0, 0},

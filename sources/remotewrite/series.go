@@ -2,7 +2,9 @@ package remotewrite
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,8 +111,100 @@ func (b *batch) drop(reason string, points int) {
 func (b *batch) refuse(reason string, points int, labels func() sources.Labels, ms int64) {
 	b.drops[reason] += points
 	if b.refused == nil {
-		b.refused = sources.NewRefusal(sortLabels(labels()), ms, reason)
+		b.refused = refusalOf(labels(), ms, reason)
 	}
+}
+
+// refusalOf names a refused series as it was sent: its labels sorted,
+// none left out (not the second of two names, nor one of empty value), a
+// label name that is empty or not UTF-8 quoted (and the rest as
+// sample.Labels.String writes them), a metric name that is not UTF-8
+// escaped (\xff): the answer is UTF-8.
+func refusalOf(ls sources.Labels, ms int64, reason string) *sources.Refusal {
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	var sb strings.Builder
+	i := slices.IndexFunc(ls, func(l sources.Label) bool { return l.Name == model.MetricNameLabel })
+	if i >= 0 {
+		sb.WriteString(escapeInvalid(ls[i].Value))
+	}
+	sb.WriteByte('{')
+	sep := false
+	for j, l := range ls {
+		if j == i {
+			continue
+		}
+		if sep {
+			sb.WriteByte(',')
+		}
+		sep = true
+		if l.Name == "" || !utf8.ValidString(l.Name) || strings.ContainsAny(l.Name, "=\",{}\\") {
+			sb.WriteString(strconv.Quote(l.Name))
+		} else {
+			sb.WriteString(l.Name)
+		}
+		sb.WriteByte('=')
+		sb.WriteString(strconv.Quote(l.Value))
+	}
+	sb.WriteByte('}')
+	return &sources.Refusal{Series: sb.String(), TimestampMs: ms, Reason: reason}
+}
+
+// escapeInvalid writes the bytes of s that are not UTF-8 as \xff.
+func escapeInvalid(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var sb strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&sb, `\x%02x`, s[i])
+		} else {
+			sb.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return sb.String()
+}
+
+// The label checks of the specification run for every series, before the
+// door: a label name not empty, names and values UTF-8, no name twice.
+// They read the labels where they are in the request, and allocate nothing.
+
+// nameBit is the number of a label name's bit (0 to 63) in a series'
+// filter of its names, from the name's length and first and last bytes:
+// two names of different bits differ, two of one bit may be the same (see
+// duplicateName).
+func nameBit(n int, first, last byte) uint8 {
+	return uint8((uint32(first)<<16 | uint32(last)<<8 | uint32(n)) * 0x9e3779b1 >> 26)
+}
+
+// ascii says whether b is all ASCII (and so UTF-8), sixteen bytes at a
+// time: it runs over the labels of every series.
+func ascii(b []byte) bool {
+	n := len(b)
+	if n < 8 {
+		var or byte
+		for _, c := range b {
+			or |= c
+		}
+		return or < 0x80
+	}
+	x := binary.LittleEndian.Uint64(b[n-8:]) // the last bytes, which the loop may leave
+	var y uint64
+	for len(b) >= 16 {
+		x |= binary.LittleEndian.Uint64(b)
+		y |= binary.LittleEndian.Uint64(b[8:16])
+		b = b[16:]
+	}
+	if len(b) >= 8 {
+		x |= binary.LittleEndian.Uint64(b)
+	}
+	return (x|y)&0x8080808080808080 == 0
 }
 
 // accept counts points as written without handing them on: the series is of
@@ -213,19 +307,9 @@ func (b *batch) doorsOf(name string) []sources.Label {
 	return d
 }
 
-// finishLabels validates and normalises a series' labels in place: names must
-// be non-empty UTF-8 and values UTF-8; a label with an empty value is no
-// label (as in PromQL); the result is sorted. ok is false for invalid labels.
-func finishLabels(ls sources.Labels) (sources.Labels, bool) {
-	for _, l := range ls {
-		if l.Name == "" || !utf8.ValidString(l.Name) || !utf8.ValidString(l.Value) {
-			return nil, false
-		}
-	}
-	return normaliseLabels(ls), true
-}
-
-// normaliseLabels is finishLabels for labels known to be valid.
+// normaliseLabels normalises a series' labels, checked before the door, in
+// place: a label with an empty value is no label (as in PromQL); the result
+// is sorted.
 func normaliseLabels(ls sources.Labels) sources.Labels {
 	out := ls[:0]
 	sorted := true

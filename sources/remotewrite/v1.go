@@ -1,9 +1,11 @@
 package remotewrite
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -118,6 +120,7 @@ type v1Series struct {
 	histSpans []span // where the hists are in buf
 	exemplars int
 	series    []span
+	dups      []span // label names, for duplicateName
 }
 
 type v1Label struct{ name, value span }
@@ -244,7 +247,7 @@ func (b *batch) metadataV1(buf []byte) error {
 func (s *v1Series) release() {
 	s.buf, s.hists = nil, nil
 	s.labels, s.samples, s.series = shrink(s.labels), shrink(s.samples), shrink(s.series)
-	s.histSpans = shrink(s.histSpans)
+	s.histSpans, s.dups = shrink(s.histSpans), shrink(s.dups)
 }
 
 func (s *v1Series) parse(buf []byte) error {
@@ -405,13 +408,17 @@ func checkExemplar(buf []byte) error {
 // addV1 adds one decoded series to the batch, or counts why not.
 func (r *Receiver) addV1(s *v1Series, b *batch) {
 	np, nh := len(s.samples), len(s.hists)
-	name, reason := r.labelLimitV1(s)
+	name, reason, refusal := r.labelLimitV1(s)
 	if reason != "" {
 		b.drop(reason, np+nh)
 		return
 	}
 	if len(name) == 0 {
 		b.refuse(sources.DropNoName, np+nh, s.viewLabels, s.firstTimestamp())
+		return
+	}
+	if refusal != "" {
+		b.refuse(refusal, np+nh, s.viewLabels, s.firstTimestamp())
 		return
 	}
 	// What the specification refuses is checked before the door, so that a
@@ -427,11 +434,7 @@ func (r *Receiver) addV1(s *v1Series, b *batch) {
 		b.accept(np, nh, s.exemplars)
 		return
 	}
-	ls, ok := finishLabels(s.copyLabels(b))
-	if !ok {
-		b.drop(DropInvalidLabel, np+nh)
-		return
-	}
+	ls := normaliseLabels(s.copyLabels(b))
 	typ := b.typeOf(ls.Get(model.MetricNameLabel))
 	for _, sm := range s.samples {
 		b.floats = append(b.floats, sources.PromPoint{Labels: ls, Type: typ, TimestampMs: sm.t, Value: sm.v})
@@ -466,24 +469,82 @@ func (s *v1Series) firstTimestamp() int64 {
 }
 
 // labelLimitV1 returns the drop reason of a series whose labels break a
-// limit, or "", and its metric name (the value of its last __name__ label).
-func (r *Receiver) labelLimitV1(s *v1Series) (name []byte, reason string) {
+// limit, or "", and its metric name (the value of its last __name__
+// label); refusal is why the specification refuses its labels
+// (sources.DropInvalidLabel, sources.DropDuplicateLabel), or "".
+func (r *Receiver) labelLimitV1(s *v1Series) (name []byte, reason, refusal string) {
 	if len(s.labels) > r.cfg.MaxLabelsPerSeries {
-		return nil, DropLabelCount
+		return nil, DropLabelCount, ""
 	}
 	maxName, maxValue := r.cfg.MaxLabelNameBytes, r.cfg.MaxLabelValueBytes
+	buf := s.buf
+	var names, twice uint64 // the filter of the names (see nameBit), and its bits set twice
+	empty := false
 	for _, l := range s.labels {
-		if l.name.end-l.name.start > maxName {
-			return nil, DropLabelName
+		n := l.name.end - l.name.start
+		if n > maxName {
+			return nil, DropLabelName, ""
 		}
 		if l.value.end-l.value.start > maxValue {
-			return nil, DropLabelValue
+			return nil, DropLabelValue, ""
 		}
-		if n := s.buf[l.name.start:l.name.end]; string(n) == model.MetricNameLabel {
-			name = s.buf[l.value.start:l.value.end] // the last one wins, as in Labels.Sort
+		if n == 0 {
+			empty = true
+			continue
+		}
+		bit := uint64(1) << nameBit(n, buf[l.name.start], buf[l.name.end-1])
+		twice |= names & bit
+		names |= bit
+		if string(buf[l.name.start:l.name.end]) == model.MetricNameLabel {
+			name = buf[l.value.start:l.value.end] // the last one wins, as in Labels.Sort
 		}
 	}
-	return name, ""
+	switch {
+	case empty || !s.utf8Labels():
+		refusal = sources.DropInvalidLabel
+	case twice != 0 && s.duplicateName():
+		refusal = sources.DropDuplicateLabel
+	}
+	return name, "", refusal
+}
+
+// utf8Labels says whether the series' label names and values are UTF-8
+// (its names not empty). In the common layout every byte from the first
+// label to the last, tags and lengths included, is ASCII: one look at them
+// all says so.
+func (s *v1Series) utf8Labels() bool {
+	if len(s.labels) == 0 {
+		return true
+	}
+	first, last := s.labels[0], s.labels[len(s.labels)-1]
+	// An absent name or value is at 0: the span is then wider than needed.
+	if ascii(s.buf[min(first.name.start, first.value.start):max(last.name.end, last.value.end)]) {
+		return true
+	}
+	for i := range s.labels {
+		if !utf8.Valid(s.name(i)) || !utf8.Valid(s.value(i)) {
+			return false
+		}
+	}
+	return true
+}
+
+// duplicateName says whether two of the series' labels have the same name:
+// sorted where they are in the request (dups is kept for the next series).
+func (s *v1Series) duplicateName() bool {
+	dups := s.dups[:0]
+	for _, l := range s.labels {
+		dups = append(dups, l.name)
+	}
+	s.dups = dups
+	buf := s.buf
+	slices.SortFunc(dups, func(a, b span) int { return bytes.Compare(buf[a.start:a.end], buf[b.start:b.end]) })
+	for i := 1; i < len(dups); i++ {
+		if bytes.Equal(buf[dups[i].start:dups[i].end], buf[dups[i-1].start:dups[i-1].end]) {
+			return true
+		}
+	}
+	return false
 }
 
 // throughDoor reports whether the series carries one of the door labels,

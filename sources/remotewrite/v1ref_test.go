@@ -161,6 +161,16 @@ func (r *Receiver) addV1Ref(s *v1SeriesRef, b *batch) {
 		b.refuse(sources.DropNoName, np+nh, labels, ms)
 		return
 	}
+	if reason := labelRefusalRef(len(s.names), func(i int) ([]byte, []byte) { return s.names[i], s.values[i] }); reason != "" {
+		ms := int64(0)
+		if np > 0 {
+			ms = s.samples[0].t
+		} else if nh > 0 {
+			ms = s.hists[0].Timestamp
+		}
+		b.refuse(reason, np+nh, labels, ms)
+		return
+	}
 	hists := s.hists[:0:0]
 	for _, h := range s.hists {
 		if reason := checkHistogramRef(h); reason != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -111,6 +112,12 @@ type v2State struct {
 	nameSym int
 	// maxSymLen is the length of the longest symbol.
 	maxSymLen int
+	// names holds, per symbol, what the label checks need of it as a
+	// label name or value (symEmpty, symNotUTF8, its nameBit);
+	// notUTF8 says whether any symbol is not UTF-8.
+	names     []uint8
+	notUTF8   bool
+	dups      []uint32 // label names, for duplicateName
 	doorNames []doorName
 	s         v2Series
 	unknown   []byte   // a sample's unknown fields
@@ -129,6 +136,27 @@ const (
 	nameMany = -2
 )
 
+// What v2State.names says of a symbol: the low six bits are the number of
+// its bit in a filter of label names (see nameBit).
+const (
+	symEmpty   = 1 << 6
+	symNotUTF8 = 1 << 7
+	symBit     = 1<<6 - 1
+)
+
+// symbolInfo is what v2State.names holds of a symbol.
+func symbolInfo(sym []byte) uint8 {
+	n := len(sym)
+	if n == 0 {
+		return symEmpty
+	}
+	info := nameBit(n, sym[0], sym[n-1])
+	if !ascii(sym) && !utf8.Valid(sym) {
+		info |= symNotUTF8
+	}
+	return info
+}
+
 // symMemo is small: there is one for every symbol of a request.
 type symMemo struct {
 	gen  uint32
@@ -141,7 +169,6 @@ type symFact struct {
 	// decision is 1 + the index in decisions of this symbol as a metric name, or 0.
 	decision int32
 	copied   bool
-	valid    bool   // the symbol is UTF-8 (known once copied)
 	copy     string // the symbol, copied out of the request
 }
 
@@ -183,6 +210,7 @@ func (st *v2State) release() {
 	st.s.reset()
 	s := &st.s
 	st.syms, st.series, st.facts = shrink(st.syms), shrink(st.series), shrink(st.facts)
+	st.names, st.dups = shrink(st.names), shrink(st.dups)
 	st.memo, st.unknown, st.exRefs = shrink(st.memo), shrink(st.unknown), shrink(st.exRefs)
 	s.refs, s.samples, s.hists = shrink(s.refs), shrink(s.samples), shrink(s.hists)
 }
@@ -233,6 +261,7 @@ func (r *Receiver) decodeV2(buf []byte, b *batch) error {
 func (st *v2State) scan(d []byte) error {
 	st.body = d
 	st.nameSym, st.maxSymLen = nameNone, 0
+	st.names, st.notUTF8 = st.names[:0], false
 	i := 0
 	for i < len(d) {
 		pre := i
@@ -261,7 +290,9 @@ func (st *v2State) scan(d []byte) error {
 					st.nameSym = nameMany
 				}
 			}
-			st.syms = append(st.syms, span{start, end})
+			info := symbolInfo(d[start:end])
+			st.notUTF8 = st.notUTF8 || info&symNotUTF8 != 0
+			st.syms, st.names = append(st.syms, span{start, end}), append(st.names, info)
 			i = end
 		case v2RequestTimeseries:
 			if typ != 2 {
@@ -652,15 +683,13 @@ func (st *v2State) doorNameRef(name string) int {
 	return ref
 }
 
-// str is a symbol copied out of the request, once a request, and whether
-// it is UTF-8.
-func (st *v2State) str(ref uint32) (string, bool) {
+// str is a symbol copied out of the request, once a request.
+func (st *v2State) str(ref uint32) string {
 	m := st.entry(ref)
 	if !m.copied {
-		sym := st.sym(ref)
-		m.copy, m.copied, m.valid = strings.Clone(sym), true, utf8.ValidString(sym)
+		m.copy, m.copied = strings.Clone(st.sym(ref)), true
 	}
-	return m.copy, m.valid
+	return m.copy
 }
 
 // addV2 adds the parsed series (whose references are valid) to the batch,
@@ -674,13 +703,17 @@ func (r *Receiver) addV2(st *v2State, b *batch, raw []byte) {
 		b.drop(DropMixedSeries, np+nh)
 		return
 	}
-	name, reason := r.labelLimitRefs(st, refs)
-	if reason != "" {
+	if reason := r.labelLimitRefs(st, refs); reason != "" {
 		b.drop(reason, np+nh)
 		return
 	}
+	name, refusal := st.checkLabels(refs)
 	if name < 0 || st.symLen(uint32(name)) == 0 {
 		b.refuse(sources.DropNoName, np+nh, st.viewLabels, s.firstTimestamp(raw))
+		return
+	}
+	if refusal != "" {
+		b.refuse(refusal, np+nh, st.viewLabels, s.firstTimestamp(raw))
 		return
 	}
 	// What the specification refuses is checked before the door, so that a
@@ -698,13 +731,7 @@ func (r *Receiver) addV2(st *v2State, b *batch, raw []byte) {
 	}
 	ls := b.newLabels(len(refs) / 2)
 	for i := range ls {
-		n, nok := st.str(refs[2*i])
-		v, vok := st.str(refs[2*i+1])
-		if n == "" || !nok || !vok {
-			b.drop(DropInvalidLabel, np+nh)
-			return
-		}
-		ls[i] = sources.Label{Name: n, Value: v}
+		ls[i] = sources.Label{Name: st.str(refs[2*i]), Value: st.str(refs[2*i+1])}
 	}
 	ls = normaliseLabels(ls)
 	typ := model.MetricTypeUnknown
@@ -763,37 +790,90 @@ func (s *v2Series) firstTimestamp(raw []byte) int64 {
 }
 
 // labelLimitRefs returns the drop reason of a series whose labels break a
-// limit, or "", and the symbol of its metric name (the value of its last
-// __name__ label; -1 if there is none).
-func (r *Receiver) labelLimitRefs(st *v2State, refs []uint32) (name int, reason string) {
-	name = -1
+// limit, or "".
+func (r *Receiver) labelLimitRefs(st *v2State, refs []uint32) string {
 	if len(refs)/2 > r.cfg.MaxLabelsPerSeries {
-		return name, DropLabelCount
+		return DropLabelCount
 	}
-	syms, nameSym := st.syms, st.nameSym
 	maxName, maxValue := r.cfg.MaxLabelNameBytes, r.cfg.MaxLabelValueBytes
-	if st.maxSymLen <= maxName && st.maxSymLen <= maxValue && nameSym != nameMany {
-		// No symbol is too long: only the name is to be found.
+	if st.maxSymLen <= maxName && st.maxSymLen <= maxValue {
+		return "" // no symbol is too long
+	}
+	syms := st.syms
+	for i := 0; i+1 < len(refs); i += 2 {
+		if sp := syms[refs[i]]; sp.end-sp.start > maxName {
+			return DropLabelName
+		}
+		if sp := syms[refs[i+1]]; sp.end-sp.start > maxValue {
+			return DropLabelValue
+		}
+	}
+	return ""
+}
+
+// checkLabels returns the symbol of a series' metric name (the value of its
+// last __name__ label; -1 if there is none), and why the specification
+// refuses its labels (sources.DropInvalidLabel, sources.DropDuplicateLabel),
+// or "".
+func (st *v2State) checkLabels(refs []uint32) (name int, refusal string) {
+	name = -1
+	infos, nameSym := st.names, st.nameSym
+	var seen, twice uint64 // the filter of the names (see nameBit), and its bits set twice
+	var flags uint8
+	for i := 0; i+1 < len(refs); i += 2 {
+		n := refs[i]
+		info := infos[n]
+		flags |= info
+		bit := uint64(1) << (info & symBit)
+		twice |= seen & bit
+		seen |= bit
+		if int(n) == nameSym {
+			name = int(refs[i+1]) // the last one wins, as in Labels.Sort
+		}
+	}
+	if nameSym == nameMany {
 		for i := 0; i+1 < len(refs); i += 2 {
-			if int(refs[i]) == nameSym {
-				name = int(refs[i+1]) // the last one wins, as in Labels.Sort
+			if st.isName(refs[i]) {
+				name = int(refs[i+1])
 			}
 		}
-		return name, ""
 	}
-	for i := 0; i+1 < len(refs); i += 2 {
-		n, v := refs[i], refs[i+1]
-		if sp := syms[n]; sp.end-sp.start > maxName {
-			return name, DropLabelName
-		}
-		if sp := syms[v]; sp.end-sp.start > maxValue {
-			return name, DropLabelValue
-		}
-		if int(n) == nameSym || (nameSym == nameMany && st.isName(n)) {
-			name = int(v) // the last one wins, as in Labels.Sort
-		}
+	switch {
+	case flags&symEmpty != 0:
+		return name, sources.DropInvalidLabel
+	case st.notUTF8 && !st.utf8Labels(refs):
+		return name, sources.DropInvalidLabel
+	case twice != 0 && st.duplicateName(refs):
+		return name, sources.DropDuplicateLabel
 	}
 	return name, ""
+}
+
+// utf8Labels says whether the symbols of a series' labels are UTF-8.
+func (st *v2State) utf8Labels(refs []uint32) bool {
+	for _, ref := range refs {
+		if st.names[ref]&symNotUTF8 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// duplicateName says whether two of a series' labels have the same name:
+// the same symbol, or the same string in a table that repeats it.
+func (st *v2State) duplicateName(refs []uint32) bool {
+	dups := st.dups[:0]
+	for i := 0; i+1 < len(refs); i += 2 {
+		dups = append(dups, refs[i])
+	}
+	st.dups = dups
+	slices.SortFunc(dups, func(a, b uint32) int { return strings.Compare(st.sym(a), st.sym(b)) })
+	for i := 1; i < len(dups); i++ {
+		if st.sym(dups[i]) == st.sym(dups[i-1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // throughDoorRefs reports whether a series carries one of the door labels,

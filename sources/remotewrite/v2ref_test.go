@@ -97,6 +97,12 @@ func (r *Receiver) addV2Ref(ts *writev2.TimeSeries, syms []string, b *batch) {
 		b.refuse(sources.DropNoName, np+nh, labels, ms)
 		return
 	}
+	if reason := labelRefusalRef(len(refs)/2, func(i int) ([]byte, []byte) {
+		return unsafeBytesRef(syms[refs[2*i]]), unsafeBytesRef(syms[refs[2*i+1]])
+	}); reason != "" {
+		b.refuse(reason, np+nh, labels, firstTimestampV2Ref(ts))
+		return
+	}
 	hists := ts.Histograms[:0:0]
 	for _, h := range ts.Histograms {
 		if reason := checkHistogramRef(h); reason != "" {
@@ -188,6 +194,34 @@ func startTimestampRef(raw protoreflect.RawFields, num protowire.Number) int64 {
 }
 
 func unsafeBytesRef(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// labelRefusalRef is why the specification refuses a series' n labels, or
+// "": a name empty, a name or value not UTF-8, then a name twice.
+func labelRefusalRef(n int, at func(i int) (name, value []byte)) string {
+	seen := map[string]bool{}
+	twice := false
+	for i := 0; i < n; i++ {
+		name, value := at(i)
+		if len(name) == 0 || !utf8.Valid(name) || !utf8.Valid(value) {
+			return sources.DropInvalidLabel
+		}
+		twice = twice || seen[string(name)]
+		seen[string(name)] = true
+	}
+	if twice {
+		return sources.DropDuplicateLabel
+	}
+	return ""
+}
+
+func firstTimestampV2Ref(ts *writev2.TimeSeries) int64 {
+	if len(ts.Samples) > 0 {
+		return ts.Samples[0].Timestamp
+	} else if len(ts.Histograms) > 0 {
+		return ts.Histograms[0].Timestamp
+	}
+	return 0
+}
 
 // throughDoorRef reports whether a series carries one of the door labels, or
 // there are none; at(i) gives its i-th label pair without allocating.

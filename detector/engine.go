@@ -42,7 +42,14 @@ const (
 
 // Engine routes samples, tracks deployments and evaluates guards.
 type Engine struct {
-	mu          sync.Mutex
+	// mu guards the engine's structure: the configuration, the trackers,
+	// which deployments, guard runs and histories exist, and their tests.
+	// Append holds it shared while it routes, so that requests on many
+	// cores do not queue behind one another, and folds each sample under
+	// the lock of the guard run or history it lands in. Everything else
+	// holds it exclusively: it sees no Append half way through a request
+	// and needs no guard's lock.
+	mu          sync.RWMutex
 	global      configs.GlobalConfig
 	guards      map[string]*configs.GuardConfig
 	byMetric    map[string][]*configs.GuardConfig
@@ -127,6 +134,7 @@ func (d *deploymentRun) from() time.Time {
 // history keeps a guard's stable traffic per tick while no deployment is
 // under way: the before of a before/after comparison.
 type history struct {
+	mu      sync.Mutex   // as guardRun's
 	signals []*signalRun // aggregators only: cur[baseline] is the open tick
 	ring    [][]stampedTick
 }
@@ -137,6 +145,9 @@ type stampedTick struct {
 }
 
 type guardRun struct {
+	// mu serialises the folds of Appends that share the engine's lock;
+	// a holder of the exclusive lock needs not take it.
+	mu      sync.Mutex
 	cfg     *configs.GuardConfig
 	signals []*signalRun
 	verdict *GuardVerdict
@@ -265,34 +276,105 @@ func (e *Engine) ApplyConfig(cfg *configs.Config) {
 }
 
 // Append routes samples to guard signals and cohorts. It implements sample.Appender.
+//
+// Appends run side by side: they hold the engine's lock shared and fold
+// under each guard run's own lock. A sample that needs the engine changed —
+// a version the tracker has not settled, a guard's first sample in a
+// deployment or before one — sends the rest of the request through under
+// the exclusive lock, as if it were a second request.
 func (e *Engine) Append(samples []sample.Sample) error {
-	defer e.report()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	now := e.now()
-	for i := range samples {
+	var c appendCounts
+	e.mu.RLock()
+	i, stop := e.route(samples, 0, nil, e.now(), true, &c)
+	var done []*configs.GuardConfig
+	if i < len(samples) {
+		done = guardsBefore(e.byMetric[samples[i].Metric], stop)
+	}
+	e.mu.RUnlock()
+	if i < len(samples) {
+		e.mu.Lock()
+		e.route(samples, i, done, e.now(), false, &c)
+		e.mu.Unlock()
+		e.report()
+	}
+	c.count(e.metrics)
+	return nil
+}
+
+// appendCounts are an Append's routed and dropped samples, counted in the
+// metrics once per request, not once per sample: the metrics are shared
+// by every core.
+type appendCounts struct {
+	routed, invalid, noVersion, otherVersion, beforeTests, retired int
+}
+
+func (c *appendCounts) count(m *engineMetrics) {
+	if c.routed > 0 {
+		m.routed.Add(float64(c.routed))
+	}
+	for _, d := range [...]struct {
+		reason string
+		n      int
+	}{{"invalid_value", c.invalid}, {"no_version", c.noVersion}, {"other_version", c.otherVersion}, {"before_tests", c.beforeTests}, {DropRetired, c.retired}} {
+		if d.n > 0 {
+			m.dropped.WithLabelValues(d.reason).Add(float64(d.n))
+		}
+	}
+}
+
+// route routes samples[i:], leaving out for the first of them the guards
+// in done, which it already went to. Under the shared lock (shared) it
+// changes nothing but the batches, each under its own lock, and stops at
+// the first sample that needs the engine changed: it returns that
+// sample's index and the guard that needs it (len(samples) and nil when
+// it routed them all).
+func (e *Engine) route(samples []sample.Sample, i int, done []*configs.GuardConfig, now time.Time, shared bool, c *appendCounts) (int, *configs.GuardConfig) {
+	for ; i < len(samples); i, done = i+1, nil {
 		s := &samples[i]
 		if !usable(s) {
-			e.metrics.dropped.WithLabelValues("invalid_value").Inc()
+			c.invalid++
 			continue
 		}
-		for _, g := range e.byMetric[s.Metric] {
+		gs := e.byMetric[s.Metric]
+		for _, g := range gs {
 			if s.Labels.Get(g.ServiceLabel) != g.Service {
+				continue
+			}
+			if done != nil && routedTo(done, g) {
 				continue
 			}
 			version := s.Labels.Get(g.VersionLabel)
 			if version == "" {
-				e.metrics.dropped.WithLabelValues("no_version").Inc()
+				c.noVersion++
 				continue
 			}
-			if why := e.observeVersion(g, version, now); why != "" {
-				e.metrics.dropped.WithLabelValues(why).Inc()
-				continue
+			if !e.settled(g.Service, version) {
+				if shared {
+					if e.tracks[g.Service].retired(version) {
+						// A retired version changes nothing either: pods
+						// of an old version draining after a promotion
+						// keep the request on the shared lock.
+						c.retired++
+						continue
+					}
+					return i, g
+				}
+				if why := e.observeVersion(g, version, now); why != "" {
+					e.metrics.dropped.WithLabelValues(why).Inc()
+					continue
+				}
 			}
 			d := e.deployments[g.Service]
 			if d == nil {
 				if version == e.tracks[g.Service].Stable {
-					e.historyOf(g).add(s)
+					h := e.histories[g.Name]
+					if h == nil {
+						if shared {
+							return i, g
+						}
+						h = e.historyOf(g)
+					}
+					h.add(s)
 				}
 				continue // no deployment under way: nothing to compare
 			}
@@ -302,27 +384,60 @@ func (e *Engine) Append(samples []sample.Sample) error {
 			case d.PreviousVersion:
 				cohort = baseline
 			default:
-				e.metrics.dropped.WithLabelValues("other_version").Inc()
+				c.otherVersion++
 				continue
 			}
 			if s.StartUnixNano != 0 && !d.cutFrom.IsZero() && s.StartUnixNano < d.cutFrom.UnixNano() {
 				// The increment began before the tests restarted (a
 				// mitigation, a restart) or before this generation: part of
 				// it belongs to what came before, so none of it counts.
-				e.metrics.dropped.WithLabelValues("before_tests").Inc()
+				c.beforeTests++
 				continue
 			}
-			run := d.run(g, now)
-			pod := instanceOf(g, s.Labels)
-			for _, sr := range run.signals {
-				if sr.reads(s.Metric) {
-					sr.add(s, cohort, now, pod)
+			run := d.guards[g.Name]
+			if run == nil {
+				if shared {
+					return i, g
 				}
+				run = d.run(g, now)
 			}
-			e.metrics.routed.Inc()
+			run.add(s, cohort, now, instanceOf(g, s.Labels))
+			c.routed++
+		}
+	}
+	return i, nil
+}
+
+// guardsBefore is the guards of gs before g.
+func guardsBefore(gs []*configs.GuardConfig, g *configs.GuardConfig) []*configs.GuardConfig {
+	for j := range gs {
+		if gs[j] == g {
+			return gs[:j]
 		}
 	}
 	return nil
+}
+
+// routedTo reports whether g is one of done, by name: the configuration
+// may have been reloaded since done was taken.
+func routedTo(done []*configs.GuardConfig, g *configs.GuardConfig) bool {
+	for _, d := range done {
+		if d.Name == g.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// add folds one sample of cohort from pod into the signals that read it.
+func (r *guardRun) add(s *sample.Sample, cohort int, now time.Time, pod string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, sr := range r.signals {
+		if sr.reads(s.Metric) {
+			sr.add(s, cohort, now, pod)
+		}
+	}
 }
 
 // instanceOf is the pod a sample comes from: the value of the first of the
@@ -358,10 +473,10 @@ func usable(s *sample.Sample) bool {
 // observeVersion applies the tracker's rule for traffic of version; it
 // returns why the sample belongs to no deployment, or "".
 func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time.Time) string {
-	t := e.tracks[g.Service]
-	if version == t.Stable || (t.Current != nil && (t.Current.Version == version || t.Current.PreviousVersion == version)) {
+	if e.settled(g.Service, version) {
 		return "" // the common case, without building a flag list
 	}
+	t := e.tracks[g.Service]
 	news := t.Current != nil && !t.Waiting(version) && !t.retired(version)
 	// A version waiting for the hold may fall silent as long as a cohort
 	// may (an SDK exports once a minute by default) before it starts over.
@@ -374,6 +489,14 @@ func (e *Engine) observeVersion(g *configs.GuardConfig, version string, now time
 			"service", g.Service, "version", version, "deployment", t.Current.ID, "hold", hold)
 	}
 	return why
+}
+
+// settled reports whether traffic of version changes nothing in the
+// service's tracker: the stable version, or either of the deployment's.
+// It reads the tracker only, so Append asks it under the shared lock.
+func (e *Engine) settled(service, version string) bool {
+	t := e.tracks[service]
+	return version == t.Stable || (t.Current != nil && (t.Current.Version == version || t.Current.PreviousVersion == version))
 }
 
 // used reports whether a deployment id is taken: an incident was opened
@@ -435,6 +558,8 @@ func (e *Engine) historyOf(g *configs.GuardConfig) *history {
 }
 
 func (h *history) add(s *sample.Sample) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for _, sr := range h.signals {
 		if sr.reads(s.Metric) {
 			fold(&sr.cur[baseline], &sr.cfg, sr.metric, s)

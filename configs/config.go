@@ -376,7 +376,11 @@ type SignalConfig struct {
 	// Level, for a saturation signal: readings above it are saturated.
 	Level float64 `yaml:"level" json:"level,omitempty"`
 	// TotalMetric, for a data_integrity signal: the histogram or counter of
-	// requests the failures are counted against.
+	// requests the failures are counted against. For a throughput signal
+	// (optional): the requests each version was sent, as the load balancer
+	// or mesh counts them; the candidate's share of successful requests is
+	// then compared with its realised share of these, not with the
+	// declared weight.
 	TotalMetric string `yaml:"total_metric" json:"total_metric,omitempty"`
 	// Query, when set, defines the signal by PromQL polled every tick
 	// instead of by pushed or scraped samples.

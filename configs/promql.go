@@ -72,9 +72,10 @@ func InputMetric(g GuardConfig, s SignalConfig) string {
 }
 
 // InputMetrics are all the metrics a signal reads: its input metric, and
-// for a data-integrity signal the metric that counts its requests.
+// for a data-integrity signal (or a throughput signal that sets it) the
+// metric that counts its requests.
 func InputMetrics(g GuardConfig, s SignalConfig) []string {
-	if s.Type == SignalDataIntegrity && s.Query == nil {
+	if (s.Type == SignalDataIntegrity || s.Type == SignalThroughput && s.TotalMetric != "") && s.Query == nil {
 		return []string{s.Metric, s.TotalMetric}
 	}
 	return []string{InputMetric(g, s)}

@@ -104,6 +104,44 @@ func TestEngineImplicitDeploymentAndRegression(t *testing.T) {
 	}
 }
 
+// TestEngineThroughputRealisedShare: with total_metric the reference is the
+// share of requests the load balancer sent each version, whatever the
+// weight: a canary sent 4.3 % that serves 4.3 % of the successes has not
+// regressed (weight 5 %, or none); one sent 4.3 % that serves 2 % — it
+// drops half its requests without answering — has.
+func TestEngineThroughputRealisedShare(t *testing.T) {
+	cfg := strings.Replace(engineConfig, "      - name: errors\n", "      - name: served\n        type: throughput\n        total_metric: lb.requests\n", 1)
+	sent := func(version string, n float64) sample.Sample {
+		return sample.Sample{Metric: "lb.requests", Kind: sample.KindCounter, Value: n, Labels: sample.Labels{
+			{Name: "service.name", Value: "checkout"}, {Name: "service.version", Value: version}}}
+	}
+	for _, tc := range []struct {
+		name           string
+		weight, served float64
+		want           State
+	}{{"served its realised share", 5, 43, StateInconclusive}, {"no weight", 0, 43, StateInconclusive}, {"drops half", 5, 20, StateRegressed}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, rec := newClock(), &recorder{}
+			e := NewEngine(mustParse(t, cfg), EngineOptions{Handler: rec, Now: c.now})
+			if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Weight: tc.weight}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 60; i++ { // samples reach the engine as increments
+				_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 957), requests("checkout", "v2", 200, tc.served), sent("v1", 957), sent("v2", 43)})
+				c.advance(10 * time.Second)
+				e.Evaluate()
+			}
+			v := rec.last(t)
+			if v.State != tc.want {
+				t.Errorf("verdict %s: %+v", v.State, v.Signals[0])
+			}
+			if r := v.Signals[0].Reason; !strings.Contains(r, "lb.requests") {
+				t.Errorf("the evidence does not name the realised share's metric: %q", r)
+			}
+		})
+	}
+}
+
 // The healthy twin: the same flow with equal error rates never regresses and,
 // with a tolerance, becomes healthy.
 func TestEngineHealthyCanary(t *testing.T) {
@@ -442,7 +480,8 @@ func TestEngineSaturationAndIntegrity(t *testing.T) {
 }
 
 // TestEngineThroughput: a canary at a declared 10 % weight that serves only
-// 5 % of the successful requests has regressed; one serving its share has not.
+// 5 % of the successful requests has regressed; one serving its share has
+// not, nor one that a load balancer sends a little less than its weight.
 func TestEngineThroughput(t *testing.T) {
 	cfg := strings.Replace(engineConfig, "      - name: errors\n", "      - name: served\n        type: throughput\n", 1)
 	for _, tc := range []struct {
@@ -450,14 +489,17 @@ func TestEngineThroughput(t *testing.T) {
 		canary float64
 		weight float64
 		want   State
-	}{{"drop", 50, 10, StateRegressed}, {"share kept", 100, 10, StateInconclusive}, {"no weight", 50, 0, StateNoData}} {
+	}{{"drop", 50, 10, StateRegressed}, {"share kept", 100, 10, StateInconclusive}, {"no weight", 50, 0, StateNoData},
+		// Declared 5 %, realised 4.3 %: within the weight's tolerance
+		// (ThroughputWeightTolerance); its twin at half the share is not.
+		{"realised below weight", 900 * 0.043 / 0.957, 5, StateInconclusive}, {"half the weight", 900 * 0.025 / 0.975, 5, StateRegressed}} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, rec := newClock(), &recorder{}
 			e := NewEngine(mustParse(t, cfg), EngineOptions{Handler: rec, Now: c.now})
 			if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Weight: tc.weight}); err != nil {
 				t.Fatal(err)
 			}
-			for i := 0; i < 60; i++ {
+			for i := 0; i < 360; i++ { // an hour
 				_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 900), requests("checkout", "v2", 200, tc.canary)})
 				c.advance(10 * time.Second)
 				e.Evaluate()

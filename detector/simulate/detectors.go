@@ -67,13 +67,21 @@ func (d *OracleSPRT) Observe(k Tick) bool {
 // θ; the gap between the two is the price of not knowing θ, and the gap
 // between this test and OracleSPRT the price of not knowing p₀.
 type ConditionalSPRT struct {
-	theta, threshold, llr float64
-	alarmed               bool
+	theta0, theta, threshold, llr float64
+	alarmed                       bool
 }
 
 // NewConditionalSPRT tests θ = 1 against theta > 1 at level alpha.
 func NewConditionalSPRT(theta, alpha float64) *ConditionalSPRT {
-	return &ConditionalSPRT{theta: theta, threshold: math.Log(1 / alpha)}
+	return NewConditionalSPRTAt(1, theta, alpha)
+}
+
+// NewConditionalSPRTAt tests θ = theta0 against theta > theta0: with theta0
+// the tolerance's edge (1.1) it is the fastest test of rollguard's own null
+// that knows the alternative — what no valid test of that null can beat on
+// average at that θ (Wald's bound), so the floor of rollguard's delay.
+func NewConditionalSPRTAt(theta0, theta, alpha float64) *ConditionalSPRT {
+	return &ConditionalSPRT{theta0: theta0, theta: theta, threshold: math.Log(1 / alpha)}
 }
 
 func (d *ConditionalSPRT) Observe(k Tick) bool {
@@ -85,7 +93,7 @@ func (d *ConditionalSPRT) Observe(k Tick) bool {
 		return false
 	}
 	rho := nc / (nc + nb)
-	q0 := rho
+	q0 := rho * d.theta0 / (rho*d.theta0 + 1 - rho)
 	q1 := rho * d.theta / (rho*d.theta + 1 - rho)
 	d.llr += float64(k.CandidateBad)*math.Log(q1/q0) + float64(k.BaselineBad)*(math.Log1p(-q1)-math.Log1p(-q0))
 	d.alarmed = d.llr >= d.threshold

@@ -34,6 +34,8 @@ const (
 	nPods       = "rollguard (pods)"
 	nSummed     = "rollguard (summed)"
 	nOracle     = "oracle SPRT (summed)"
+	nCond       = "θ-oracle (summed)"
+	nEdge       = "θ-oracle at the edge (summed)"
 	nFresh      = "rollguard (pods), fresh restart every 30 min"
 	nCheckpoint = "rollguard (pods), checkpointed restart every 30 min"
 )
@@ -78,6 +80,16 @@ func nuisanceScenarios(o options) (aa, power []simulate.FleetScenario) {
 	oracle := simulate.FleetContender{Name: nOracle, New: func() simulate.FleetDetector {
 		return simulate.Summed{D: simulate.NewOracleSPRT(p0, p0*nuisanceTheta, nuisanceAlpha)}
 	}}
+	// The θ-oracles see what rollguard sees (the candidate's share of each
+	// tick's bad events) and know θ = 2: against θ = 1, and against the
+	// tolerance's edge θ₀ = 1.1 — rollguard's own null, so the fastest any
+	// valid test of it can be on average at θ = 2.
+	cond := simulate.FleetContender{Name: nCond, New: func() simulate.FleetDetector {
+		return simulate.Summed{D: simulate.NewConditionalSPRT(nuisanceTheta, nuisanceAlpha)}
+	}}
+	edge := simulate.FleetContender{Name: nEdge, New: func() simulate.FleetDetector {
+		return simulate.Summed{D: simulate.NewConditionalSPRTAt(nuisanceTheta0, nuisanceTheta, nuisanceAlpha)}
+	}}
 	sc := func(name string, f simulate.Fleet, runs int, cs ...simulate.FleetContender) simulate.FleetScenario {
 		return simulate.FleetScenario{Name: name, Fleet: f, Runs: runs, Ticks: simulate.FleetWatchTicks, Seed: seedOf(o.seed, nuisanceSeedNS+name), Contenders: cs}
 	}
@@ -117,8 +129,8 @@ func nuisanceScenarios(o options) (aa, power []simulate.FleetScenario) {
 	late := canary
 	late.ChangeAt = lateChange
 	power = []simulate.FleetScenario{
-		sc(powerCanary, canary, o.nuisancePowerRuns, pods, summed, oracle, checkpointed),
-		sc(powerHalf, half, o.nuisancePowerRuns, pods, summed, oracle),
+		sc(powerCanary, canary, o.nuisancePowerRuns, pods, summed, oracle, cond, edge, checkpointed),
+		sc(powerHalf, half, o.nuisancePowerRuns, pods, summed, oracle, cond, edge),
 		sc(powerLate, late, o.nuisancePowerRuns, pods, summed, checkpointed),
 	}
 	return aa, power
@@ -212,6 +224,7 @@ func writeNuisance(b *strings.Builder, o options, r *nuisanceResults) {
 	fmt.Fprintf(b, "- **%s**: the same test fed each version's summed counts through `Observe` — what it sees without pod labels.\n", nSummed)
 	fmt.Fprintf(b, "- **restarts** (g): every 30 min the test is replaced — *fresh*: a new `CountTest` (α spent again, the old behaviour); *checkpointed*: `MarshalBinary` then `UnmarshalBinary` into a new `CountTest`. The first alarm of a run is what counts, whichever test raised it.\n")
 	fmt.Fprintf(b, "- **%s**: Wald's SPRT of p₀ = 1 %% against p₁ = 2 %% on the candidate's summed requests, knowing both — the lower bound on delay at θ = 2 (power cases only).\n", nOracle)
+	fmt.Fprintf(b, "- **%s** and **%s**: the SPRT of θ = 1, and of θ = θ₀ = %g (the tolerance's edge, rollguard's own null), against the true θ = 2 on the conditional likelihood rollguard uses (the candidate's share of each tick's bad events): they see what rollguard sees and know θ. No valid test of θ ≤ θ₀ can beat the second on average at θ = 2 (Wald), so it is the floor of rollguard's delay; oracle → θ-oracle is the price of not knowing p₀, θ-oracle → edge the price of the tolerance, edge → rollguard the price of not knowing θ nor when the regression began, of the dispersion learnt and of the ticks held.\n", nCond, nEdge, nuisanceTheta0)
 	fmt.Fprintf(b, "- The nuisances: (a) errors in clusters of 3 (clusters Poisson(n·p/3); the retries count in the total); "+
 		"(b) bursts, a fleet-wide Poisson process of 1 per 2 h, each multiplying a uniformly drawn pod's (candidate or baseline) error probability by 10 for 1 min; "+
 		"(c) each pod's p = p₀·exp(σZ − σ²/2), σ = 0.2, drawn once per run; (d) the same per pod and tick, σ = 0.7; "+
@@ -252,10 +265,16 @@ func writeNuisance(b *strings.Builder, o options, r *nuisanceResults) {
 		{powerCanary, nPods, 0, powerCanary, nOracle, 0, 1.3},
 		{powerCanary, nSummed, 0, powerCanary, nOracle, 0, 0},
 		{powerCanary, nOracle, 0, "", "", 0, 0},
+		{powerCanary, nCond, 0, powerCanary, nOracle, 0, 0},
+		{powerCanary, nEdge, 0, powerCanary, nOracle, 0, 0},
+		{powerCanary, nPods, 0, powerCanary, nEdge, 0, 0},
 		{powerCanary, nCheckpoint, 0, powerCanary, nPods, 0, -1},
 		{powerHalf, nPods, 0, powerHalf, nOracle, 0, 2},
 		{powerHalf, nSummed, 0, powerHalf, nOracle, 0, 0},
 		{powerHalf, nOracle, 0, "", "", 0, 0},
+		{powerHalf, nCond, 0, powerHalf, nOracle, 0, 0},
+		{powerHalf, nEdge, 0, powerHalf, nOracle, 0, 0},
+		{powerHalf, nPods, 0, powerHalf, nEdge, 0, 0},
 		{powerLate, nPods, lateChange, powerCanary, nPods, 0, 1.5},
 		{powerLate, nSummed, lateChange, powerCanary, nSummed, 0, 0},
 		{powerLate, nCheckpoint, lateChange, powerLate, nPods, lateChange, -1},

@@ -689,8 +689,8 @@ func pmSymptom(e detector.Evidence) string {
 	b, c := e.Baseline, e.Candidate
 	switch {
 	case e.Quantile > 0 && e.Boundary > 0:
-		return fmt.Sprintf("%s of %s requests were slower than %s (the baseline's p%s), against %s of %s requests",
-			pmPct(c.Ratio), pmEsc(c.Version), pmSeconds(e.Boundary), pmQuantile(e.Quantile), pmPct(b.Ratio), pmEsc(b.Version))
+		return fmt.Sprintf("%s of %s requests were slower than %s (%s), against %s of %s requests",
+			pmPct(c.Ratio), pmEsc(c.Version), pmSeconds(e.Boundary), pmEsc(detector.BoundQuantile(e)), pmPct(b.Ratio), pmEsc(b.Version))
 	case e.Kind == "rule" || pmThroughput(e):
 		if e.Reason != "" {
 			return pmEsc(e.Reason)

@@ -845,7 +845,7 @@ func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData ti
 	}
 	what := "bad-event rate"
 	if a.quantile > 0 {
-		what = fmt.Sprintf("share of requests slower than %s (the baseline's p%s)", seconds(a.boundary), strconv.FormatFloat(a.quantile*100, 'f', -1, 64))
+		what = fmt.Sprintf("share of requests slower than %s (%s)", seconds(a.boundary), BoundQuantile(ev))
 	}
 	switch {
 	case t.Regressed():

@@ -115,3 +115,19 @@ func eValue(ev Evidence) string {
 	}
 	return number(float64(ev.EValue))
 }
+
+// BoundQuantile names the quantile a latency arm's boundary stands for: the
+// boundary is the histogram bucket's bound at or above the baseline's asked
+// quantile, so it names both the asked quantile and the one the baseline's
+// requests show it to be ("the baseline's p99, its p99.89 over the test").
+// Every wording of latency evidence (verdicts, post-mortem) calls it.
+func BoundQuantile(e Evidence) string {
+	asked := strconv.FormatFloat(e.Quantile*100, 'f', -1, 64)
+	s := "the baseline's p" + asked
+	if e.Baseline.Total > 0 && e.Baseline.Ratio >= 0 && e.Baseline.Ratio <= 1 {
+		if real := strconv.FormatFloat(100*(1-e.Baseline.Ratio), 'g', 4, 64); real != asked {
+			s += ": the bucket bound at or above it is its p" + real + " over the test"
+		}
+	}
+	return s
+}

@@ -43,3 +43,23 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundQuantile: a latency arm's boundary is a bucket bound at or above
+// the asked quantile; the wording names the quantile the baseline shows it
+// to be (issue 12: a "p99" bound that was the baseline's p99.89). The twin:
+// a bound that is the asked quantile names just that.
+func TestBoundQuantile(t *testing.T) {
+	for _, tc := range []struct {
+		ratio, total float64
+		want         string
+	}{
+		{0.0011, 100000, "the baseline's p99: the bucket bound at or above it is its p99.89 over the test"},
+		{0.01, 100000, "the baseline's p99"},
+		{0, 0, "the baseline's p99"},
+	} {
+		e := Evidence{Quantile: 0.99, Baseline: CohortCounts{Total: tc.total, Ratio: tc.ratio}}
+		if got := BoundQuantile(e); got != tc.want {
+			t.Errorf("baseline ratio %v of %v: %q, want %q", tc.ratio, tc.total, got, tc.want)
+		}
+	}
+}

@@ -582,13 +582,15 @@ func (h *history) close(now time.Time, window time.Duration) {
 	}
 }
 
-// snapshot merges the window before at, per signal.
+// snapshot merges the window before at, per signal, keeping its ticks.
 func (h *history) snapshot(at time.Time, window time.Duration) []tick {
 	out := make([]tick, len(h.signals))
 	h.close(at, window)
 	for i := range h.signals {
+		out[i].parts = make([]tick, 0, len(h.ring[i]))
 		for _, st := range h.ring[i] {
 			out[i].merge(st.t)
+			out[i].parts = append(out[i].parts, st.t)
 		}
 	}
 	return out

@@ -12,6 +12,7 @@ type RateTest struct {
 	grid  []float64 // θ values > 1
 	logL  []float64
 	maxE  float64
+	phi   float64 // each tick's log-likelihood is divided by it (Tempered)
 	Bad   float64
 	Total float64
 	Ticks int
@@ -28,7 +29,18 @@ func NewRateTest(p0, alpha float64) *RateTest {
 		}
 		grid = append(grid, th)
 	}
-	return &RateTest{p0: p0, alpha: alpha, grid: grid, logL: make([]float64, len(grid)), maxE: 1}
+	return &RateTest{p0: p0, alpha: alpha, grid: grid, logL: make([]float64, len(grid)), maxE: 1, phi: 1}
+}
+
+// Tempered divides every tick's log-likelihood ratio by phi (when above 1):
+// counts phi times as variable as independent requests carry 1/phi of the
+// evidence. Under independent requests a tempered ratio's expectation is at
+// most 1 (Jensen), so the test stays valid and only gives up power.
+func (t *RateTest) Tempered(phi float64) *RateTest {
+	if phi > 1 {
+		t.phi = phi
+	}
+	return t
 }
 
 // Observe adds a tick of x bad events out of n.
@@ -41,7 +53,7 @@ func (t *RateTest) Observe(x, n float64) {
 	}
 	for i, th := range t.grid {
 		p := t.p0 * th
-		t.logL[i] += x*math.Log(th) + (n-x)*(math.Log1p(-p)-math.Log1p(-t.p0))
+		t.logL[i] += (x*math.Log(th) + (n-x)*(math.Log1p(-p)-math.Log1p(-t.p0))) / t.phi
 	}
 	if e := t.EValue(); e > t.maxE {
 		t.maxE = e

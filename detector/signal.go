@@ -95,6 +95,10 @@ type arm struct {
 	// Before/after: the candidate against the before-window's rate.
 	rate    *RateTest
 	preRate float64 // the before-window's observed rate
+	// preModel is what the reference assumed: the window's dispersion φ
+	// between its ticks (preWindow).
+	preModel *Model
+	ref      preWindow
 	// rule, when the signal is a rule-based check instead of the test.
 	rule *ruleState
 }
@@ -116,6 +120,9 @@ type tick struct {
 	total, bad float64
 	// cum: observations <= bound, for latency signals.
 	cum map[float64]float64
+	// parts are a before-window's own ticks, oldest first (history.snapshot):
+	// how much they vary is what widens the before/after reference.
+	parts []tick
 }
 
 // latencyScale is the exponential-histogram scale latency is compared at:
@@ -734,9 +741,14 @@ func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.D
 	// The before-window's rate is estimated: test against its upper
 	// confidence bound at α/2, with the other α/2 for the sequential test,
 	// so that a false alarm needs one of two events of probability α/2.
+	// Both are widened by the dispersion φ seen between the window's ticks:
+	// the bound is quasi-binomial (the window's counts worth total/φ
+	// independent requests), and the candidate's ticks, taken to vary as
+	// the window's did, are tested with their likelihood tempered by φ.
 	for _, a := range sr.arms {
 		alpha := a.test.alpha / 2
 		bad, total := sr.pre.bad, sr.pre.total
+		count := func(t tick) (float64, bool) { return t.bad, true }
 		if a.quantile > 0 {
 			a.boundary = sr.pre.boundary(a.quantile)
 			x, ok := sr.pre.exceed(a.boundary)
@@ -744,14 +756,83 @@ func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.D
 				continue
 			}
 			bad = x
+			count = func(t tick) (float64, bool) { return t.exceed(a.boundary) }
 		}
 		if total < sr.baseline.MinRequests || total == 0 {
 			continue
 		}
 		a.preRate = bad / total
-		p0 := math.Min((1+sr.cfg.Tolerance)*rateUpperBound(bad, total, alpha), 0.999)
-		a.rate = NewRateTest(p0, alpha)
+		a.ref = windowDispersion(sr.pre.parts, count)
+		a.ref.bound = quasiRateUpperBound(bad, total, a.ref.phi, alpha)
+		a.preModel = &Model{Dispersion: a.ref.phi, CandidatePods: 1, BaselinePods: 1, Assumption: BeforeAfterAssumption}
+		p0 := math.Min((1+sr.cfg.Tolerance)*a.ref.bound, 0.999)
+		a.rate = NewRateTest(p0, alpha).Tempered(a.ref.phi)
 	}
+}
+
+// preWindow is what a before/after reference learnt of its window.
+type preWindow struct {
+	// phi is the dispersion between the window's ticks (≥ 1), ticks how
+	// many taught it, extreme how many were left out as outliers.
+	phi            float64
+	ticks, extreme int
+	// bound is the reference rate's upper confidence bound at φ.
+	bound float64
+}
+
+// windowDispersion reads φ, the dispersion of a before-window, from its
+// ticks' counts (count: a tick's bad events, or its requests above a
+// latency boundary): their Pearson χ² around the window's rate over its
+// degrees of freedom, with dispPrior degrees of freedom at 1 as elsewhere
+// (dispersion.go), never below 1 — so a steady window keeps the binomial
+// bound. Retries, bursts and noise that come and go within the window show
+// here; a drift slower than the window does not (a 30 min window cannot
+// tell a daily cycle from noise), and neither does anything the window did
+// not see. A tick far above the window's median rate — six standard
+// deviations and three events, an outage — does not teach φ, as in the
+// count test's shock gate: one outage would otherwise mute the test for
+// the whole watch; it stays in the window's rate, which it only raises.
+func windowDispersion(parts []tick, count func(tick) (float64, bool)) preWindow {
+	w := preWindow{phi: 1}
+	rates := make([]float64, 0, len(parts))
+	for _, t := range parts {
+		if x, ok := count(t); ok && t.total > 0 {
+			rates = append(rates, x/t.total)
+		}
+	}
+	if len(rates) < 2 {
+		return w
+	}
+	sort.Float64s(rates)
+	m := (rates[(len(rates)-1)/2] + rates[len(rates)/2]) / 2
+	var sumSq, bad, total float64
+	k := 0
+	for _, t := range parts {
+		x, ok := count(t)
+		if !ok || t.total <= 0 {
+			continue
+		}
+		if mu := t.total * m; x-mu > 6*math.Sqrt(mu*(1-m))+3 {
+			w.extreme++
+			continue
+		}
+		sumSq += x * x / t.total
+		bad += x
+		total += t.total
+		k++
+	}
+	var p pearson
+	p.add(sumSq, bad, total, k)
+	w.ticks = k
+	w.phi = math.Max(1, p.phi())
+	return w
+}
+
+// quasiRateUpperBound is rateUpperBound for counts phi times as variable as
+// independent requests: bad of n count as bad/phi of n/phi.
+func quasiRateUpperBound(bad, n, phi, delta float64) float64 {
+	phi = math.Max(1, phi)
+	return rateUpperBound(bad/phi, n/phi, delta)
 }
 
 // evaluateBeforeAfter tests the candidate's batches against the before-window.
@@ -780,6 +861,9 @@ func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData
 			Quantile: a.quantile, Boundary: a.boundary, WindowStart: d.from(), WindowEnd: sr.lastBatch,
 			Baseline:     cohortCounts(d.PreviousVersion+" (before)", sr.pre.total, a.preRate*sr.pre.total),
 			IntervalHigh: Float(math.Inf(1)), EValue: 1, PValue: 1, Model: beforeAfterModel}
+		if a.preModel != nil {
+			ev.Model = a.preModel
+		}
 		switch {
 		case a.rate == nil:
 			ev.State = StateNoData
@@ -798,7 +882,7 @@ func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData
 		case r.Regressed():
 			ev.State = StateRegressed
 			ev.Reason = fmt.Sprintf("e-value reached 1/alpha: the candidate's rate %.3g%% is above the tolerance over the %.3g%% of the window before the deployment (assumed representative)",
-				100*ev.Candidate.Ratio, 100*a.preRate)
+				100*ev.Candidate.Ratio, 100*a.preRate) + a.ref.note(sr.baseline)
 		case now.Sub(sr.lastReport[candidate]) > noData:
 			ev.State = StateNoData
 			ev.Reason = "candidate " + d.Version + " has had no traffic for " + now.Sub(sr.lastReport[candidate]).Round(time.Second).String()
@@ -810,15 +894,25 @@ func (sr *signalRun) evaluateBeforeAfter(d *deploymentRun, now time.Time, noData
 	return sr.evidence
 }
 
+// note says, for a verdict's reason, what the reference assumed of its window.
+func (w preWindow) note(b configs.BaselineConfig) string {
+	s := fmt.Sprintf("; reference: the %s before the deployment (%d ticks", time.Duration(b.Window), w.ticks)
+	if w.extreme > 0 {
+		s += fmt.Sprintf(", %d more far above the rest left out of φ", w.extreme)
+	}
+	return s + fmt.Sprintf(", dispersion φ %.3g between them), bounded at %.3g%%; no longer history is kept, so not the same time of day or week", w.phi, 100*w.bound)
+}
+
 // beforeAfterModel is what a before/after comparison assumes: that the
 // window before the deployment stands for what follows. A daily cycle or
 // a trend breaks that, and then its false alarms exceed α (issue 12: 20 %
-// under a ±30 % daily cycle, all runs under a +10 %/h trend, at α = 0.01),
-// so no α is claimed for it.
+// under a ±30 % daily cycle, all runs under a +10 %/h trend, at α = 0.01,
+// over a 6 h watch), so no α is claimed for it. Arms with a reference
+// carry their own, with the window's φ (preWindow).
 var beforeAfterModel = &Model{Dispersion: 1, Assumption: BeforeAfterAssumption}
 
 // BeforeAfterAssumption is the assumption of a before/after comparison, in words.
-const BeforeAfterAssumption = "before/after: the window before the deployment is taken to stand for what follows (same time of day, no trend); no α is claimed, since a daily cycle or a trend breaks it"
+const BeforeAfterAssumption = "before/after: the window before the deployment (baseline.window; no longer history is kept, so not the same time of day or week) is taken to stand for what follows, its rate bounded with the dispersion φ seen between its ticks; no α is claimed, since a daily cycle or a trend the window cannot show breaks it"
 
 func (a *arm) evidence(sr *signalRun, d *deploymentRun, now time.Time, noData time.Duration) Evidence {
 	t := a.test

@@ -116,8 +116,13 @@ func run() int {
 	}
 	wall := time.Since(start)
 	var nuisance *nuisanceResults
+	var beforeAfter *beforeAfterResults
 	if o.nuisanceRuns > 0 {
 		if nuisance, err = runNuisance(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "detectbench:", err)
+			return 1
+		}
+		if beforeAfter, err = runBeforeAfter(ctx, o); err != nil {
 			fmt.Fprintln(os.Stderr, "detectbench:", err)
 			return 1
 		}
@@ -133,6 +138,7 @@ func run() int {
 	b.WriteString(marker + "\n\n")
 	writeReport(&b, o, results, wall)
 	writeNuisance(&b, o, nuisance)
+	writeBeforeAfter(&b, o, beforeAfter)
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "detectbench: write report:", err)
 		return 1

@@ -63,18 +63,23 @@ func (t trimmed) release() {
 
 // trim walks a protobuf ExportMetricsServiceRequest and cuts out what the
 // Filter drops at the door; see the top of this file.
+//
+// The walk checks the export as validMessage does as it goes, in one pass:
+// what it walks itself (down to a kept metric's points and their
+// attributes) it checks field by field as it reads them (validField), the
+// rest it hands to validMessage. The depths it passes on are those
+// validMessage would reach them at (the request is at 0).
 func (r *Receiver) trim(body []byte) (trimmed, error) {
-	if err := validMessage(body, msgRequest, 0); err != nil {
-		return trimmed{}, err
-	}
 	buf := trimBuffers.Get().(*[]byte)
 	w := trimmer{r: r, out: (*buf)[:0]}
-	err := eachField(body, func(num protowire.Number, _ protowire.Type, v []byte) error {
-		if num == 1 {
-			return w.resourceMetrics(v)
+	var err error
+	for b := body; len(b) > 0 && err == nil; {
+		var v []byte
+		var sub *wireMessage
+		if _, _, v, sub, b, err = validField(b, msgRequest); err == nil && sub != nil {
+			err = w.resourceMetrics(v) // the request's one message field
 		}
-		return nil
-	})
+	}
 	*buf = w.out
 	if err == nil && w.spoilt {
 		err = errLeftToPdata
@@ -122,36 +127,47 @@ type labelSeen struct {
 	value []byte
 }
 
+// resourceMetrics walks a ResourceMetrics (at depth 1) twice: for its
+// resources first (validField refuses the deprecated
+// instrumentation_library_metrics, which pdata migrates), then for its
+// scope metrics, whose fields the first pass has checked but not their
+// contents.
 func (w *trimmer) resourceMetrics(b []byte) error {
 	w.rm, w.sm = -1, -1
 	w.resources = w.resources[:0]
-	err := eachField(b, func(num protowire.Number, _ protowire.Type, v []byte) error {
-		switch num {
-		case 1:
-			w.resources = append(w.resources, v)
-		case 1000:
-			return errLeftToPdata // pdata migrates it into scope_metrics
+	for rest := b; len(rest) > 0; {
+		num, _, v, sub, next, err := validField(rest, msgResourceMetrics)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		rest = next
+		if sub == nil || num == 2 {
+			continue
+		}
+		if err := validMessage(v, sub, 2); err != nil {
+			return err
+		}
+		if num == 1 {
+			w.resources = append(w.resources, v)
+		}
 	}
 	w.rmSize = protowire.SizeVarint(uint64(len(b)))
-	err = eachField(b, func(num protowire.Number, _ protowire.Type, v []byte) error {
-		if num == 2 {
-			w.sm, w.smSize = -1, protowire.SizeVarint(uint64(len(v)))
-			if err := w.scopeMetrics(v); err != nil {
-				return err
-			}
-			if w.sm >= 0 {
-				w.close(w.sm, w.smSize)
-			}
+	for len(b) > 0 {
+		num, typ, v, rest, ok := nextField(b)
+		if !ok {
+			return errLeftToPdata // not reached: checked above
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		b = rest
+		if num != 2 || typ != protowire.BytesType {
+			continue
+		}
+		w.sm, w.smSize = -1, protowire.SizeVarint(uint64(len(v)))
+		if err := w.scopeMetrics(v); err != nil {
+			return err
+		}
+		if w.sm >= 0 {
+			w.close(w.sm, w.smSize)
+		}
 	}
 	if w.rm >= 0 {
 		w.close(w.rm, w.rmSize)
@@ -159,13 +175,26 @@ func (w *trimmer) resourceMetrics(b []byte) error {
 	return nil
 }
 
+// scopeMetrics walks a ScopeMetrics, at depth 2.
 func (w *trimmer) scopeMetrics(b []byte) error {
-	return eachField(b, func(num protowire.Number, _ protowire.Type, v []byte) error {
-		if num == 2 {
-			return w.metric(v)
+	for len(b) > 0 {
+		num, _, v, sub, rest, err := validField(b, msgScopeMetrics)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+		b = rest
+		switch {
+		case sub == nil:
+		case num == 2:
+			err = w.metric(v)
+		default:
+			err = validMessage(v, sub, 3)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openScope opens the ResourceMetrics (with its resource, as sent) and
@@ -219,36 +248,46 @@ const (
 	dataSummary   = 11
 )
 
+// metric walks a Metric, at depth 3; its data at 4, their points at 5.
 func (w *trimmer) metric(b []byte) error {
 	var name, data []byte
 	var dataNum protowire.Number
+	var dataMsg *wireMessage
 	named := false
-	err := eachField(b, func(num protowire.Number, _ protowire.Type, v []byte) error {
+	for fields := b; len(fields) > 0; {
+		num, _, v, sub, rest, err := validField(fields, msgMetric)
+		if err != nil {
+			return err
+		}
+		fields = rest
 		switch num {
 		case 1:
 			name, named = v, true // the last one wins
 		case dataGauge, dataSum, dataHistogram, dataExpHist, dataSummary:
-			data, dataNum = v, num
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if data != nil {
-		err = eachField(data, func(num protowire.Number, _ protowire.Type, _ []byte) error {
-			if num == 1 {
-				w.points++
+			// A oneof: the last one sent wins, the others are only
+			// checked.
+			if data != nil {
+				if err := validMessage(data, dataMsg, 4); err != nil {
+					return err
+				}
 			}
-			return nil
-		})
-		if err != nil {
-			return err
+			data, dataNum, dataMsg = v, num, sub
+		default:
+			if sub != nil {
+				if err := validMessage(v, sub, 4); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	// The name is asked about in place: the Filter does not keep it.
 	if !w.r.cfg.Filter.Wants(bytesString(name)) {
-		return nil
+		if data == nil {
+			return nil
+		}
+		n, err := validPoints(data, dataMsg)
+		w.points += n
+		return err
 	}
 	// A metric is written with its first kept point (with the fields of
 	// its data but the points): a metric none of whose points is kept
@@ -280,21 +319,27 @@ func (w *trimmer) metric(b []byte) error {
 		return nil
 	}
 	w.doorsOf(name)
-	err = eachField(data, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		if num != 1 {
-			return nil
+	for fields := data; len(fields) > 0; {
+		num, typ, v, sub, rest, err := validField(fields, dataMsg)
+		if err != nil {
+			return err
 		}
-		keep, err := w.keepPoint(dataNum, v)
+		fields = rest
+		if sub == nil {
+			continue
+		}
+		// A data message's one message field is its points'.
+		w.points++
+		keep, err := w.keepPoint(dataNum, sub, v)
+		if err != nil {
+			return err
+		}
 		if keep {
 			if at < 0 {
 				open()
 			}
 			w.out = appendField(w.out, num, typ, v)
 		}
-		return err
-	})
-	if err != nil {
-		return err
 	}
 	if at >= 0 {
 		w.close(d, dataLenSize)
@@ -384,6 +429,19 @@ func (w *trimmer) label(kv []byte, seen []labelSeen) bool {
 	return w.note(key, str, seen)
 }
 
+// pointLabel is label for a point's attribute (at depth 6), which it
+// checks as validMessage does. A string attribute as exporters write it
+// is checked as it is read; any other goes through validMessage first.
+func (w *trimmer) pointLabel(kv []byte, seen []labelSeen) (bool, error) {
+	if key, str, ok := stringAttr(kv); ok {
+		return w.note(key, str, seen), nil
+	}
+	if err := validMessage(kv, msgKeyValue, 6); err != nil {
+		return false, err
+	}
+	return w.label(kv, seen), nil
+}
+
 // shortValue judges an attribute whose value convert spells in at most 20
 // bytes: sure unless it may be over the limits or is named as a door's
 // label.
@@ -414,11 +472,33 @@ func (w *trimmer) note(key, str []byte, seen []labelSeen) bool {
 	return true
 }
 
-// keepPoint decides whether a data point of a wanted metric is kept: it
-// is cut only when convert would drop it at the door, silently.
-func (w *trimmer) keepPoint(dataNum protowire.Number, p []byte) (bool, error) {
-	if w.doorsAll || w.resUnsure {
-		return true, nil
+// validPoints checks a data message (at depth 4) of a metric the Filter
+// does not want, and counts its points.
+func validPoints(data []byte, m *wireMessage) (int, error) {
+	n := 0
+	for len(data) > 0 {
+		_, _, v, sub, rest, err := validField(data, m)
+		if err != nil {
+			return n, err
+		}
+		data = rest
+		if sub != nil { // a data message's one message field is its points'
+			n++
+			if err := validMessage(v, sub, 5); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// keepPoint decides whether a data point (m, at depth 5) of a wanted
+// metric is kept: it is cut only when convert would drop it at the door,
+// silently. It checks the point as validMessage does.
+func (w *trimmer) keepPoint(dataNum protowire.Number, m *wireMessage, p []byte) (bool, error) {
+	var seen [4]labelSeen
+	if w.doorsAll || w.resUnsure || len(w.doors) > len(seen) {
+		return true, validMessage(p, m, 5)
 	}
 	attrsNum := protowire.Number(7) // number and summary points
 	switch dataNum {
@@ -427,24 +507,33 @@ func (w *trimmer) keepPoint(dataNum protowire.Number, p []byte) (bool, error) {
 	case dataExpHist:
 		attrsNum = 1
 	}
-	var seen [4]labelSeen
-	if len(w.doors) > len(seen) {
-		return true, nil
-	}
 	pt := seen[:len(w.doors)]
 	labels, unsure := 0, false
 	value := 0.0
 	for len(p) > 0 {
-		num, _, v, rest, ok := nextField(p)
-		if !ok {
-			return false, errLeftToPdata
+		num, _, v, sub, rest, err := validField(p, m)
+		if err != nil {
+			return false, err
 		}
 		p = rest
 		switch {
 		case num == attrsNum:
 			labels++
-			if !unsure && !w.label(v, pt) {
-				unsure = true
+			switch {
+			case !unsure:
+				sure, err := w.pointLabel(v, pt)
+				if err != nil {
+					return false, err
+				}
+				unsure = !sure
+			default:
+				if err := validMessage(v, sub, 6); err != nil {
+					return false, err
+				}
+			}
+		case sub != nil: // an exemplar, or a summary's quantile
+			if err := validMessage(v, sub, 6); err != nil {
+				return false, err
 			}
 		case dataNum == dataGauge && num == 4: // as_double; the last value wins
 			if len(v) == 8 {
@@ -542,14 +631,14 @@ func nextField(b []byte) (num protowire.Number, typ protowire.Type, v, rest []by
 // stringAttr reads a KeyValue as exporters write a string attribute: a
 // key and a value that holds a string and nothing else, in either order
 // (pdata writes the value first). ok is false for any other layout, which
-// label reads field by field.
+// label reads field by field. A KeyValue it reads is one pdata decodes.
 func stringAttr(kv []byte) (key, value []byte, ok bool) {
-	n1, _, v1, rest, ok := nextField(kv)
-	if !ok || len(rest) == 0 {
+	n1, t1, v1, rest, ok := nextField(kv)
+	if !ok || len(rest) == 0 || t1 != protowire.BytesType {
 		return nil, nil, false
 	}
-	n2, _, v2, rest, ok := nextField(rest)
-	if !ok || len(rest) != 0 {
+	n2, t2, v2, rest, ok := nextField(rest)
+	if !ok || len(rest) != 0 || t2 != protowire.BytesType {
 		return nil, nil, false
 	}
 	var any []byte
@@ -561,8 +650,8 @@ func stringAttr(kv []byte) (key, value []byte, ok bool) {
 	default:
 		return nil, nil, false
 	}
-	num, _, value, rest, ok := nextField(any)
-	if !ok || num != 1 || len(rest) != 0 {
+	num, typ, value, rest, ok := nextField(any)
+	if !ok || num != 1 || typ != protowire.BytesType || len(rest) != 0 {
 		return nil, nil, false
 	}
 	return key, value, true
@@ -599,7 +688,11 @@ type wireMessage [15]wireField
 
 // The messages of an export; built once, by newWireMessages.
 var (
-	msgRequest = newWireMessages()
+	msgRequest         = newWireMessages()
+	msgResourceMetrics = msgRequest[1].msg
+	msgScopeMetrics    = msgResourceMetrics[2].msg
+	msgMetric          = msgScopeMetrics[2].msg
+	msgKeyValue        = msgResourceMetrics[1].msg[1].msg
 )
 
 func newWireMessages() *wireMessage {
@@ -657,94 +750,110 @@ func validMessage(b []byte, m *wireMessage, depth int) error {
 		return errLeftToPdata
 	}
 	for len(b) > 0 {
-		num, typ, n := protowire.Number(b[0]>>3), protowire.Type(b[0]&7), 1
-		if b[0] >= 0x80 || b[0] < 8 {
-			if num, typ, n = protowire.ConsumeTag(b); n < 0 {
-				return errLeftToPdata
+		_, _, v, sub, rest, err := validField(b, m)
+		if err != nil {
+			return err
+		}
+		if sub != nil {
+			if err := validMessage(v, sub, depth+1); err != nil {
+				return err
 			}
 		}
-		b = b[n:]
-		var f wireField
-		if num < protowire.Number(len(m)) {
-			f = m[num]
-		}
-		switch f.kind {
-		case fieldUnknown:
-			// Skipped as pdata skips it; but a group pdata closes by
-			// depth alone, and protowire by number too: stricter.
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return errLeftToPdata
-			}
-			if num == 1000 && m == msgRequest[1].msg {
-				return errLeftToPdata // ResourceMetrics' deprecated scope metrics
-			}
-			b = b[n:]
-			continue
-		case fieldVarint:
-			if typ != protowire.VarintType {
-				return errLeftToPdata
-			}
-			_, n = protowire.ConsumeVarint(b)
-		case fieldFixed64:
-			if typ != protowire.Fixed64Type || len(b) < 8 {
-				return errLeftToPdata
-			}
-			n = 8
-		case fieldPackedFixed64:
-			switch typ {
-			case protowire.Fixed64Type:
-				_, n = protowire.ConsumeFixed64(b)
-			case protowire.BytesType:
-				var v []byte
-				if v, n = protowire.ConsumeBytes(b); n >= 0 && len(v)%8 != 0 {
-					return errLeftToPdata
-				}
-			default:
-				return errLeftToPdata
-			}
-		case fieldPackedVarint:
-			switch typ {
-			case protowire.VarintType:
-				_, n = protowire.ConsumeVarint(b)
-			case protowire.BytesType:
-				var v []byte
-				if v, n = protowire.ConsumeBytes(b); n >= 0 && !packedVarints(v) {
-					return errLeftToPdata
-				}
-			default:
-				return errLeftToPdata
-			}
-		default: // length-delimited
-			if typ != protowire.BytesType {
-				return errLeftToPdata
-			}
-			var v []byte
-			if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-				v, n = b[1:1+int(b[0])], 1+int(b[0]) // a one-byte length
-			} else if v, n = protowire.ConsumeBytes(b); n < 0 {
-				return errLeftToPdata
-			}
-			switch f.kind {
-			case fieldMessage:
-				if err := validMessage(v, f.msg, depth+1); err != nil {
-					return err
-				}
-			case fieldTraceID:
-				if len(v) != 0 && len(v) != 16 {
-					return errLeftToPdata
-				}
-			case fieldSpanID:
-				if len(v) != 0 && len(v) != 8 {
-					return errLeftToPdata
-				}
-			}
-		}
-		if n < 0 {
-			return errLeftToPdata
-		}
-		b = b[n:]
+		b = rest
 	}
 	return nil
+}
+
+// validField reads the field at the front of b, a field of the message m,
+// and checks it as validMessage does, all but the contents of a known
+// message field: those are handed back with their message (sub) for the
+// caller to check, with validMessage or as it walks them. v is a
+// length-delimited field's contents, any other field's value as sent.
+func validField(b []byte, m *wireMessage) (num protowire.Number, typ protowire.Type, v []byte, sub *wireMessage, rest []byte, err error) {
+	num, typ, n := protowire.Number(b[0]>>3), protowire.Type(b[0]&7), 1
+	if b[0] >= 0x80 || b[0] < 8 {
+		if num, typ, n = protowire.ConsumeTag(b); n < 0 {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+	}
+	b = b[n:]
+	var f wireField
+	if num < protowire.Number(len(m)) {
+		f = m[num]
+	}
+	switch f.kind {
+	case fieldUnknown:
+		// Skipped as pdata skips it; but a group pdata closes by
+		// depth alone, and protowire by number too: stricter.
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+		if num == 1000 && m == msgResourceMetrics {
+			return 0, 0, nil, nil, nil, errLeftToPdata // ResourceMetrics' deprecated scope metrics
+		}
+		return num, typ, b[:n], nil, b[n:], nil
+	case fieldVarint:
+		if typ != protowire.VarintType {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+		_, n = protowire.ConsumeVarint(b)
+	case fieldFixed64:
+		if typ != protowire.Fixed64Type || len(b) < 8 {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+		n = 8
+	case fieldPackedFixed64:
+		switch typ {
+		case protowire.Fixed64Type:
+			_, n = protowire.ConsumeFixed64(b)
+		case protowire.BytesType:
+			if v, n = protowire.ConsumeBytes(b); n >= 0 && len(v)%8 != 0 {
+				return 0, 0, nil, nil, nil, errLeftToPdata
+			}
+		default:
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+	case fieldPackedVarint:
+		switch typ {
+		case protowire.VarintType:
+			_, n = protowire.ConsumeVarint(b)
+		case protowire.BytesType:
+			if v, n = protowire.ConsumeBytes(b); n >= 0 && !packedVarints(v) {
+				return 0, 0, nil, nil, nil, errLeftToPdata
+			}
+		default:
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+	default: // length-delimited
+		if typ != protowire.BytesType {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+		if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+			v, n = b[1:1+int(b[0])], 1+int(b[0]) // a one-byte length
+		} else if v, n = protowire.ConsumeBytes(b); n < 0 {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
+		switch f.kind {
+		case fieldMessage:
+			return num, typ, v, f.msg, b[n:], nil
+		case fieldTraceID:
+			if len(v) != 0 && len(v) != 16 {
+				return 0, 0, nil, nil, nil, errLeftToPdata
+			}
+		case fieldSpanID:
+			if len(v) != 0 && len(v) != 8 {
+				return 0, 0, nil, nil, nil, errLeftToPdata
+			}
+		}
+		return num, typ, v, nil, b[n:], nil
+	}
+	if n < 0 {
+		return 0, 0, nil, nil, nil, errLeftToPdata
+	}
+	if typ == protowire.BytesType { // a packed list
+		return num, typ, v, nil, b[n:], nil
+	}
+	return num, typ, b[:n], nil, b[n:], nil
 }
 
 // packedVarints reports whether b is varints end to end.

@@ -142,3 +142,88 @@ func TestWindowDispersion(t *testing.T) {
 		t.Error("quasi-binomial bound at φ = 4 not wider")
 	}
 }
+
+// TestBeforeAfterOutageIsNotARegression: the whole service is the
+// candidate of a before/after comparison, so a downstream outage just after
+// the deployment — 20 s of half the requests failing, then back to 1 % —
+// is one source's excursion, not a version effect: it must not alarm (the
+// uncapped test flagged it at once). The regression twin: the same start
+// that persists is caught within the burst budget's window.
+func TestBeforeAfterOutageIsNotARegression(t *testing.T) {
+	steady := func(int) float64 { return 10 }
+	play := func(t *testing.T, cand func(i int) float64) (GuardVerdict, int) {
+		t.Helper()
+		c, rec := newClock(), &recorder{}
+		e := NewEngine(mustParse(t, beforeAfterConfig), EngineOptions{Handler: rec, Now: c.now})
+		_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1)})
+		for i := 0; i < 180; i++ {
+			_ = e.Append([]sample.Sample{requests("checkout", "v1", 200, 1000-steady(i)), requests("checkout", "v1", 500, steady(i))})
+			c.advance(10 * time.Second)
+			e.Evaluate()
+		}
+		if _, err := e.Announce(Deployment{Service: "checkout", Version: "v2", PreviousVersion: "v1", Strategy: "all_at_once"}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 120; i++ {
+			b := cand(i)
+			_ = e.Append([]sample.Sample{requests("checkout", "v2", 200, 1000-b), requests("checkout", "v2", 503, b)})
+			c.advance(10 * time.Second)
+			e.Evaluate()
+			if v := rec.last(t); v.State == StateRegressed {
+				return v, i
+			}
+		}
+		return rec.last(t), -1
+	}
+	outage := func(i int) float64 {
+		if i >= 2 && i < 4 { // 20 s at 50 %
+			return 500
+		}
+		return 10
+	}
+	if v, at := play(t, outage); at >= 0 {
+		t.Errorf("a 20 s outage after the deployment alarmed at tick %d: %+v", at, v.Signals[0])
+	}
+	persists := func(i int) float64 {
+		if i >= 2 {
+			return 500
+		}
+		return 10
+	}
+	v, at := play(t, persists)
+	if at < 0 || at > 2+DefaultBurstTicks+3 {
+		t.Fatalf("a persistent 50 %% error rate from tick 2 alarmed at tick %d, want by %d", at, 2+DefaultBurstTicks+3)
+	}
+	if r := v.Signals[0].Reason; !strings.Contains(r, "burst budget") {
+		t.Errorf("the reason does not say the burst budget applied: %q", r)
+	}
+}
+
+// TestRateTestBurstBudget: the capped e-value never exceeds the uncapped
+// one (so Ville's bound holds), a 3-tick excursion stays below 1/α from 1,
+// and a persistent doubling still gets there.
+func TestRateTestBurstBudget(t *testing.T) {
+	const alpha = 0.01
+	capped, raw := NewRateTest(0.01, alpha).WithBurstBudget(DefaultBurstTicks), NewRateTest(0.01, alpha)
+	for k := 0; k < 60; k++ {
+		x := 10.0
+		if k >= 5 && k < 8 {
+			x = 300
+		}
+		capped.Observe(x, 1000)
+		raw.Observe(x, 1000)
+		if capped.LogEValue() > raw.LogEValue()+1e-12 {
+			t.Fatalf("tick %d: capped log e %v above the uncapped %v", k, capped.LogEValue(), raw.LogEValue())
+		}
+	}
+	if capped.Regressed() || !raw.Regressed() {
+		t.Errorf("3-tick excursion: capped regressed %v (want false), uncapped %v (want true)", capped.Regressed(), raw.Regressed())
+	}
+	rt := NewRateTest(0.01, alpha).WithBurstBudget(DefaultBurstTicks)
+	for k := 0; k < 30 && !rt.Regressed(); k++ {
+		rt.Observe(20, 1000)
+	}
+	if !rt.Regressed() {
+		t.Error("a persistent doubling was not caught in 30 ticks of 1000")
+	}
+}

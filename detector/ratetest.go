@@ -13,9 +13,15 @@ type RateTest struct {
 	logL  []float64
 	maxE  float64
 	phi   float64 // each tick's log-likelihood is divided by it (Tempered)
-	Bad   float64
-	Total float64
-	Ticks int
+	// Burst budget (WithBurstBudget): burst is the longest excursion not
+	// taken for a version effect (0: none), capLoss what the cap has taken
+	// from the log e-value, recent the levels before the last burst+2 ticks.
+	burst   int
+	capLoss float64
+	recent  []float64
+	Bad     float64
+	Total   float64
+	Ticks   int
 }
 
 // NewRateTest tests p <= p0 at level alpha.
@@ -43,6 +49,24 @@ func (t *RateTest) Tempered(phi float64) *RateTest {
 	return t
 }
 
+// WithBurstBudget caps the rise of the log e-value within any ticks+2
+// ticks at log(0.9/α), counted from the lowest level in them (or from 1):
+// the candidate of a before/after comparison is the whole service, one
+// source, and an excursion of ticks or fewer — a downstream outage, a
+// burst of retries — is the same data as a short regression; only
+// persistence tells them apart. As in the count test's burst budget
+// (CountTest.burstBudget) the capped e-value is the uncapped one times
+// factors ≤ 1, never above it, so Ville's inequality bounds its false
+// alarms as before; a regression that persists is caught a window later at
+// most.
+func (t *RateTest) WithBurstBudget(ticks int) *RateTest {
+	if ticks > 0 {
+		t.burst = ticks
+		t.recent = make([]float64, 0, ticks+2)
+	}
+	return t
+}
+
 // Observe adds a tick of x bad events out of n.
 func (t *RateTest) Observe(x, n float64) {
 	t.Bad += x
@@ -51,9 +75,24 @@ func (t *RateTest) Observe(x, n float64) {
 	if n <= 0 || len(t.grid) == 0 {
 		return
 	}
+	before := t.LogEValue()
 	for i, th := range t.grid {
 		p := t.p0 * th
 		t.logL[i] += (x*math.Log(th) + (n-x)*(math.Log1p(-p)-math.Log1p(-t.p0))) / t.phi
+	}
+	if t.burst > 0 {
+		if len(t.recent) == t.burst+2 {
+			copy(t.recent, t.recent[1:])
+			t.recent = t.recent[:t.burst+1]
+		}
+		t.recent = append(t.recent, before)
+		lo := before
+		for _, l := range t.recent {
+			lo = math.Min(lo, l)
+		}
+		if over := t.LogEValue() - (math.Max(lo, 0) + math.Log(0.9/t.alpha)); over > 0 {
+			t.capLoss += over
+		}
 	}
 	if e := t.EValue(); e > t.maxE {
 		t.maxE = e
@@ -68,7 +107,7 @@ func (t *RateTest) LogEValue() float64 {
 	if len(t.grid) == 0 {
 		return 0
 	}
-	return logMeanExp(t.logL)
+	return logMeanExp(t.logL) - t.capLoss
 }
 
 // Regressed reports whether the e-value has ever reached 1/α.

@@ -745,6 +745,8 @@ func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.D
 	// the bound is quasi-binomial (the window's counts worth total/φ
 	// independent requests), and the candidate's ticks, taken to vary as
 	// the window's did, are tested with their likelihood tempered by φ.
+	// The candidate is the whole service, one source: a short excursion
+	// (an outage downstream) must persist to count (the burst budget).
 	for _, a := range sr.arms {
 		alpha := a.test.alpha / 2
 		bad, total := sr.pre.bad, sr.pre.total
@@ -766,7 +768,7 @@ func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.D
 		a.ref.bound = quasiRateUpperBound(bad, total, a.ref.phi, alpha)
 		a.preModel = &Model{Dispersion: a.ref.phi, CandidatePods: 1, BaselinePods: 1, Assumption: BeforeAfterAssumption}
 		p0 := math.Min((1+sr.cfg.Tolerance)*a.ref.bound, 0.999)
-		a.rate = NewRateTest(p0, alpha).Tempered(a.ref.phi)
+		a.rate = NewRateTest(p0, alpha).Tempered(a.ref.phi).WithBurstBudget(DefaultBurstTicks)
 	}
 }
 
@@ -900,7 +902,7 @@ func (w preWindow) note(b configs.BaselineConfig) string {
 	if w.extreme > 0 {
 		s += fmt.Sprintf(", %d more far above the rest left out of φ", w.extreme)
 	}
-	return s + fmt.Sprintf(", dispersion φ %.3g between them), bounded at %.3g%%; no longer history is kept, so not the same time of day or week", w.phi, 100*w.bound)
+	return s + fmt.Sprintf(", dispersion φ %.3g between them), bounded at %.3g%%; no longer history is kept, so not the same time of day or week; an excursion of %d ticks or less is not taken for a version effect (burst budget)", w.phi, 100*w.bound, DefaultBurstTicks)
 }
 
 // beforeAfterModel is what a before/after comparison assumes: that the

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/configs"
+	"github.com/rollguard/rollguard/detector"
 	"github.com/rollguard/rollguard/detector/simulate"
 )
 
@@ -129,8 +130,8 @@ func writeBeforeAfter(b *strings.Builder, o options, r *beforeAfterResults) {
 		"(i) p = p₀·1.1^(t/1 h), t from the deployment; (j) a downstream's outages, a Poisson process of 1 an hour, 20 s each with half the requests failing (by the share of each tick covered). "+
 		"The rows \"watched 6 h\" set `baseline.watch: 6h`: how far the window's rate stays representative is a matter of how long it is used.\n")
 	fmt.Fprintf(b, "- The reference is the window's rate, bounded quasi-binomially with the dispersion φ between its ticks (Pearson χ² per degree of freedom, a tick six standard deviations above the rest left out; shown below as the median and p90 over runs), "+
-		"and the candidate's ticks are tested with their likelihood tempered by the same φ. "+
-		"rollguard keeps no history beyond that window, so it cannot take the same time of day or week: a daily cycle or a trend is outside what the window shows, and no α is claimed for before/after.\n\n")
+		"and the candidate's ticks are tested with their likelihood tempered by the same φ and under the burst budget (the log e-value may rise at most log(0.9/α) within any %d ticks: the candidate is the whole service, one source, so an excursion of a minute or less is not taken for a version effect). "+
+		"rollguard keeps no history beyond that window, so it cannot take the same time of day or week: a daily cycle or a trend is outside what the window shows, and no α is claimed for before/after.\n\n", detector.DefaultBurstTicks+2)
 
 	fmt.Fprintf(b, "### False alarms (A/A, watch %s unless said, α = %g)\n\n", time.Duration(configs.DefaultBaseline.Watch), baAlpha)
 	fmt.Fprintf(b, "Share of runs with any `regressed` verdict, [95 %% Wilson interval]; \"within α\" when the interval's upper end is ≤ 1.5·α = %g %%.\n\n", 100*baFaGoal)

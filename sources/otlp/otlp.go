@@ -13,8 +13,10 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -243,10 +245,12 @@ func (r *Receiver) export(req *http.Request, ct string) (pmetricotlp.ExportRespo
 	if err != nil {
 		return pmetricotlp.ExportResponse{}, err
 	}
-	wire, err := r.readBody(req)
+	buf, err := r.readBody(req)
 	if err != nil {
 		return pmetricotlp.ExportResponse{}, err
 	}
+	defer releaseBody(buf)
+	wire := *buf
 	// The body is off the network; what follows costs memory and CPU, so
 	// it runs in a decode slot.
 	release, err := r.cfg.Decodes.Acquire(req.Context(), "otlp_http")
@@ -369,25 +373,43 @@ func gzipped(enc string) (bool, error) {
 	return false, &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("unsupported content encoding %q: use gzip or none", enc)}
 }
 
-// readBody reads the body as it came over the wire, up to MaxRequestBytes.
-func (r *Receiver) readBody(req *http.Request) ([]byte, error) {
+// bodyBuffers hold request bodies as read, for the next request once one
+// is answered: nothing decoded from a body refers to it (pdata copies).
+var bodyBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// releaseBody returns a buffer from readBody. One grown past 1 MiB by a
+// big export is left to the collector, so that idle buffers stay small.
+func releaseBody(buf *[]byte) {
+	if cap(*buf) <= 1<<20 {
+		*buf = (*buf)[:0]
+		bodyBuffers.Put(buf)
+	}
+}
+
+// readBody reads the body as it came over the wire, up to MaxRequestBytes,
+// into a buffer from bodyBuffers, for releaseBody once the request is
+// answered.
+func (r *Receiver) readBody(req *http.Request) (*[]byte, error) {
 	limit := r.cfg.MaxRequestBytes
+	buf := bodyBuffers.Get().(*[]byte)
 	// Sized by Content-Length when it is sent and within the limit, so
 	// that the body is read into one buffer rather than grown into it.
-	var buf bytes.Buffer
+	b := bytes.NewBuffer((*buf)[:0])
 	if n := req.ContentLength; n > 0 && n <= limit {
-		buf.Grow(int(n) + bytes.MinRead)
+		b.Grow(int(n) + bytes.MinRead)
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(nil, req.Body, limit))
-	body := buf.Bytes()
+	_, err := b.ReadFrom(http.MaxBytesReader(nil, req.Body, limit))
+	*buf = b.Bytes()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
+		releaseBody(buf)
 		return nil, &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
 	case err != nil:
+		releaseBody(buf)
 		return nil, &httpError{code: http.StatusBadRequest, msg: "read body: " + err.Error()}
 	}
-	return body, nil
+	return buf, nil
 }
 
 // gunzip decompresses a body, up to MaxRequestBytes too.
@@ -725,5 +747,21 @@ func attrs(ls sources.Labels, m pcommon.Map) sources.Labels {
 func pointLabels(res sources.Labels, pt pcommon.Map) sources.Labels {
 	ls := make(sources.Labels, 0, len(res)+pt.Len())
 	ls = append(ls, res...)
-	return attrs(ls, pt).Sort()
+	return sortLabels(attrs(ls, pt))
+}
+
+// sortLabels is sources.Labels.Sort (sorted by name, the last of a name
+// kept: a point's attribute over the resource's), without the reflection
+// and allocations of its sort.SliceStable, which cost a tenth of a kept
+// OTLP point. A stable sort has one result, whichever sorts it.
+func sortLabels(ls sources.Labels) sources.Labels {
+	slices.SortStableFunc(ls, func(a, b sources.Label) int { return strings.Compare(a.Name, b.Name) })
+	out := ls[:0]
+	for i, l := range ls {
+		if i+1 < len(ls) && ls[i+1].Name == l.Name {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }

@@ -633,6 +633,30 @@ func nextField(b []byte) (num protowire.Number, typ protowire.Type, v, rest []by
 // (pdata writes the value first). ok is false for any other layout, which
 // label reads field by field. A KeyValue it reads is one pdata decodes.
 func stringAttr(kv []byte) (key, value []byte, ok bool) {
+	// Most attributes are short: one-byte tags and lengths, read here
+	// without a call (a byte under 0x80 is a whole varint).
+	if len(kv) >= 6 {
+		switch kv[0] {
+		case 0x0a: // key, value: 0a K key... 12 A 0a S str...
+			if k := int(kv[1]); k < 0x80 && 2+k+4 <= len(kv) && kv[2+k] == 0x12 {
+				a := kv[2+k+2:]
+				if n := int(kv[2+k+1]); n < 0x80 && n == len(a) && n >= 2 && a[0] == 0x0a && int(a[1]) == n-2 {
+					return kv[2 : 2+k], a[2:], true
+				}
+			}
+		case 0x12: // value, key: 12 A 0a S str... 0a K key...
+			if n := int(kv[1]); n < 0x80 && n >= 2 && 2+n+2 <= len(kv) && kv[2] == 0x0a && int(kv[3]) == n-2 && kv[2+n] == 0x0a {
+				if k := int(kv[2+n+1]); k < 0x80 && 2+n+2+k == len(kv) {
+					return kv[2+n+2:], kv[4 : 2+n], true
+				}
+			}
+		}
+	}
+	return stringAttrFields(kv)
+}
+
+// stringAttrFields is stringAttr field by field, any layout of varints.
+func stringAttrFields(kv []byte) (key, value []byte, ok bool) {
 	n1, t1, v1, rest, ok := nextField(kv)
 	if !ok || len(rest) == 0 || t1 != protowire.BytesType {
 		return nil, nil, false

@@ -2,11 +2,15 @@ package otlp
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rollguard/rollguard/sources"
 )
@@ -89,6 +93,63 @@ func TestTrimAllocatesNothingPerSeries(t *testing.T) {
 		}
 		if a, b := allocs(small), allocs(big); b > a {
 			t.Errorf("metric %s: %v allocations walking 20 series, %v walking 2,000", f.metric, a, b)
+		}
+	}
+}
+
+// TestStringAttrFastPath: stringAttr's reading of one-byte tags and
+// lengths reads what field-by-field reading does, whatever the bytes: a
+// KeyValue either way round, with lengths about the one-byte bound, and
+// each of them with a byte changed or cut short.
+func TestStringAttrFastPath(t *testing.T) {
+	kv := func(keyFirst bool, key, str string) []byte {
+		anyValue := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte(str))
+		k := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte(key))
+		v := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), anyValue)
+		if keyFirst {
+			return append(k, v...)
+		}
+		return append(v, k...)
+	}
+	var cases [][]byte
+	for _, kl := range []int{0, 1, 5, 125, 126, 127, 128, 130} {
+		for _, sl := range []int{0, 1, 5, 123, 124, 125, 126, 127, 128} {
+			for _, keyFirst := range []bool{true, false} {
+				cases = append(cases, kv(keyFirst, strings.Repeat("k", kl), strings.Repeat("s", sl)))
+			}
+		}
+	}
+	n := len(cases)
+	for _, c := range cases[:n] {
+		for i := range c {
+			for _, b := range []byte{0x00, 0x02, 0x0a, 0x12, 0x7f, 0x80, 0x85, 0xff, c[i] + 1, c[i] - 1} {
+				m := bytes.Clone(c)
+				m[i] = b
+				cases = append(cases, m)
+			}
+			cases = append(cases, c[:i])
+		}
+	}
+	for _, c := range cases {
+		k1, v1, ok1 := stringAttr(c)
+		k2, v2, ok2 := stringAttrFields(c)
+		if ok1 != ok2 || !bytes.Equal(k1, k2) || !bytes.Equal(v1, v2) {
+			t.Fatalf("%x: stringAttr %q %q %v, field by field %q %q %v", c, k1, v1, ok1, k2, v2, ok2)
+		}
+	}
+}
+
+// TestSortLabels: sortLabels sorts and deduplicates as Labels.Sort does.
+func TestSortLabels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		ls := make(sources.Labels, rng.IntN(12))
+		for i := range ls {
+			ls[i] = sources.Label{Name: string(rune('a' + rng.IntN(5))), Value: strconv.Itoa(i)}
+		}
+		want := slices.Clone(ls).Sort()
+		if got := sortLabels(slices.Clone(ls)); !slices.Equal(got, want) {
+			t.Fatalf("%v: sortLabels %v, Labels.Sort %v", ls, got, want)
 		}
 	}
 }

@@ -807,8 +807,14 @@ func validField(b []byte, m *wireMessage) (num protowire.Number, typ protowire.T
 	}
 	switch f.kind {
 	case fieldUnknown:
-		// Skipped as pdata skips it; but a group pdata closes by
-		// depth alone, and protowire by number too: stricter.
+		// Skipped as pdata skips it; but not a group, which pdata
+		// skips its own way (it takes the first field in a group for
+		// the group's end, so what follows one may read as an end of
+		// group pdata refuses): no exporter sends one, pdata has the
+		// last word.
+		if typ == protowire.StartGroupType || typ == protowire.EndGroupType {
+			return 0, 0, nil, nil, nil, errLeftToPdata
+		}
 		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
 			return 0, 0, nil, nil, nil, errLeftToPdata
 		}

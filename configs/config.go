@@ -338,6 +338,13 @@ type GuardConfig struct {
 	InstanceLabels []string `yaml:"instance_labels" json:"instance_labels"`
 	// Alpha is the guard's false-alarm level, split evenly across its signals.
 	Alpha float64 `yaml:"alpha" json:"alpha"`
+	// Burst is the longest excursion of one source — the only pod of a
+	// candidate with fewer than three, a cohort without pod labels, the
+	// whole service compared before/after — that is not taken for a
+	// version effect: a regression there must outlast it (the burst
+	// budget, docs/detection.md). Unset: 6 evaluation intervals (a minute
+	// at the default 10 s); 0 switches the budget off.
+	Burst *Duration `yaml:"burst" json:"burst,omitempty"`
 	// Flags are killed on a regression when the deployment declares none.
 	Flags []string `yaml:"flags" json:"flags"`
 	// Baseline says what the candidate is compared against.
@@ -636,6 +643,9 @@ func (c *Config) validate() []fieldError {
 		}
 		if g.VersionLabel == "" {
 			add(p+".version_label", "is empty")
+		}
+		if g.Burst != nil && *g.Burst < 0 {
+			add(p+".burst", "must be >= 0 (0 switches the burst budget off)")
 		}
 		if !(g.Alpha > 0 && g.Alpha <= 0.5) {
 			add(p+".alpha", "must be > 0 and <= 0.5")

@@ -27,6 +27,7 @@ type signalRun struct {
 	lastBatch  time.Time
 	flushed    bool          // the tests' held ticks were flushed since lastBatch
 	batchGap   time.Duration // the running mean time between batches
+	burst      time.Duration // the guard's burst (an excursion shorter is not a version effect); −1: DefaultBurstTicks evaluations
 	// base is the baseline's latency distribution over the batches consumed
 	// so far: boundaries are chosen from it before each batch is tested, so
 	// the test stays a supermartingale.
@@ -131,7 +132,10 @@ type tick struct {
 const latencyScale = 2
 
 func newSignalRun(g *configs.GuardConfig, s configs.SignalConfig, start time.Time) *signalRun {
-	sr := &signalRun{cfg: s, metric: configs.InputMetric(*g, s), lastReport: [2]time.Time{start, start}}
+	sr := &signalRun{cfg: s, metric: configs.InputMetric(*g, s), lastReport: [2]time.Time{start, start}, burst: -1}
+	if g.Burst != nil {
+		sr.burst = time.Duration(*g.Burst)
+	}
 	theta0 := 1 + s.Tolerance
 	switch s.Type {
 	case configs.SignalLatency:
@@ -220,6 +224,32 @@ func (sr *signalRun) quiet(interval, noData time.Duration) time.Duration {
 		q = max(q, min(noData, unknownCadence*interval))
 	}
 	return q
+}
+
+// burstTicks is the guard's burst in ticks (batches): at the evaluation
+// interval, or at the batches' own cadence where exporters report clearly
+// less often (an SDK exporting every minute at a 10 s evaluation); −1 when
+// the burst budget is off. Any cap leaves the tests valid (the capped
+// e-value is never above the uncapped one), so it may follow the cadence.
+func (sr *signalRun) burstTicks(interval time.Duration) int {
+	d := sr.burstOf(interval)
+	if d <= 0 || interval <= 0 {
+		return -1
+	}
+	cadence := interval
+	if sr.batchGap >= 3*interval {
+		cadence = sr.batchGap
+	}
+	return int(math.Ceil(float64(d) / float64(cadence)))
+}
+
+// burstOf is the guard's burst as a duration: unset, DefaultBurstTicks
+// evaluation intervals.
+func (sr *signalRun) burstOf(interval time.Duration) time.Duration {
+	if sr.burst < 0 {
+		return DefaultBurstTicks * interval
+	}
+	return sr.burst
 }
 
 // unknownCadence is quiet's wait, in evaluation intervals, before the
@@ -446,6 +476,12 @@ func (sr *signalRun) evaluate(d *deploymentRun, now time.Time, noData, interval 
 	}
 	c, b := sr.cur[candidate], sr.cur[baseline]
 	if c.total > 0 && b.total > 0 {
+		burst := sr.burstTicks(interval)
+		for _, a := range sr.arms {
+			if a.test != nil {
+				a.test.BurstTicks = burst
+			}
+		}
 		var cb, bb []Block
 		cn, bn := sr.podNames(candidate), sr.podNames(baseline)
 		observe := func(a *arm, x, y float64) {
@@ -768,7 +804,10 @@ func (sr *signalRun) decideMode(d *deploymentRun, now time.Time, interval time.D
 		a.ref.bound = quasiRateUpperBound(bad, total, a.ref.phi, alpha)
 		a.preModel = &Model{Dispersion: a.ref.phi, CandidatePods: 1, BaselinePods: 1, Assumption: BeforeAfterAssumption}
 		p0 := math.Min((1+sr.cfg.Tolerance)*a.ref.bound, 0.999)
-		a.rate = NewRateTest(p0, alpha).Tempered(a.ref.phi).WithBurstBudget(DefaultBurstTicks)
+		a.rate = NewRateTest(p0, alpha).Tempered(a.ref.phi).WithBurstBudget(sr.burstTicks(interval))
+		if sr.burstTicks(interval) > 0 {
+			a.ref.burst = sr.burstOf(interval)
+		}
 	}
 }
 
@@ -780,6 +819,8 @@ type preWindow struct {
 	ticks, extreme int
 	// bound is the reference rate's upper confidence bound at φ.
 	bound float64
+	// burst is the burst budget's excursion (0: none).
+	burst time.Duration
 }
 
 // windowDispersion reads φ, the dispersion of a before-window, from its
@@ -902,7 +943,11 @@ func (w preWindow) note(b configs.BaselineConfig) string {
 	if w.extreme > 0 {
 		s += fmt.Sprintf(", %d more far above the rest left out of φ", w.extreme)
 	}
-	return s + fmt.Sprintf(", dispersion φ %.3g between them), bounded at %.3g%%; no longer history is kept, so not the same time of day or week; an excursion of %d ticks or less is not taken for a version effect (burst budget)", w.phi, 100*w.bound, DefaultBurstTicks)
+	s += fmt.Sprintf(", dispersion φ %.3g between them), bounded at %.3g%%; no longer history is kept, so not the same time of day or week", w.phi, 100*w.bound)
+	if w.burst > 0 {
+		s += fmt.Sprintf("; an excursion of %s or less is not taken for a version effect (burst budget)", w.burst)
+	}
+	return s
 }
 
 // beforeAfterModel is what a before/after comparison assumes: that the

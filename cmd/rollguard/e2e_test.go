@@ -628,10 +628,14 @@ func TestTourPayloads(t *testing.T) {
 					t.Fatalf("POST %s: %d", file, resp.StatusCode)
 				}
 			}
-			const rounds = 6
+			// As the tour does, one round per evaluation, for longer than
+			// the burst (6 evaluations): the payloads carry no pod label,
+			// so the canary is one source that must outlast it.
+			const rounds = 20
 			for i := 0; i < rounds; i++ {
 				post("checkout-v1.json")
 				post(tc.canary)
+				td.nextEvaluation(t, "checkout")
 			}
 			post("checkout-v1.json") // pairs the canary's last batch
 			checkFor(t, 20*time.Second, func() error {

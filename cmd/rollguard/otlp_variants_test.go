@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
@@ -48,7 +49,10 @@ func TestOTLPVariants(t *testing.T) {
 			commands int
 		}{{"regression", 0.06, 1}, {"healthy", 0.01, 0}} {
 			t.Run(v.name+"/"+tc.name, func(t *testing.T) {
-				td := startDaemon(t, testConfig)
+				// The rounds arrive within a few evaluations: without the
+				// burst budget (TestBurstyPodFleet), which would hold such
+				// a short regression of one source back.
+				td := startDaemon(t, strings.Replace(testConfig, "    alpha: 0.001\n", "    alpha: 0.001\n    burst: 0s\n", 1))
 				svc := func(version string, rate float64, seed uint64) *service {
 					exp, err := v.exp(td)
 					if err != nil {

@@ -19,6 +19,7 @@ const promGuard = `
     service_label: job
     version_label: version
     alpha: 0.001
+    burst: 0s # the rounds arrive within a few evaluations (see TestOTLPVariants)
     flags: [new-checkout-flow]
     signals:
       - name: errors

@@ -7,7 +7,7 @@
 package sample
 
 import (
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -54,9 +54,17 @@ func (ls Labels) Get(name string) string {
 	return ""
 }
 
-// Sort orders the labels by name, keeping the last of duplicate names.
+// Sort orders the labels by name, keeping the last of duplicate names. It
+// sorts with slices.SortStableFunc: sort.SliceStable's reflection and
+// allocations cost a tenth of a kept OTLP point.
 func (ls Labels) Sort() Labels {
-	sort.SliceStable(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	slices.SortStableFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
+	return ls.KeepLast()
+}
+
+// KeepLast drops, from labels sorted stably by name, all but the last of
+// each name (a point's attribute over its resource's).
+func (ls Labels) KeepLast() Labels {
 	out := ls[:0]
 	for i, l := range ls {
 		if i+1 < len(ls) && ls[i+1].Name == l.Name {

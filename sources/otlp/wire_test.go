@@ -2,8 +2,6 @@ package otlp
 
 import (
 	"bytes"
-	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,21 +133,6 @@ func TestStringAttrFastPath(t *testing.T) {
 		k2, v2, ok2 := stringAttrFields(c)
 		if ok1 != ok2 || !bytes.Equal(k1, k2) || !bytes.Equal(v1, v2) {
 			t.Fatalf("%x: stringAttr %q %q %v, field by field %q %q %v", c, k1, v1, ok1, k2, v2, ok2)
-		}
-	}
-}
-
-// TestSortLabels: sortLabels sorts and deduplicates as Labels.Sort does.
-func TestSortLabels(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for range 2000 {
-		ls := make(sources.Labels, rng.IntN(12))
-		for i := range ls {
-			ls[i] = sources.Label{Name: string(rune('a' + rng.IntN(5))), Value: strconv.Itoa(i)}
-		}
-		want := slices.Clone(ls).Sort()
-		if got := sortLabels(slices.Clone(ls)); !slices.Equal(got, want) {
-			t.Fatalf("%v: sortLabels %v, Labels.Sort %v", ls, got, want)
 		}
 	}
 }

@@ -339,14 +339,7 @@ func sortLabels(ls sources.Labels) sources.Labels {
 			ls[j], ls[j-1] = ls[j-1], ls[j]
 		}
 	}
-	out := ls[:0]
-	for i, l := range ls {
-		if i+1 < len(ls) && ls[i+1].Name == l.Name {
-			continue
-		}
-		out = append(out, l)
-	}
-	return out
+	return ls.KeepLast()
 }
 
 // nativeHistogram turns a remote write histogram (1.0 and 2.0 share the

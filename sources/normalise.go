@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -24,26 +25,59 @@ const freshSeries = 5 * time.Minute
 // far ahead of the wall clock, out of order, a duplicate, a new series over
 // a budget) leaves the series as it was, its idle time included, so a
 // series whose sender went wrong still expires.
+//
+// It is safe for concurrent use, and one receiver's concurrent requests
+// share one: the series are split over cumShards shards by their hash,
+// each with its own lock, so that points of different series rarely wait
+// on each other (one lock for all was most of the ingest path's lock
+// wait, issue 16). The budgets stay exact: a new series is admitted under
+// one more lock, taken only for a series not yet tracked and by the sweep.
 type Cumulative struct {
-	mu sync.Mutex
-	// series is keyed by a 64-bit hash of the series key, so that steady
-	// state holds no label strings (a collision needs ~2^32 series).
-	series    map[uint64]*cumState
-	bounds    map[uint64][]float64 // classic bucket layouts, shared by series
+	// shards hold the series, keyed by a 64-bit hash of the series key,
+	// so that steady state holds no label strings (a collision needs
+	// ~2^32 series); a series lives in the shard its hash's top bits name.
+	shards [cumShards]cumShard
+
+	// admission guards the budgets: the count of series and of each
+	// cohort's. Taken after a shard's lock, never before one.
+	admission sync.Mutex
+	cohorts   map[Cohort]int // counted only when perCohort bounds them
+	tracked   atomic.Int64   // series in all shards; written under admission
+
+	lastSweep atomic.Int64
+
+	boundsMu sync.Mutex
+	bounds   map[uint64][]float64 // classic bucket layouts, shared by series
+
 	maxSeries int
 	// maxAhead bounds how far (ns) a point may be stamped after the wall
 	// clock; 0: no bound.
 	maxAhead int64
-	// perCohort bounds the series of one cohort; 0: no bound. cohorts
-	// counts them (only when bounded).
+	// perCohort bounds the series of one cohort; 0: no bound.
 	perCohort int
-	cohorts   map[Cohort]int
 	ttl       time.Duration
-	lastSweep int64
 	// clock is the wall clock idleness is measured on: the points' own
 	// timestamps only order points, since one skewed client must not make
 	// every other series look idle.
 	clock func() time.Time
+}
+
+// cumShards is how many locks the series are split over: enough that
+// the goroutines of a few dozen cores seldom meet on one; the 64 empty
+// maps cost a few kilobytes a tracker.
+const cumShards = 64
+
+type cumShard struct {
+	mu     sync.Mutex
+	series map[uint64]*cumState
+	// The pad keeps each shard's lock on a cache line (and the adjacent
+	// line the CPU fetches with it) of its own: shards sharing a line
+	// would still contend in the cache.
+	_ [128 - 16]byte
+}
+
+func (c *Cumulative) shard(key SeriesKey) *cumShard {
+	return &c.shards[key.hash>>58] // 64 shards: the top 6 bits
 }
 
 type cumState struct {
@@ -78,15 +112,18 @@ func MaxSeriesPerCohort(n int) Option {
 
 // NewCumulative tracks at most maxSeries series, forgetting those idle for ttl.
 func NewCumulative(maxSeries int, ttl time.Duration, opts ...Option) *Cumulative {
-	c := &Cumulative{series: map[uint64]*cumState{}, bounds: map[uint64][]float64{}, cohorts: map[Cohort]int{},
+	c := &Cumulative{bounds: map[uint64][]float64{}, cohorts: map[Cohort]int{},
 		maxSeries: maxSeries, ttl: ttl, clock: time.Now}
+	for i := range c.shards {
+		c.shards[i].series = map[uint64]*cumState{}
+	}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
 }
 
-// SetClock replaces the wall clock (tests).
+// SetClock replaces the wall clock (tests); call it before any point.
 func (c *Cumulative) SetClock(f func() time.Time) { c.clock = f }
 
 // The reasons a point is refused. Each is a drop reason of its own (see
@@ -192,15 +229,25 @@ func (c *Cumulative) CheckTime(now int64) error {
 	return nil
 }
 
-// state finds or makes a series' state for a point stamped now, or says
-// why the point is refused; a refused point changes nothing.
-func (c *Cumulative) state(key SeriesKey, start, now int64) (*cumState, bool, error) {
-	wall := c.clock().UnixNano()
+// lock locks the shard of key's series for a point stamped now and sweeps
+// idle series first; it says why the point is refused if it is too far
+// ahead (and then locks nothing). The caller unlocks the shard.
+func (c *Cumulative) lock(key SeriesKey, now int64) (sh *cumShard, wall int64, err error) {
+	wall = c.clock().UnixNano()
 	if c.maxAhead > 0 && now-wall > c.maxAhead {
-		return nil, false, ErrTooFarAhead
+		return nil, 0, ErrTooFarAhead
 	}
-	c.sweep(wall)
-	st, ok := c.series[key.hash]
+	c.sweep(wall) // before any shard is held: it takes each one in turn
+	sh = c.shard(key)
+	sh.mu.Lock()
+	return sh, wall, nil
+}
+
+// state finds or makes a series' state for a point stamped now, with its
+// shard locked (see lock), or says why the point is refused; a refused
+// point changes nothing.
+func (c *Cumulative) state(sh *cumShard, key SeriesKey, start, now, wall int64) (*cumState, bool, error) {
+	st, ok := sh.series[key.hash]
 	switch {
 	case ok && now < st.last:
 		return nil, false, ErrOutOfOrder
@@ -209,20 +256,36 @@ func (c *Cumulative) state(key SeriesKey, start, now int64) (*cumState, bool, er
 	case ok:
 		st.seen = wall
 		return st, false, nil
-	case len(c.series) >= c.maxSeries:
-		return nil, false, ErrSeriesLimit
 	}
 	counted := c.perCohort > 0 && key.cohort != 0
-	if counted && c.cohorts[key.cohort] >= c.perCohort {
-		return nil, false, ErrCohortSeriesLimit
+	if err := c.admit(key.cohort, counted); err != nil {
+		return nil, false, err
 	}
 	st = &cumState{start: start, seen: wall}
 	if counted {
 		st.cohort = key.cohort
-		c.cohorts[key.cohort]++
 	}
-	c.series[key.hash] = st
+	sh.series[key.hash] = st
 	return st, true, nil
+}
+
+// admit counts a new series in the budgets or says which one is spent.
+// Both are checked and counted under one lock, so each holds exactly, as
+// if the points came one at a time.
+func (c *Cumulative) admit(cohort Cohort, counted bool) error {
+	c.admission.Lock()
+	defer c.admission.Unlock()
+	if c.tracked.Load() >= int64(c.maxSeries) {
+		return ErrSeriesLimit
+	}
+	if counted && c.cohorts[cohort] >= c.perCohort {
+		return ErrCohortSeriesLimit
+	}
+	c.tracked.Add(1)
+	if counted {
+		c.cohorts[cohort]++
+	}
+	return nil
 }
 
 // internBounds returns a shared copy of a bucket layout: most series of a
@@ -235,6 +298,8 @@ func (c *Cumulative) internBounds(b []float64) []float64 {
 		_, _ = d.Write(buf[:])
 	}
 	h := d.Sum64()
+	c.boundsMu.Lock()
+	defer c.boundsMu.Unlock()
 	if s, ok := c.bounds[h]; ok && sameBounds(s, b) {
 		return s
 	}
@@ -245,19 +310,35 @@ func (c *Cumulative) internBounds(b []float64) []float64 {
 	return s
 }
 
+// sweep forgets the series idle for longer than the ttl, at most every
+// quarter ttl: the one caller that claims the sweep walks every shard,
+// locking one at a time, while the others go on.
 func (c *Cumulative) sweep(now int64) {
-	if now-c.lastSweep < int64(c.ttl)/4 {
+	last := c.lastSweep.Load()
+	if now-last < int64(c.ttl)/4 || !c.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	c.lastSweep = now
-	for k, st := range c.series {
-		if now-st.seen > int64(c.ttl) {
-			delete(c.series, k)
-			if st.cohort != 0 {
-				if c.cohorts[st.cohort]--; c.cohorts[st.cohort] <= 0 {
-					delete(c.cohorts, st.cohort)
-				}
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for k, st := range sh.series {
+			if now-st.seen > int64(c.ttl) {
+				delete(sh.series, k)
+				c.forget(st.cohort)
 			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// forget takes a series that was admitted out of the budgets.
+func (c *Cumulative) forget(cohort Cohort) {
+	c.admission.Lock()
+	defer c.admission.Unlock()
+	c.tracked.Add(-1)
+	if cohort != 0 {
+		if c.cohorts[cohort]--; c.cohorts[cohort] <= 0 {
+			delete(c.cohorts, cohort)
 		}
 	}
 }
@@ -278,9 +359,12 @@ func (c *Cumulative) Counter(key SeriesKey, start, now int64, v float64) (inc fl
 	if !ValidCounter(v) {
 		return 0, 0, false, ErrInvalidValue
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, isNew, err := c.state(key, start, now)
+	sh, wall, err := c.lock(key, now)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	defer sh.mu.Unlock()
+	st, isNew, err := c.state(sh, key, start, now, wall)
 	if err != nil {
 		return 0, 0, false, err
 	}
@@ -313,9 +397,12 @@ func intervalStart(isNew bool, start int64, st *cumState) int64 {
 // the explicit upper bounds; counts has len(bounds)+1 entries (the last is +Inf).
 // from is when the increments began (see Counter).
 func (c *Cumulative) Histogram(key SeriesKey, start, now int64, count, sum float64, bounds, counts []float64) (dCount, dSum float64, dBuckets []float64, from int64, ok bool, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, isNew, err := c.state(key, start, now)
+	sh, wall, err := c.lock(key, now)
+	if err != nil {
+		return 0, 0, nil, 0, false, err
+	}
+	defer sh.mu.Unlock()
+	st, isNew, err := c.state(sh, key, start, now, wall)
 	if err != nil {
 		return 0, 0, nil, 0, false, err
 	}
@@ -357,20 +444,19 @@ func sameBounds(a, b []float64) bool {
 }
 
 // Len is the number of series tracked.
-func (c *Cumulative) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.series)
-}
+func (c *Cumulative) Len() int { return int(c.tracked.Load()) }
 
 // Native turns a cumulative exponential/native histogram point into
 // increments. A change of scale is merged by downscaling both points to the
 // coarser one; a bucket or count going down is a reset.
 // from is when the increments began (see Counter).
 func (c *Cumulative) Native(key SeriesKey, start, now int64, count, sum float64, h NativeHistogram) (dCount, dSum float64, dh NativeHistogram, from int64, ok bool, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, isNew, err := c.state(key, start, now)
+	sh, wall, err := c.lock(key, now)
+	if err != nil {
+		return 0, 0, NativeHistogram{}, 0, false, err
+	}
+	defer sh.mu.Unlock()
+	st, isNew, err := c.state(sh, key, start, now, wall)
 	if err != nil {
 		return 0, 0, NativeHistogram{}, 0, false, err
 	}

@@ -17,6 +17,9 @@ import (
 // filter of names takes two of one bit, so they are sorted to be told
 // apart).
 func TestLabelChecksAllocateNothingPerSeries(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector sync.Pool drops the pooled batch at random: the counts are not the code's")
+	}
 	r := NewReceiver(Config{Filter: sources.FilterFunc(func(m string) bool { return m == "pool_in_use" })})
 	labels := func(i int) []string {
 		kv := []string{"__name__", "node_metric_" + strconv.Itoa(i%20), "zone", "zürich-" + strconv.Itoa(i%3)}

@@ -174,7 +174,9 @@ func (t *CountTest) flush(p *pending, phi phiPair) {
 	if p.X+p.Y > 0 {
 		limit := math.Inf(1)
 		if p.Few && t.BurstTicks >= 0 {
-			limit = t.burstBudget() - t.recentRise()
+			var ceiling float64
+			t.Recent, ceiling = burstCeiling(t.Recent, t.Ticks, t.window(), t.logE, t.burstBudget())
+			limit = ceiling - t.logE
 		}
 		t.update(p.X, p.Nc, p.Y, p.Nb, phi, limit)
 	}
@@ -188,26 +190,27 @@ type level struct {
 	LogE float64
 }
 
-// recentRise records the level now (before a test of held ticks) and
-// reports how far the log e-value has risen within the window: from the
-// lowest level in it, or the level it started from, to now.
-func (t *CountTest) recentRise() float64 {
-	t.Recent = append(t.Recent, level{Tick: t.Ticks, LogE: t.logE})
-	// Keep the levels of the window, and the last one before it: the level
-	// the window started from.
+// burstCeiling is the burst budget's rule, for the count test and the
+// before/after rate test alike: it records the level now (the log e-value
+// before a test of new ticks) among the levels of the window (ticks after
+// tick−window, and the last one before them: the level the window started
+// from) and returns the highest level the test may reach after it — the
+// lowest level there, or 1 if that is lower, plus budget. A rise from
+// below 1 counts from 1: the budget is there to keep a burst from carrying
+// the e-value past the threshold, and from below 1 it cannot carry it
+// further than from 1.
+func burstCeiling(levels []level, tick, window int, now, budget float64) ([]level, float64) {
+	levels = append(levels, level{Tick: tick, LogE: now})
 	i := 0
-	for i+1 < len(t.Recent) && t.Recent[i+1].Tick < t.Ticks-t.window() {
+	for i+1 < len(levels) && levels[i+1].Tick < tick-window {
 		i++
 	}
-	t.Recent = append(t.Recent[:0], t.Recent[i:]...)
-	lo := t.logE
-	for _, l := range t.Recent {
+	levels = append(levels[:0], levels[i:]...)
+	lo := now
+	for _, l := range levels {
 		lo = math.Min(lo, l.LogE)
 	}
-	// A rise from below 1 counts from 1: the budget is there to keep a
-	// burst from carrying the e-value past the threshold, and from below 1
-	// it cannot carry it further than from 1.
-	return t.logE - math.Max(lo, 0)
+	return levels, math.Max(lo, 0) + budget
 }
 
 // DefaultBurstTicks is the longest excursion of one pod the test does not

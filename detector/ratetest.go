@@ -18,7 +18,7 @@ type RateTest struct {
 	// from the log e-value, recent the levels before the last burst+2 ticks.
 	burst   int
 	capLoss float64
-	recent  []float64
+	recent  []level
 	Bad     float64
 	Total   float64
 	Ticks   int
@@ -62,7 +62,7 @@ func (t *RateTest) Tempered(phi float64) *RateTest {
 func (t *RateTest) WithBurstBudget(ticks int) *RateTest {
 	if ticks > 0 {
 		t.burst = ticks
-		t.recent = make([]float64, 0, ticks+2)
+		t.recent = make([]level, 0, ticks+2)
 	}
 	return t
 }
@@ -81,16 +81,11 @@ func (t *RateTest) Observe(x, n float64) {
 		t.logL[i] += (x*math.Log(th) + (n-x)*(math.Log1p(-p)-math.Log1p(-t.p0))) / t.phi
 	}
 	if t.burst > 0 {
-		if len(t.recent) == t.burst+2 {
-			copy(t.recent, t.recent[1:])
-			t.recent = t.recent[:t.burst+1]
-		}
-		t.recent = append(t.recent, before)
-		lo := before
-		for _, l := range t.recent {
-			lo = math.Min(lo, l)
-		}
-		if over := t.LogEValue() - (math.Max(lo, 0) + math.Log(0.9/t.alpha)); over > 0 {
+		// One tick per Observe: a window of burst ticks keeps the levels
+		// of the last burst+2.
+		var ceiling float64
+		t.recent, ceiling = burstCeiling(t.recent, t.Ticks, t.burst, before, math.Log(0.9/t.alpha))
+		if over := t.LogEValue() - ceiling; over > 0 {
 			t.capLoss += over
 		}
 	}
